@@ -1,0 +1,52 @@
+# conntrackr: `make run` monitors this host, `make test` runs everything. Both install what they need.
+SHELL := /bin/bash
+SWIFT ?= swift
+SWIFT_FLAGS ?=
+BIN_DEBUG := .build/debug/conntrackr
+BIN_RELEASE := .build/release/conntrackr
+# Debian packages the build and the tests need (installed when missing).
+BUILD_PACKAGES := libpcap-dev libbpf-dev libelf-dev zlib1g-dev clang llvm bpftool pkg-config
+TEST_PACKAGES := iproute2 nmap hping3 tcpdump netsniff-ng nftables prometheus etcd-server
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: all deps test-deps build release run test unit e2e bench lint clean bpf bpf-check
+
+all: build
+
+deps:
+	@missing=$$(for p in $(BUILD_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+	@command -v $(SWIFT) >/dev/null || { echo "error: no Swift toolchain on PATH (need Swift 6.2 or later)"; exit 1; }
+
+test-deps: deps
+	@missing=$$(for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+
+build: deps
+	$(SWIFT) build $(SWIFT_FLAGS)
+
+release: deps
+	$(SWIFT) build -c release $(SWIFT_FLAGS)
+
+# Monitors this host's default interface (needs root, or CAP_NET_RAW and CAP_NET_ADMIN for pcap).
+run: release
+	$(SUDO) $(BIN_RELEASE) run $(ARGS)
+
+unit: deps
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
+	$(SWIFT) test --skip-build $(SWIFT_FLAGS)
+
+e2e: test-deps release
+	Tests/e2e/run-all.sh $(BIN_RELEASE)
+
+test: test-deps
+	$(MAKE) unit
+	$(MAKE) e2e
+
+bench: test-deps release
+	Tests/bench/run-bench.sh $(BIN_RELEASE)
+
+clean:
+	rm -rf .build bench-out

@@ -1,0 +1,105 @@
+// swift-tools-version:6.2
+
+import PackageDescription
+
+let package = Package(
+    name: "conntrackr",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "ConnCore", targets: ["ConnCore"]),
+        .library(name: "ConnCapture", targets: ["ConnCapture"]),
+        .library(name: "ConnBlock", targets: ["ConnBlock"]),
+        .library(name: "ConnMetrics", targets: ["ConnMetrics"]),
+        .library(name: "ConnTesting", targets: ["ConnTesting"]),
+        .executable(name: "conntrackr", targets: ["conntrackr"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // Pure Swift: addresses, frames, parser, tracker, detector, events, protocols, pipeline.
+        .target(
+            name: "ConnCore",
+            dependencies: [.product(name: "Logging", package: "swift-log")]
+        ),
+        // libpcap, as a system library found through pkg-config.
+        .systemLibrary(
+            name: "CPcap",
+            pkgConfig: "libpcap",
+            providers: [.apt(["libpcap-dev"])]
+        ),
+        // The BPF loader: a narrow C surface over libbpf and the generated skeleton.
+        .target(
+            name: "CXDP",
+            cSettings: [.unsafeFlags(["-Wall", "-Wno-unused-function"])],
+            linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
+        ),
+        .target(
+            name: "ConnCapture",
+            dependencies: ["ConnCore", "CPcap", "CXDP", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "ConnBlock",
+            dependencies: ["ConnCore", "CXDP", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "ConnMetrics",
+            dependencies: [
+                "ConnCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Test kit for embedders and our own tests: frame builders, a pcap writer, in-memory sinks.
+        .target(
+            name: "ConnTesting",
+            dependencies: ["ConnCore"]
+        ),
+        .executableTarget(
+            name: "conntrackr",
+            dependencies: [
+                "ConnCore", "ConnCapture", "ConnBlock", "ConnMetrics",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // Writes synthetic captures for benchmarks and tests.
+        .executableTarget(
+            name: "conntrackr-synth",
+            dependencies: ["ConnCore", "ConnTesting"]
+        ),
+        .testTarget(name: "ConnCoreTests", dependencies: ["ConnCore", "ConnTesting"]),
+        .testTarget(
+            name: "ConnCaptureTests",
+            dependencies: ["ConnCore", "ConnCapture", "ConnTesting"],
+            resources: [.copy("Captures")]
+        ),
+        .testTarget(name: "ConnBlockTests", dependencies: ["ConnCore", "ConnBlock", "ConnTesting"]),
+        .testTarget(name: "ConnMetricsTests", dependencies: ["ConnCore", "ConnMetrics", "ConnTesting"]),
+    ]
+)
+
+for target in package.targets where [.executable, .test, .regular].contains(target.type) {
+    var settings = target.swiftSettings ?? []
+    settings.append(.enableUpcomingFeature("ExistentialAny"))
+    settings.append(.enableUpcomingFeature("MemberImportVisibility"))
+    settings.append(.enableUpcomingFeature("InternalImportsByDefault"))
+    if target.type == .regular {
+        // Every public type says whether it is Sendable.
+        settings.append(.unsafeFlags(["-Xfrontend", "-require-explicit-sendable"]))
+    }
+    target.swiftSettings = settings
+}

@@ -1,0 +1,95 @@
+/// Drops traffic from blocked prefixes: the kernel-facing half of blocking (XDP maps, nftables sets, memory).
+///
+/// Policy (allowlist, TTL, caps, rate limits) is decided by ``BlockController``; a blocker only stores and
+/// enforces entries. Implementations are safe to call from any thread.
+public protocol Blocker: AnyObject, Sendable {
+    /// A short name for logs, such as `xdp` or `nftables`.
+    var name: String { get }
+
+    /// Adds `entry`, or replaces the entry for the same prefix. Returns `false`, changing nothing, when the
+    /// blocklist is full.
+    func add(_ entry: BlockEntry) throws -> Bool
+
+    /// Removes the entry for `prefix`; `false` when there was none.
+    func remove(_ prefix: IPPrefix) throws -> Bool
+
+    /// Every entry, expired or not.
+    func entries() throws -> [BlockEntry]
+
+    /// Removes the entries whose expiry is at or before `now` and returns them.
+    func removeExpired(asOf now: Timestamp) throws -> [BlockEntry]
+}
+
+extension Blocker {
+    public func removeExpired(asOf now: Timestamp) throws -> [BlockEntry] {
+        var removed: [BlockEntry] = []
+        for entry in try entries() {
+            guard let expires = entry.expires, expires <= now else { continue }
+            if try remove(entry.prefix) { removed.append(entry) }
+        }
+        return removed
+    }
+}
+
+/// Addresses that are never blocked, each with the reason it is listed.
+public struct Allowlist: Hashable, Sendable {
+    /// A listed prefix and why it is listed (`loopback`, `host address`, `gateway`, `configured`).
+    public struct Entry: Hashable, Sendable {
+        public var prefix: IPPrefix
+        public var reason: String
+
+        public init(prefix: IPPrefix, reason: String) {
+            self.prefix = prefix
+            self.reason = reason
+        }
+    }
+
+    public private(set) var entries: [Entry]
+
+    /// An allowlist that always holds loopback (127.0.0.0/8 and ::1), plus `entries`.
+    public init(_ entries: [Entry] = []) {
+        self.entries = [
+            Entry(prefix: IPPrefix("127.0.0.0/8")!, reason: "loopback"),
+            Entry(prefix: IPPrefix("::1/128")!, reason: "loopback"),
+        ] + entries
+    }
+
+    /// Why `address` may not be blocked, or `nil` when it may.
+    public func reason(for address: IPAddress) -> String? {
+        entries.first { $0.prefix.contains(address) }?.reason
+    }
+
+    /// Whether any listed address lies inside `prefix` (blocking that prefix would block it).
+    public func overlaps(_ prefix: IPPrefix) -> Entry? {
+        entries.first { $0.prefix.contains(prefix.address) || prefix.contains($0.prefix.address) }
+    }
+}
+
+/// How scanners are blocked.
+public struct BlockPolicy: Hashable, Sendable {
+    /// How long a block lasts; `nil` blocks until removed by hand. Default one hour.
+    public var ttl: Duration?
+    /// IPv6 scanners are blocked as this prefix of their address, since one host owns a whole /64. Default 64.
+    public var ipv6PrefixLength: Int
+    /// The most entries in the blocklist; further blocks are refused and counted. Default 65,536.
+    public var maxBlocked: Int
+    /// The most new blocks in any minute, so forged scans cannot fill the blocklist at once. Default 120.
+    public var maxBlocksPerMinute: Int
+
+    public init(
+        ttl: Duration? = .seconds(3600),
+        ipv6PrefixLength: Int = 64,
+        maxBlocked: Int = 65_536,
+        maxBlocksPerMinute: Int = 120
+    ) {
+        self.ttl = ttl
+        self.ipv6PrefixLength = ipv6PrefixLength
+        self.maxBlocked = maxBlocked
+        self.maxBlocksPerMinute = maxBlocksPerMinute
+    }
+
+    /// The prefix that blocking `source` would block.
+    public func prefix(for source: IPAddress) -> IPPrefix {
+        source.isIPv4 ? IPPrefix(host: source) : IPPrefix(address: source, length: ipv6PrefixLength)!
+    }
+}

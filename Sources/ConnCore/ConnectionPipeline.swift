@@ -1,0 +1,181 @@
+public import Logging
+
+/// Turns captured frames into events: parse, tell new connections from retransmissions, detect scans, decide
+/// blocks, and report counts.
+///
+/// One pipeline belongs to one capture thread; every method must be called from it. Sources call
+/// ``process(frame:linkType:time:)`` (or ``process(_:)`` for attempts the kernel already parsed), and
+/// ``endOfBatch(now:)`` after each batch, which flushes output and metrics and runs the expiry sweep.
+public final class ConnectionPipeline {
+    /// Settings of the pipeline.
+    public struct Configuration: Hashable, Sendable {
+        public var scanRule: ScanRule
+        /// A repeat of the same 4-tuple within this long is a retransmission. Default 60 seconds.
+        public var retransmitWindow: Duration
+        /// The most 4-tuples remembered for the retransmission rule. Default 1,000,000.
+        public var maxTrackedConnections: Int
+
+        public init(
+            scanRule: ScanRule = ScanRule(),
+            retransmitWindow: Duration = .seconds(60),
+            maxTrackedConnections: Int = 1_000_000
+        ) {
+            self.scanRule = scanRule
+            self.retransmitWindow = retransmitWindow
+            self.maxTrackedConnections = maxTrackedConnections
+        }
+    }
+
+    /// Counts kept by the pipeline since it was made.
+    public struct Statistics: Hashable, Sendable {
+        public var frames = 0
+        public var attempts = 0
+        public var newConnections = 0
+        public var portScans = 0
+        public var malformedFrames = 0
+        public var captureDropped = 0
+    }
+
+    public let configuration: Configuration
+    private let events: any EventSink
+    private let detector: any ScanDetector
+    private let blocking: BlockController?
+    private let metrics: any MetricsSink
+    private let logger: Logger
+    private var retransmits: RetransmitFilter
+    public private(set) var statistics = Statistics()
+    private var unreported = Statistics()
+    private var unreportedMalformed: [MalformedReason: Int] = [:]
+    private var reportedEvictions = (pairs: 0, connections: 0)
+    private var lastSweep = Timestamp(nanoseconds: .min)
+    private var lastTime = Timestamp(nanoseconds: 0)
+
+    /// Makes a pipeline.
+    /// - Parameters:
+    ///   - detector: the scan detector; by default a ``SlidingWindowScanDetector`` with the configuration's rule.
+    ///   - blocking: what to do with scanners; `nil` only detects.
+    public init(
+        configuration: Configuration = Configuration(),
+        events: any EventSink,
+        detector: (any ScanDetector)? = nil,
+        blocking: BlockController? = nil,
+        metrics: any MetricsSink = DiscardingMetricsSink(),
+        logger: Logger = Logger(label: "conntrackr.pipeline")
+    ) {
+        self.configuration = configuration
+        self.events = events
+        self.detector = detector ?? SlidingWindowScanDetector(rule: configuration.scanRule)
+        self.blocking = blocking
+        self.metrics = metrics
+        self.logger = logger
+        self.retransmits = RetransmitFilter(
+            window: configuration.retransmitWindow,
+            capacity: configuration.maxTrackedConnections
+        )
+    }
+
+    /// Parses one frame and processes it if it is a connection attempt.
+    @inline(__always)
+    public func process(frame: UnsafeRawBufferPointer, linkType: LinkType, time: Timestamp) {
+        statistics.frames += 1
+        unreported.frames += 1
+        switch FrameParser.classify(frame, linkType: linkType) {
+        case .attempt(let source, let sourcePort, let destination, let destinationPort):
+            process(
+                ConnectionAttempt(
+                    time: time,
+                    source: source,
+                    sourcePort: sourcePort,
+                    destination: destination,
+                    destinationPort: destinationPort
+                )
+            )
+        case .other:
+            break
+        case .malformed(let reason):
+            statistics.malformedFrames += 1
+            unreportedMalformed[reason, default: 0] += 1
+        }
+    }
+
+    /// Processes a connection attempt parsed elsewhere (by the XDP program).
+    public func process(_ attempt: ConnectionAttempt) {
+        lastTime = max(lastTime, attempt.time)
+        statistics.attempts += 1
+        if retransmits.isNewConnection(attempt) {
+            statistics.newConnections += 1
+            unreported.newConnections += 1
+            events.emit(.newConnection(attempt))
+        }
+        guard let scan = detector.observe(attempt) else { return }
+        statistics.portScans += 1
+        unreported.portScans += 1
+        events.emit(.portScan(scan))
+        if let blocking {
+            for event in blocking.handle(scan) {
+                if case .notBlocked(let source, let reason, _) = event {
+                    logger.notice("scanner not blocked", metadata: ["source": "\(source)", "reason": "\(reason)"])
+                }
+                events.emit(event)
+            }
+        }
+    }
+
+    /// Records frames or records the capture lost before the pipeline saw them.
+    public func recordCaptureDrops(_ count: Int, source: String) {
+        guard count > 0 else { return }
+        statistics.captureDropped += count
+        metrics.increment(.captureDropped(source: source), by: count)
+        logger.warning("capture dropped packets", metadata: ["count": "\(count)", "source": "\(source)"])
+    }
+
+    /// Emits events that arrived from outside the capture (fleet updates), in order.
+    public func emit(_ outside: [ConnEvent]) {
+        for event in outside { events.emit(event) }
+    }
+
+    /// Ends a batch: runs the block expiry sweep (at most once a second), flushes output and reports counts.
+    /// - Parameter now: the current time: wall-clock for live capture, the last frame's time in a replay.
+    public func endOfBatch(now: Timestamp) {
+        lastTime = max(lastTime, now)
+        if now.nanoseconds &- lastSweep.nanoseconds >= 1_000_000_000 {
+            lastSweep = now
+            detector.expire(now: now)
+            retransmits.expire(now: now.nanoseconds)
+            if let blocking {
+                for event in blocking.sweep(now: now) { events.emit(event) }
+            }
+        }
+        events.flush()
+        reportMetrics()
+    }
+
+    /// Flushes everything at the end of input.
+    public func finish() {
+        if let blocking {
+            for event in blocking.sweep(now: lastTime) { events.emit(event) }
+        }
+        events.flush()
+        reportMetrics()
+    }
+
+    private func reportMetrics() {
+        metrics.increment(.framesProcessed, by: unreported.frames)
+        metrics.increment(.newConnections, by: unreported.newConnections)
+        metrics.increment(.portScans, by: unreported.portScans)
+        for (reason, count) in unreportedMalformed { metrics.increment(.malformedFrames(reason), by: count) }
+        unreported = Statistics()
+        unreportedMalformed.removeAll(keepingCapacity: true)
+        let evictedPairs = detector.evictedPairs
+        let evictedConnections = retransmits.evictions
+        metrics.increment(.trackedPairsEvicted, by: evictedPairs - reportedEvictions.pairs)
+        metrics.increment(.trackedConnectionsEvicted, by: evictedConnections - reportedEvictions.connections)
+        reportedEvictions = (evictedPairs, evictedConnections)
+        metrics.set(.trackedPairs, to: detector.trackedPairs)
+        metrics.set(.trackedConnections, to: retransmits.count)
+    }
+}
+
+/// Confined to its capture thread.
+@available(*, unavailable)
+extension ConnectionPipeline: Sendable {}

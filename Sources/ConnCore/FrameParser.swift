@@ -1,0 +1,191 @@
+/// What the parser made of one captured frame.
+public enum FrameVerdict: Hashable, Sendable {
+    /// A TCP SYN without ACK.
+    case attempt(source: IPAddress, sourcePort: UInt16, destination: IPAddress, destinationPort: UInt16)
+    /// A well-formed frame that is not a connection attempt (other protocols, other TCP segments, later fragments).
+    case other
+    /// A frame that is cut short or whose headers contradict themselves; skipped and counted.
+    case malformed(MalformedReason)
+}
+
+/// Why a frame was judged malformed. Few enough values to serve as a metric label.
+public enum MalformedReason: String, Hashable, Sendable, CaseIterable {
+    /// The frame ends before a header the parser needed.
+    case truncated
+    /// A header field is impossible: IPv4 IHL under 5, a length shorter than the header, a TCP data offset under 5,
+    /// an IP version that contradicts the link layer.
+    case invalidHeader = "invalid_header"
+    /// More VLAN tags or IPv6 extension headers than the parser follows.
+    case headerChainTooLong = "header_chain_too_long"
+}
+
+/// Classifies frames as connection attempts, without allocating.
+///
+/// Follows Ethernet with up to ``maxVLANTags`` 802.1Q/802.1ad tags, Linux cooked capture v1 and v2, raw IP and BSD
+/// loopback; IPv4 with options and fragments (only offset 0 carries a TCP header); IPv6 with up to
+/// ``maxIPv6ExtensionHeaders`` extension headers (hop-by-hop, routing, fragment, destination options,
+/// authentication). The XDP program in `bpf/conntrackr.bpf.c` follows the same rules and bounds.
+public enum FrameParser: Sendable {
+    /// VLAN tags followed before giving up on a frame.
+    public static let maxVLANTags = 4
+    /// IPv6 extension headers followed before giving up on a packet.
+    public static let maxIPv6ExtensionHeaders = 6
+
+    /// Classifies one frame of the given link type.
+    @inlinable
+    public static func classify(_ frame: UnsafeRawBufferPointer, linkType: LinkType) -> FrameVerdict {
+        var cursor = FrameCursor(frame)
+        switch linkType.framing {
+        case .ethernet:
+            guard cursor.has(14) else { return .malformed(.truncated) }
+            return classifyEtherType(cursor.u16(12), &cursor, headerLength: 14)
+        case .linuxCooked:
+            guard cursor.has(16) else { return .malformed(.truncated) }
+            return classifyEtherType(cursor.u16(14), &cursor, headerLength: 16)
+        case .linuxCooked2:
+            guard cursor.has(20) else { return .malformed(.truncated) }
+            return classifyEtherType(cursor.u16(0), &cursor, headerLength: 20)
+        case .rawIP:
+            guard cursor.has(1) else { return .malformed(.truncated) }
+            switch cursor.u8(0) >> 4 {
+            case 4: return classifyIPv4(&cursor)
+            case 6: return classifyIPv6(&cursor)
+            default: return .malformed(.invalidHeader)
+            }
+        case .ipv4Only:
+            return classifyIPv4(&cursor)
+        case .ipv6Only:
+            return classifyIPv6(&cursor)
+        case .bsdLoopback:
+            // A 4-byte address family in the capturing host's byte order; the IP version nibble is unambiguous.
+            guard cursor.has(5) else { return .malformed(.truncated) }
+            cursor.advance(4)
+            switch cursor.u8(0) >> 4 {
+            case 4: return classifyIPv4(&cursor)
+            case 6: return classifyIPv6(&cursor)
+            default: return .other
+            }
+        }
+    }
+
+    @inlinable
+    static func classifyEtherType(_ first: UInt16, _ cursor: inout FrameCursor, headerLength: Int) -> FrameVerdict {
+        var etherType = first
+        var offset = headerLength
+        var tags = 0
+        while etherType == 0x8100 || etherType == 0x88A8 || etherType == 0x9100 {
+            tags += 1
+            guard tags <= maxVLANTags else { return .malformed(.headerChainTooLong) }
+            guard cursor.has(offset + 4) else { return .malformed(.truncated) }
+            etherType = cursor.u16(offset + 2)
+            offset += 4
+        }
+        cursor.advance(offset)
+        switch etherType {
+        case 0x0800: return classifyIPv4(&cursor)
+        case 0x86DD: return classifyIPv6(&cursor)
+        default: return .other
+        }
+    }
+
+    @inlinable
+    static func classifyIPv4(_ cursor: inout FrameCursor) -> FrameVerdict {
+        guard cursor.has(20) else { return .malformed(.truncated) }
+        let versionAndLength = cursor.u8(0)
+        let headerLength = Int(versionAndLength & 0x0F) * 4
+        guard versionAndLength >> 4 == 4, headerLength >= 20 else { return .malformed(.invalidHeader) }
+        let totalLength = Int(cursor.u16(2))
+        guard totalLength >= headerLength else { return .malformed(.invalidHeader) }
+        guard cursor.u8(9) == 6 else { return .other }  // not TCP
+        guard cursor.u16(6) & 0x1FFF == 0 else { return .other }  // a later fragment: no TCP header here
+        guard cursor.has(headerLength) else { return .malformed(.truncated) }
+        let source = IPAddress(ipv4: cursor.u32(12))
+        let destination = IPAddress(ipv4: cursor.u32(16))
+        guard totalLength >= headerLength + 20 else {
+            // The IP header claims the TCP header is not all there.
+            return .malformed(.truncated)
+        }
+        cursor.advance(headerLength)
+        return classifyTCP(&cursor, source: source, destination: destination)
+    }
+
+    @inlinable
+    static func classifyIPv6(_ cursor: inout FrameCursor) -> FrameVerdict {
+        guard cursor.has(40) else { return .malformed(.truncated) }
+        guard cursor.u8(0) >> 4 == 6 else { return .malformed(.invalidHeader) }
+        let source = IPAddress(high: cursor.u64(8), low: cursor.u64(16))
+        let destination = IPAddress(high: cursor.u64(24), low: cursor.u64(32))
+        var nextHeader = cursor.u8(6)
+        var offset = 40
+        var followed = 0
+        while nextHeader != 6 {
+            let length: Int
+            switch nextHeader {
+            case 0, 43, 60:  // hop-by-hop, routing, destination options
+                guard cursor.has(offset + 2) else { return .malformed(.truncated) }
+                length = (Int(cursor.u8(offset + 1)) + 1) * 8
+            case 44:  // fragment: only the first fragment carries the TCP header
+                guard cursor.has(offset + 8) else { return .malformed(.truncated) }
+                guard cursor.u16(offset + 2) & 0xFFF8 == 0 else { return .other }
+                length = 8
+            case 51:  // authentication header, counted in 4-byte units
+                guard cursor.has(offset + 2) else { return .malformed(.truncated) }
+                length = (Int(cursor.u8(offset + 1)) + 2) * 4
+            default:
+                return .other  // no next header, ESP, UDP, ICMPv6, ...
+            }
+            followed += 1
+            guard followed <= maxIPv6ExtensionHeaders else { return .malformed(.headerChainTooLong) }
+            nextHeader = cursor.u8(offset)
+            offset += length
+        }
+        guard Int(cursor.u16(4)) + 40 >= offset + 20, cursor.has(offset) else { return .malformed(.truncated) }
+        cursor.advance(offset)
+        return classifyTCP(&cursor, source: source, destination: destination)
+    }
+
+    @inlinable
+    static func classifyTCP(_ cursor: inout FrameCursor, source: IPAddress, destination: IPAddress) -> FrameVerdict {
+        guard cursor.has(20) else { return .malformed(.truncated) }
+        guard cursor.u8(12) >> 4 >= 5 else { return .malformed(.invalidHeader) }
+        let flags = cursor.u8(13)
+        guard flags & 0x02 != 0, flags & 0x10 == 0 else { return .other }  // SYN set, ACK clear
+        return .attempt(
+            source: source,
+            sourcePort: cursor.u16(0),
+            destination: destination,
+            destinationPort: cursor.u16(2)
+        )
+    }
+}
+
+/// A read position in a frame; every read is preceded by a `has` check in the parser.
+@usableFromInline
+struct FrameCursor {
+    @usableFromInline var base: UnsafeRawBufferPointer
+
+    @inlinable init(_ base: UnsafeRawBufferPointer) { self.base = base }
+
+    @inlinable func has(_ count: Int) -> Bool { base.count >= count }
+
+    @inlinable mutating func advance(_ count: Int) {
+        base = UnsafeRawBufferPointer(rebasing: base[count...])
+    }
+
+    @inlinable func u8(_ offset: Int) -> UInt8 { base[offset] }
+
+    @inlinable func u16(_ offset: Int) -> UInt16 {
+        UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    }
+
+    @inlinable func u32(_ offset: Int) -> UInt32 {
+        UInt32(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+
+    @inlinable func u64(_ offset: Int) -> UInt64 {
+        UInt64(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+    }
+}
+
+@available(*, unavailable)
+extension FrameCursor: Sendable {}

@@ -1,0 +1,44 @@
+/// A counter the pipeline and its parts move. Labels are few and fixed, never one per address.
+public enum CounterMetric: Hashable, Sendable {
+    /// New connection attempts reported (retransmissions excluded).
+    case newConnections
+    case portScans
+    /// Blocks applied, by origin.
+    case blocks(BlockOrigin)
+    case unblocks(UnblockReason)
+    /// Scanners not blocked, by reason (`allowlisted`, `blocklist_full`, `rate_limited`, `error`).
+    case blocksRefused(reason: String)
+    /// Frames the parser skipped, by reason.
+    case malformedFrames(MalformedReason)
+    /// Frames or records lost before the pipeline saw them, by source (`pcap`, `xdp_ringbuf`).
+    case captureDropped(source: String)
+    case trackedPairsEvicted
+    case trackedConnectionsEvicted
+    /// Events not written because the output fell behind.
+    case eventsDropped
+    /// Frames the pipeline examined.
+    case framesProcessed
+}
+
+/// A gauge the pipeline sets.
+public enum GaugeMetric: Hashable, Sendable {
+    case trackedPairs
+    case trackedConnections
+    case blockedSources
+    /// 1 while a capture is running, 0 otherwise.
+    case captureRunning
+}
+
+/// Where the pipeline reports its counts. Implementations must be cheap: the pipeline batches its updates, but
+/// calls still come from the capture thread.
+public protocol MetricsSink: Sendable {
+    func increment(_ counter: CounterMetric, by amount: Int)
+    func set(_ gauge: GaugeMetric, to value: Int)
+}
+
+/// A sink that discards everything.
+public struct DiscardingMetricsSink: MetricsSink {
+    public init() {}
+    public func increment(_ counter: CounterMetric, by amount: Int) {}
+    public func set(_ gauge: GaugeMetric, to value: Int) {}
+}

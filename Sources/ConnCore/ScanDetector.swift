@@ -1,0 +1,53 @@
+/// A port scan: one source reaching more than the threshold of distinct ports on one destination within the window.
+public struct PortScan: Hashable, Sendable {
+    /// The time of the SYN that took the count over the threshold.
+    public var time: Timestamp
+    public var source: IPAddress
+    public var destination: IPAddress
+    /// The distinct destination ports reached within the window, ascending.
+    public var ports: [UInt16]
+
+    public init(time: Timestamp, source: IPAddress, destination: IPAddress, ports: [UInt16]) {
+        self.time = time
+        self.source = source
+        self.destination = destination
+        self.ports = ports
+    }
+}
+
+/// Decides, SYN by SYN, whether a source is scanning a destination.
+///
+/// A detector is owned by one pipeline and called from its capture thread only.
+public protocol ScanDetector: AnyObject {
+    /// Records one connection attempt (retransmissions included) and returns a scan the first time a pair
+    /// crosses the threshold.
+    func observe(_ attempt: ConnectionAttempt) -> PortScan?
+
+    /// Forgets state that has aged out by `now`; called when the capture is idle.
+    func expire(now: Timestamp)
+
+    /// The (source, destination) pairs currently tracked.
+    var trackedPairs: Int { get }
+
+    /// Pairs evicted to stay within the detector's cap since it was made.
+    var evictedPairs: Int { get }
+}
+
+/// Settings of the port-scan rule.
+public struct ScanRule: Hashable, Sendable {
+    /// A scan is more than this many distinct ports. Default 3.
+    public var portThreshold: Int
+    /// The window the ports must fall in. Default 60 seconds.
+    public var window: Duration
+    /// The most (source, destination) pairs tracked at once. Default 1,000,000.
+    public var maxTrackedPairs: Int
+
+    /// The largest threshold accepted: per-pair state holds `portThreshold + 1` ports.
+    public static let maxPortThreshold = 1024
+
+    public init(portThreshold: Int = 3, window: Duration = .seconds(60), maxTrackedPairs: Int = 1_000_000) {
+        self.portThreshold = portThreshold
+        self.window = window
+        self.maxTrackedPairs = maxTrackedPairs
+    }
+}
