@@ -47,7 +47,7 @@ public final class ConnectionPipeline {
     private var unreported = Statistics()
     private var unreportedMalformed: [MalformedReason: Int] = [:]
     private var reportedEvictions = (pairs: 0, connections: 0)
-    private var lastSweep = Timestamp(nanoseconds: .min)
+    private var lastSweep: Timestamp?  // nil until the first sweep, which runs at the first end of batch
     private var lastTime = Timestamp(nanoseconds: 0)
 
     /// Makes a pipeline.
@@ -138,7 +138,7 @@ public final class ConnectionPipeline {
     /// - Parameter now: the current time: wall-clock for live capture, the last frame's time in a replay.
     public func endOfBatch(now: Timestamp) {
         lastTime = max(lastTime, now)
-        if now.nanoseconds &- lastSweep.nanoseconds >= 1_000_000_000 {
+        if lastSweep.map({ now.nanoseconds &- $0.nanoseconds >= 1_000_000_000 }) ?? true {
             lastSweep = now
             detector.expire(now: now)
             retransmits.expire(now: now.nanoseconds)
