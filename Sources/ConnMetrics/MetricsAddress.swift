@@ -60,7 +60,9 @@ public enum MetricsAddress: Hashable, Sendable, CustomStringConvertible {
             portText = text[text.index(after: colon)...]
             if host.contains(":") { throw invalid("write an IPv6 address in brackets, as [::1]:9542") }
             guard !host.isEmpty else { throw invalid("missing host; use 0.0.0.0 or [::] for every address") }
-            guard host.utf8.allSatisfy(Self.isHostNameByte) else { throw invalid("\(String(host).debugDescription) is not a host name") }
+            guard host.utf8.allSatisfy(Self.isHostNameByte) else {
+                throw invalid("\(String(host).debugDescription) is not a host name")
+            }
         }
         guard portText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
             let port = Int(portText), port <= 65535

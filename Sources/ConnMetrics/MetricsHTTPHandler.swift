@@ -69,7 +69,9 @@ final class MetricsHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch (Self.unwrapInboundIn(data), state) {
         case (.head(let head), .idle):
             // Refuse a declared oversized body before reading any of it.
-            if let declared = head.headers.first(name: "content-length").flatMap(Int.init), declared > responder.maxBodyBytes {
+            if let declared = head.headers.first(name: "content-length").flatMap(Int.init),
+                declared > responder.maxBodyBytes
+            {
                 fail(context: context, status: .payloadTooLarge, version: head.version)
                 return
             }

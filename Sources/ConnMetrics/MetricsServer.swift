@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import ConnCore
 public import Logging
 public import NIOCore
@@ -10,6 +5,12 @@ import NIOHTTP1
 import NIOPosix
 public import ServiceLifecycle
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// The HTTP endpoint Prometheus scrapes, as a swift-service-lifecycle `Service`.
 ///
@@ -117,6 +118,9 @@ public final class MetricsServer: Service, Sendable {
     }
 
     /// Opens the listening socket, if ``run()`` has not, and returns the address it is bound to.
+    ///
+    /// The socket stays open until ``run()`` ends, so call ``run()`` after a successful `bind()` (a process that
+    /// exits instead closes it anyway).
     /// - Throws: ``ConnCore/ConntrackrError`` naming the address when it cannot be bound (in use, not an address
     ///   of this host, unknown host name).
     @discardableResult
@@ -130,7 +134,10 @@ public final class MetricsServer: Service, Sendable {
             case .bound(let future):
                 return future
             case .running, .finished:
-                throw ConntrackrError(.invalidConfiguration, "the metrics server at \(configuration.endpoint) has already run")
+                throw ConntrackrError(
+                    .invalidConfiguration,
+                    "the metrics server at \(configuration.endpoint) has already run"
+                )
             }
         }
         let channel = try await awaitBinding(future)
@@ -148,7 +155,10 @@ public final class MetricsServer: Service, Sendable {
                 lifecycle = .running
                 return future
             case .running, .finished:
-                throw ConntrackrError(.invalidConfiguration, "the metrics server at \(configuration.endpoint) runs only once")
+                throw ConntrackrError(
+                    .invalidConfiguration,
+                    "the metrics server at \(configuration.endpoint) runs only once"
+                )
             }
         }
         defer { lifecycle.withLock { $0 = .finished } }
@@ -200,7 +210,9 @@ public final class MetricsServer: Service, Sendable {
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.addHandler(HTTPResponseEncoder())
                     try pipeline.addHandler(
-                        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits))
+                        ByteToMessageHandler(
+                            HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)
+                        )
                     )
                     try pipeline.addHandler(HTTPServerPipelineHandler())
                     try pipeline.addHandler(MetricsHTTPHandler(responder: responder))

@@ -4,6 +4,10 @@ import Logging
 import ServiceLifecycle
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The HTTP endpoint on an ephemeral port of 127.0.0.1, spoken to over plain sockets.
 ///
 /// Serialized: the client blocks on sockets, and the connection-limit cases must not share the machine's few
@@ -241,6 +245,31 @@ struct MetricsServerTests {
         #expect(throws: TestConnection.Failure.self) { try TestConnection(port: port) }
     }
 
+    @Test func aScrapeInProgressAtShutdownIsAnsweredThenClosed() async throws {
+        let sink = PrometheusMetricsSink(version: "test")
+        let hookStarted = LockedBox(false)
+        sink.addScrapeHook(name: "slow map") { _ in
+            hookStarted.set(true)
+            usleep(400_000)
+        }
+        let server = MetricsServer(configuration: Self.configuration(), sink: sink, logger: Self.quietLogger)
+        let port = try await server.bind().port
+        let group = ServiceGroup(services: [server], logger: Self.quietLogger)
+        let running = Task { try await group.run() }
+        let scraping = try TestConnection(port: port)
+        scraping.write("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in 0..<100 where !hookStarted.get() { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(hookStarted.get())
+
+        await group.triggerGracefulShutdown()
+        let response = try scraping.readResponse()
+        #expect(response.status == 200)
+        #expect(response.header("connection") == "close")
+        #expect(try Exposition(response.body).value("conntrackr_port_scans_total") == 0)
+        #expect(scraping.isClosedByPeer())
+        try await running.value
+    }
+
     @Test func aPortInUseIsAOneLineErrorNamingTheAddress() async throws {
         try await Self.withServer { port in
             let second = MetricsServer(
@@ -262,6 +291,21 @@ struct MetricsServerTests {
         let error = await #expect(throws: ConntrackrError.self) { try await server.bind() }
         #expect(error?.code == .invalidConfiguration)
         #expect(error?.message == "cannot serve metrics on 203.0.113.7:9542: cannot assign requested address")
+    }
+
+    @Test func bindsToIPv6Loopback() async throws {
+        let server = MetricsServer(
+            configuration: MetricsServer.Configuration(endpoint: MetricsEndpoint(host: "::1", port: 0)),
+            sink: PrometheusMetricsSink(version: "test"),
+            logger: Self.quietLogger
+        )
+        let endpoint = try await server.bind()
+        #expect(endpoint.host == "::1")
+        #expect(endpoint.port != 0)
+        #expect(endpoint.description == "[::1]:\(endpoint.port)")
+        let running = Task { try await server.run() }
+        running.cancel()
+        try await running.value
     }
 
     @Test func aServerRunsOnce() async throws {

@@ -11,7 +11,9 @@ struct PipelineMetricsTests {
     let victim = IPAddress("203.0.113.5")!
     let start = Timestamp(seconds: 1_619_623_685)
 
-    private func attempt(_ source: IPAddress, _ sourcePort: UInt16, port: UInt16, after seconds: Int64) -> ConnectionAttempt {
+    private func attempt(_ source: IPAddress, _ sourcePort: UInt16, port: UInt16, after seconds: Int64)
+        -> ConnectionAttempt
+    {
         ConnectionAttempt(
             time: start + .seconds(seconds),
             source: source,
@@ -73,7 +75,9 @@ struct PipelineMetricsTests {
         let pipeline = ConnectionPipeline(events: CollectingEventSink(), metrics: sink)
         pipeline.recordCaptureDrops(12, source: "pcap")
         pipeline.recordCaptureDrops(0, source: "pcap")
-        #expect(try Exposition(sink.expositionText()).value("conntrackr_capture_dropped_total", ["source": "pcap"]) == 12)
+        #expect(
+            try Exposition(sink.expositionText()).value("conntrackr_capture_dropped_total", ["source": "pcap"]) == 12
+        )
     }
 
     @Test func blocksRefusalsAndExpiriesAreCounted() throws {

@@ -22,7 +22,9 @@ struct Exposition {
         for line in text.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init) {
             if line.hasPrefix("# HELP ") {
                 let rest = line.dropFirst(7)
-                guard let space = rest.firstIndex(of: " ") else { throw Malformed(line: line, why: "HELP without text") }
+                guard let space = rest.firstIndex(of: " ") else {
+                    throw Malformed(line: line, why: "HELP without text")
+                }
                 let name = String(rest[..<space])
                 guard help[name] == nil else { throw Malformed(line: line, why: "second HELP") }
                 help[name] = String(rest[rest.index(after: space)...])

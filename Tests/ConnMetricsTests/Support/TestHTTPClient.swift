@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A blocking TCP client on plain sockets, so tests can send exactly the bytes they want (oversized heads,
@@ -68,7 +68,9 @@ final class TestConnection {
     func write(_ bytes: [UInt8]) {
         var offset = 0
         while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let sent = bytes[offset...].withUnsafeBytes {
+                send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             guard sent > 0 else { return }
             offset += sent
         }
@@ -134,7 +136,8 @@ final class TestConnection {
 
     private func find(_ pattern: [UInt8]) -> Int? {
         guard received.count >= pattern.count else { return nil }
-        for start in 0...(received.count - pattern.count) where received[start..<(start + pattern.count)].elementsEqual(pattern) {
+        for start in 0...(received.count - pattern.count)
+        where received[start..<(start + pattern.count)].elementsEqual(pattern) {
             return start
         }
         return nil
