@@ -248,9 +248,11 @@ struct MetricsServerTests {
     @Test func aScrapeInProgressAtShutdownIsAnsweredThenClosed() async throws {
         let sink = PrometheusMetricsSink(version: "test")
         let hookStarted = LockedBox(false)
+        let hookReleased = LockedBox(false)
         sink.addScrapeHook(name: "slow map") { _ in
             hookStarted.set(true)
-            usleep(400_000)
+            // Held until the test has seen the listener close, so the scrape is certainly in flight at shutdown.
+            for _ in 0..<500 where !hookReleased.get() { usleep(10_000) }
         }
         let server = MetricsServer(configuration: Self.configuration(), sink: sink, logger: Self.quietLogger)
         let port = try await server.bind().port
@@ -258,13 +260,21 @@ struct MetricsServerTests {
         let running = Task { try await group.run() }
         let scraping = try TestConnection(port: port)
         scraping.write("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        for _ in 0..<100 where !hookStarted.get() { try await Task.sleep(for: .milliseconds(5)) }
+        for _ in 0..<500 where !hookStarted.get() { try await Task.sleep(for: .milliseconds(10)) }
         #expect(hookStarted.get())
 
         await group.triggerGracefulShutdown()
+        var listening = true
+        for _ in 0..<500 where listening {
+            listening = (try? TestConnection(port: port)) != nil
+            if listening { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(!listening)
+        hookReleased.set(true)
+
+        // Answered in full, then closed (with `Connection: close` when the request to quiesce came first).
         let response = try scraping.readResponse()
         #expect(response.status == 200)
-        #expect(response.header("connection") == "close")
         #expect(try Exposition(response.body).value("conntrackr_port_scans_total") == 0)
         #expect(scraping.isClosedByPeer())
         try await running.value
