@@ -1,4 +1,5 @@
 public import Logging
+import Synchronization
 
 /// Turns captured frames into events: parse, tell new connections from retransmissions, detect scans, decide
 /// blocks, and report counts.
@@ -161,16 +162,16 @@ public final class ConnectionPipeline {
         logger.warning("capture dropped packets", metadata: ["count": "\(count)", "source": "\(source)"])
     }
 
-    /// Emits events that arrived from outside the capture (fleet updates), in order.
-    public func emit(_ outside: [ConnEvent]) {
-        drainQueuedAttempts()
-        for event in outside { events.emit(event) }
-    }
+    /// A thread-safe way in for events decided outside the capture thread (fleet updates, reloads): they are
+    /// written, in order, at the next ``endOfBatch(now:)``.
+    public var inbox: EventInbox { eventInbox }
+    private let eventInbox = EventInbox()
 
     /// Ends a batch: runs the block expiry sweep (at most once a second), flushes output and reports counts.
     /// - Parameter now: the current time: wall-clock for live capture, the last frame's time in a replay.
     public func endOfBatch(now: Timestamp) {
         drainQueuedAttempts()
+        for event in eventInbox.take() { events.emit(event) }
         lastTime = max(lastTime, now)
         if lastSweep.map({ now.nanoseconds &- $0.nanoseconds >= 1_000_000_000 }) ?? true {
             lastSweep = now
@@ -187,6 +188,7 @@ public final class ConnectionPipeline {
     /// Flushes everything at the end of input.
     public func finish() {
         drainQueuedAttempts()
+        for event in eventInbox.take() { events.emit(event) }
         if let blocking {
             for event in blocking.sweep(now: lastTime) { events.emit(event) }
         }
@@ -214,3 +216,21 @@ public final class ConnectionPipeline {
 /// Confined to its capture thread.
 @available(*, unavailable)
 extension ConnectionPipeline: Sendable {}
+
+/// Events handed to a pipeline from other threads.
+public final class EventInbox: Sendable {
+    private let pending = Mutex<[ConnEvent]>([])
+
+    /// Queues events for the pipeline's next batch.
+    public func post(_ events: [ConnEvent]) {
+        guard !events.isEmpty else { return }
+        pending.withLock { $0 += events }
+    }
+
+    func take() -> [ConnEvent] {
+        pending.withLock { queued in
+            defer { queued.removeAll() }
+            return queued
+        }
+    }
+}
