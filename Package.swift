@@ -92,6 +92,13 @@ let package = Package(
             dependencies: ["ConnCore", "ConnCapture", "ConnTesting"],
             resources: [.copy("Captures")]
         ),
+        .testTarget(
+            name: "conntrackrTests",
+            dependencies: [
+                "conntrackr", "ConnCore", "ConnTesting",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(name: "ConnBlockTests", dependencies: ["ConnCore", "ConnBlock", "ConnTesting"]),
         .testTarget(
             name: "ConnMetricsTests",
