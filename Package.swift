@@ -42,7 +42,11 @@ let package = Package(
         ),
         .target(
             name: "ConnCapture",
-            dependencies: ["ConnCore", "CPcap", "CXDP", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "ConnCore", "CPcap", "CXDP",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         .target(
             name: "ConnBlock",
@@ -73,6 +77,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
