@@ -442,6 +442,27 @@ lab_ns_pids() { # NS...: the pids inside those namespaces that still exist, spac
     done | tr '\n' ' ' | sed 's/ *$//'
 }
 
+# The interfaces of a namespace that have an XDP program attached (any mode).
+lab_xdp_ifaces() { # NS
+    timeout 5 ip -n "$1" -o link show 2>/dev/null | awk -F': ' '/ prog\/xdp/ {sub(/@.*/, "", $2); print $2}'
+}
+
+# Detaches every XDP program in a lab namespace.
+lab_detach_xdp() { # NS
+    local iface
+    for iface in $(lab_xdp_ifaces "$1"); do
+        lab_detach_xdp_iface "$1" "$iface"
+    done
+}
+
+# "xdp off" alone only detaches the mode the driver prefers (native on veth), so each mode is turned off.
+lab_detach_xdp_iface() { # NS IFACE ("-" = root namespace)
+    local mode
+    for mode in xdpgeneric xdpdrv xdpoffload; do
+        lab_ns_exec_quiet "$1" ip link set dev "$2" "$mode" off
+    done
+}
+
 # Deletes nftables tables named conntrackr* inside a namespace ("-" = root namespace: only registered tables are
 # deleted there, never found ones, because other agents may legitimately own them).
 lab_delete_conntrackr_tables() { # NS
@@ -471,16 +492,16 @@ lab_cleanup() {
     for pid in "${LAB_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
     # Anything else still running inside the lab (children that escaped, daemons a test started).
     lab_kill_ns_procs "${LAB_NAMESPACES[@]}"
+    # bpffs pin directories the test registered (lab_register_pin_dir checked they are under /sys/fs/bpf); first,
+    # because a pinned bpf_link keeps its XDP program attached until the pin goes.
+    for entry in "${LAB_PIN_DIRS[@]}"; do rm -rf -- "$entry"; done
     # XDP programs: on every lab interface and on the registered ones.
     for ns in "${LAB_NAMESPACES[@]}"; do
-        [[ -e /run/netns/$ns ]] || continue
-        for iface in $(timeout 5 ip -n "$ns" -o link show 2>/dev/null | awk -F': ' '/xdp/ {sub(/@.*/, "", $2); print $2}'); do
-            lab_ns_exec_quiet "$ns" ip link set dev "$iface" xdp off
-        done
+        [[ -e /run/netns/$ns ]] && lab_detach_xdp "$ns"
     done
     for entry in "${LAB_XDP_IFACES[@]}"; do
         read -r ns iface <<<"$entry"
-        lab_ns_exec_quiet "$ns" ip link set dev "$iface" xdp off
+        lab_detach_xdp_iface "$ns" "$iface"
     done
     # nftables tables.
     for ns in "${LAB_NAMESPACES[@]}"; do
@@ -490,8 +511,6 @@ lab_cleanup() {
         read -r ns fam name <<<"$entry"
         lab_ns_exec_quiet "$ns" nft delete table "$fam" "$name"
     done
-    # bpffs pin directories the test registered (lab_register_pin_dir checked they are under /sys/fs/bpf).
-    for entry in "${LAB_PIN_DIRS[@]}"; do rm -rf -- "$entry"; done
     # Namespaces (deleting one deletes the veth ends in it, and with them their peers).
     for ns in "${LAB_NAMESPACES[@]}"; do
         [[ -e /run/netns/$ns ]] && timeout 10 ip netns del "$ns" 2>/dev/null

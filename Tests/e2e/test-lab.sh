@@ -7,6 +7,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 lab_require_root
 lab_require_cmds ip nft python3
+[[ -d /sys/fs/bpf ]] || skip "bpffs is not mounted at /sys/fs/bpf"
 
 lab_up --victim2
 
@@ -50,6 +51,22 @@ lab_connect attacker "$LAB_VICTIM2_IP6" 80
 lab_connect attacker --accept-refused "$LAB_VICTIM_IP4" 23
 assert_int "$(grep -c '^accepted' "$LAB_TMP/listen-victim-22.out")" -eq 6 "connections accepted by the victim"
 
+# XDP detach as cleanup does it, with a real program attached in generic mode (skipped without clang-14, which
+# make deps installs as Debian's clang).
+if command -v clang-14 >/dev/null 2>&1; then
+    printf '%s\n' '#include <linux/bpf.h>' '#include <bpf/bpf_helpers.h>' \
+        'SEC("xdp") int pass(struct xdp_md *ctx) { return XDP_PASS; }' 'char LICENSE[] SEC("license") = "GPL";' \
+        >"$LAB_TMP/pass.bpf.c"
+    clang-14 -O2 -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -c "$LAB_TMP/pass.bpf.c" -o "$LAB_TMP/pass.bpf.o" ||
+        fail "cannot compile a trivial XDP program"
+    lab_run ip -n "$LAB_NS_VICTIM" link set dev "$LAB_IF_VICTIM" xdpgeneric obj "$LAB_TMP/pass.bpf.o" sec xdp
+    assert_eq "$(lab_xdp_ifaces "$LAB_NS_VICTIM")" "$LAB_IF_VICTIM" "interfaces with XDP after attaching"
+    lab_detach_xdp "$LAB_NS_VICTIM"
+    assert_eq "$(lab_xdp_ifaces "$LAB_NS_VICTIM")" "" "interfaces with XDP after lab_detach_xdp"
+else
+    log "clang-14 not installed: XDP detach not exercised"
+fi
+
 # wait_for_line is bounded and reports a timeout.
 : >"$LAB_TMP/empty"
 start=$SECONDS
@@ -66,7 +83,12 @@ for mode in exit term; do
         lab_spawn victim sleeper sleep 300
         echo "$LAB_LAST_PID" >"$2/sleeper.pid"
         ip netns exec "$LAB_NS_VICTIM" nft add table inet conntrackr_test
-        ip netns exec "$LAB_NS_VICTIM" ip link set dev lo xdpgeneric obj /dev/null 2>/dev/null || true
+        # Registered things outside the lab namespaces: an (empty) nftables table in the root namespace and a
+        # bpffs directory.
+        nft add table inet "conntrackr_labtest_$LAB_SUFFIX"
+        lab_register_nft_table inet "conntrackr_labtest_$LAB_SUFFIX"
+        mkdir "/sys/fs/bpf/conntrackr-labtest-$LAB_SUFFIX"
+        lab_register_pin_dir "/sys/fs/bpf/conntrackr-labtest-$LAB_SUFFIX"
         echo ready >"$2/child.$3"
         if [[ $3 == exit ]]; then exit 3; fi
         sleep 60 &
@@ -83,5 +105,9 @@ for mode in exit term; do
     left=$(ip netns list | awk '{print $1}' | grep -E -- "-$s\$" || true)
     assert_eq "$left" "" "namespaces left by the child lab ($mode)"
     if kill -0 "$sleeper" 2>/dev/null; then fail "process $sleeper started in the child lab ($mode) survived"; fi
+    if nft list table inet "conntrackr_labtest_$s" >/dev/null 2>&1; then
+        fail "registered nftables table conntrackr_labtest_$s survived the child lab ($mode)"
+    fi
+    [[ ! -e "/sys/fs/bpf/conntrackr-labtest-$s" ]] || fail "registered pin directory survived the child lab ($mode)"
 done
 log "lab self-test done"
