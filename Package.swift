@@ -93,7 +93,14 @@ let package = Package(
             resources: [.copy("Captures")]
         ),
         .testTarget(name: "ConnBlockTests", dependencies: ["ConnCore", "ConnBlock", "ConnTesting"]),
-        .testTarget(name: "ConnMetricsTests", dependencies: ["ConnCore", "ConnMetrics", "ConnTesting"]),
+        .testTarget(
+            name: "ConnMetricsTests",
+            dependencies: [
+                "ConnCore", "ConnMetrics", "ConnTesting",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
     ]
 )
 

@@ -56,6 +56,7 @@ struct PipelineTests {
         for port: UInt16 in 1...4 {
             pipeline.process(ConnectionAttempt(time: Timestamp(seconds: 10), source: Self.attacker, sourcePort: 1, destination: Self.victim, destinationPort: port))
         }
+        pipeline.endOfBatch(now: Timestamp(seconds: 10))
         guard sink.events.count == 6 else {
             Issue.record("expected 4 connections, a scan and a decision: \(sink.events)")
             return

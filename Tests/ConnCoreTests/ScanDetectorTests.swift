@@ -166,7 +166,7 @@ struct RetransmitFilterTests {
 
     @Test("The same 4-tuple within 60 s is a retransmission; each retransmission extends the window")
     func retransmissions() {
-        var filter = RetransmitFilter()
+        let filter = RetransmitFilter()
         let verdicts = [
             attempt(0), attempt(1), attempt(3),
             attempt(62),  // 59 s after the previous one
@@ -178,7 +178,7 @@ struct RetransmitFilterTests {
 
     @Test("The cap evicts the oldest 4-tuple and counts it")
     func cap() {
-        var filter = RetransmitFilter(capacity: 2)
+        let filter = RetransmitFilter(capacity: 2)
         let verdicts = [
             attempt(0, sourcePort: 1), attempt(0, sourcePort: 2), attempt(0, sourcePort: 3),
             attempt(1, sourcePort: 1), attempt(1, sourcePort: 3),
