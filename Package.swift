@@ -86,7 +86,18 @@ let package = Package(
             name: "conntrackr-synth",
             dependencies: ["ConnCore", "ConnTesting"]
         ),
-        .testTarget(name: "ConnCoreTests", dependencies: ["ConnCore", "ConnTesting"]),
+        // Fuzzing (Tests/Fuzz/run-fuzz.sh): the properties the targets check, one libFuzzer executable per
+        // surface, and the generator of the committed seed corpus.
+        .target(name: "FuzzSupport", dependencies: ["ConnCore", "ConnTesting"], path: "Sources/Fuzz/FuzzSupport"),
+        .executableTarget(name: "FuzzFrameParser", dependencies: ["FuzzSupport"], path: "Sources/Fuzz/FuzzFrameParser"),
+        .executableTarget(name: "FuzzPipeline", dependencies: ["FuzzSupport"], path: "Sources/Fuzz/FuzzPipeline"),
+        .executableTarget(name: "FuzzAllowlist", dependencies: ["FuzzSupport"], path: "Sources/Fuzz/FuzzAllowlist"),
+        .executableTarget(
+            name: "FuzzSeeds",
+            dependencies: ["FuzzSupport", "ConnCore", "ConnTesting", "CPcap"],
+            path: "Sources/Fuzz/FuzzSeeds"
+        ),
+        .testTarget(name: "ConnCoreTests", dependencies: ["ConnCore", "ConnTesting", "FuzzSupport"]),
         .testTarget(
             name: "ConnCaptureTests",
             dependencies: ["ConnCore", "ConnCapture", "ConnTesting"],
