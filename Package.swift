@@ -87,7 +87,11 @@ let package = Package(
             dependencies: ["ConnCore", "ConnCapture", "ConnTesting"],
             resources: [.copy("Captures")]
         ),
-        .testTarget(name: "ConnBlockTests", dependencies: ["ConnCore", "ConnBlock", "ConnTesting"]),
+        .testTarget(
+            name: "ConnBlockTests",
+            dependencies: ["ConnCore", "ConnBlock", "ConnTesting"],
+            resources: [.copy("Fixtures")]
+        ),
         .testTarget(name: "ConnMetricsTests", dependencies: ["ConnCore", "ConnMetrics", "ConnTesting"]),
     ]
 )

@@ -75,7 +75,8 @@ public struct SpawnCommandRunner: CommandRunner {
         var pid = pid_t()
         let spawnError = posix_spawnp(&pid, program, &actions, &attributes, &cArguments, environ)
         guard spawnError == 0 else {
-            let reason = spawnError == ENOENT ? "not found on PATH" : String(cString: strerror(spawnError))
+            let searched = !program.contains("/")
+            let reason = spawnError == ENOENT && searched ? "not found on PATH" : String(cString: strerror(spawnError))
             throw ConntrackrError(.blockerFailed, "cannot run \(program): \(reason)")
         }
 

@@ -129,7 +129,8 @@ public final class NftablesBlocker: Blocker {
             let result = try run(["-f", "-"], input: script.add(entry, timeout: timeout))
             if result.status != 0 {
                 let error = Self.error(result, doing: "blocking \(entry.prefix.compactDescription)")
-                throw try overlapError(for: entry.prefix, now: now) ?? error
+                guard error.message.contains("interval overlaps") else { throw error }
+                throw (try? overlapError(for: entry.prefix, now: now)) ?? error
             }
             state.expiring[entry.prefix] = entry.expires == nil ? nil : entry
             return true
