@@ -42,7 +42,11 @@ let package = Package(
         ),
         .target(
             name: "ConnCapture",
-            dependencies: ["ConnCore", "CPcap", "CXDP", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "ConnCore", "CPcap", "CXDP",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         .target(
             name: "ConnBlock",
@@ -73,6 +77,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
@@ -88,11 +93,25 @@ let package = Package(
             resources: [.copy("Captures")]
         ),
         .testTarget(
+            name: "conntrackrTests",
+            dependencies: [
+                "conntrackr", "ConnCore", "ConnTesting",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
             name: "ConnBlockTests",
             dependencies: ["ConnCore", "ConnBlock", "ConnTesting"],
             resources: [.copy("Fixtures")]
         ),
-        .testTarget(name: "ConnMetricsTests", dependencies: ["ConnCore", "ConnMetrics", "ConnTesting"]),
+        .testTarget(
+            name: "ConnMetricsTests",
+            dependencies: [
+                "ConnCore", "ConnMetrics", "ConnTesting",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
     ]
 )
 

@@ -1,0 +1,35 @@
+import CPcap
+import ConnCore
+
+/// Owns a `pcap_t` and closes it. Used by one thread at a time, except ``breakLoop()`` which libpcap allows from
+/// another thread.
+final class PcapHandle: @unchecked Sendable {
+    // @unchecked: the handle is driven by the capture thread only; `pcap_breakloop` is the documented exception.
+    let raw: OpaquePointer
+
+    init(_ raw: OpaquePointer) { self.raw = raw }
+
+    deinit { pcap_close(raw) }
+
+    /// libpcap's last error text for this handle.
+    var lastError: String { String(cString: pcap_geterr(raw)) }
+
+    /// The link type of the frames, or an error naming the unsupported type.
+    func linkType(describing origin: String) throws -> LinkType {
+        let value = pcap_datalink(raw)
+        guard let linkType = LinkType(rawValue: value) else {
+            let name = pcap_datalink_val_to_name(value).map { String(cString: $0) } ?? "unknown"
+            throw ConntrackrError(.unsupportedLinkType, "\(origin): link type \(value) (\(name)) is not supported")
+        }
+        return linkType
+    }
+
+    func breakLoop() { pcap_breakloop(raw) }
+}
+
+/// Timestamps from a `pcap_pkthdr` whose `ts.tv_usec` holds nanoseconds (the handle was opened with nanosecond
+/// precision).
+@inline(__always)
+func nanosecondTimestamp(_ header: UnsafePointer<pcap_pkthdr>) -> Timestamp {
+    Timestamp(nanoseconds: Int64(header.pointee.ts.tv_sec) &* 1_000_000_000 &+ Int64(header.pointee.ts.tv_usec))
+}
