@@ -159,7 +159,10 @@ private final class MemoryFile {
             let count = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
             if count < 0 {
                 if errno == EINTR { continue }
-                throw ConntrackrError(.blockerFailed, "cannot read command \(name): \(String(cString: strerror(errno)))")
+                throw ConntrackrError(
+                    .blockerFailed,
+                    "cannot read command \(name): \(String(cString: strerror(errno)))"
+                )
             }
             if count == 0 { return buffer }
             guard buffer.count + count <= limit else {

@@ -48,9 +48,8 @@ public struct HostAllowlist: Hashable, Sendable {
         let base = Allowlist()
         func add(_ prefix: IPPrefix, _ reason: String) {
             // An address already listed keeps its first, more specific reason (127.0.0.1 stays "loopback").
-            if base.entries.contains(where: { $0.prefix == prefix }) || entries.contains(where: { $0.prefix == prefix }) {
-                return
-            }
+            let listed = (base.entries + entries).contains { $0.prefix == prefix }
+            if listed { return }
             entries.append(Allowlist.Entry(prefix: prefix, reason: reason))
         }
         for address in hostAddresses where !address.isLoopback { add(IPPrefix(host: address), "host address") }

@@ -262,7 +262,8 @@ public final class NftablesBlocker: Blocker {
         return ConntrackrError(
             .blockerFailed,
             "nftables cannot block \(prefix.compactDescription): it overlaps the block on "
-                + "\(overlapping.prefix.compactDescription), and nftables interval sets cannot hold overlapping prefixes"
+                + "\(overlapping.prefix.compactDescription), and nftables interval sets cannot hold "
+                + "overlapping prefixes"
         )
     }
 

@@ -89,7 +89,10 @@ struct NftablesScript: Hashable, Sendable {
 
     private func addAllowed(_ allowed: [IPPrefix]) -> [String] {
         var lines: [String] = []
-        for (set, family) in [(Self.allowed4, allowed.filter { $0.address.isIPv4 }), (Self.allowed6, allowed.filter { !$0.address.isIPv4 })]
+        for (set, family) in [
+            (Self.allowed4, allowed.filter { $0.address.isIPv4 }),
+            (Self.allowed6, allowed.filter { !$0.address.isIPv4 }),
+        ]
         where !family.isEmpty {
             lines.append("add element \(qualified) \(set) { \(family.map(Self.element).joined(separator: ", ")) }")
         }

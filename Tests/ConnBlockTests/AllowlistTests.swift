@@ -77,7 +77,8 @@ import Testing
         #expect {
             try AllowFile.load(path: "/nonexistent/conntrackr-allow")
         } throws: { error in
-            (error as? ConntrackrError)?.message == "cannot read allow file /nonexistent/conntrackr-allow: No such file or directory"
+            (error as? ConntrackrError)?.message
+                == "cannot read allow file /nonexistent/conntrackr-allow: No such file or directory"
         }
     }
 }
@@ -94,7 +95,9 @@ import Testing
     }
 
     @Test func missingTablesMeanNoGateways() throws {
-        #expect(try DefaultGateways.read(ipv4RouteTable: "/nonexistent/route", ipv6RouteTable: "/nonexistent/ipv6").isEmpty)
+        #expect(
+            try DefaultGateways.read(ipv4RouteTable: "/nonexistent/route", ipv6RouteTable: "/nonexistent/ipv6").isEmpty
+        )
     }
 
     @Test func anUnreadableTableIsAnError() {

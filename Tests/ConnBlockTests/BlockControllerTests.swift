@@ -54,7 +54,11 @@ import Glibc
             ("fe80::1234", "allowlisted: gateway fe80::1"),
         ]
         for (source, reason) in cases {
-            #expect(controller.handle(scan(from: source)) == [.notBlocked(address(source), reason: reason, at: referenceTime)])
+            #expect(
+                controller.handle(scan(from: source)) == [
+                    .notBlocked(address(source), reason: reason, at: referenceTime)
+                ]
+            )
         }
         #expect(try controller.blocker.entries().isEmpty)
         #expect(metrics[.blocksRefused(reason: "allowlisted")] == cases.count)
@@ -64,7 +68,13 @@ import Glibc
     @Test func aLearnedBlockCoveringAnAllowlistedAddressIsRefused() {
         let allowlist = Allowlist([.init(prefix: prefix("203.0.113.9"), reason: "gateway")])
         let controller = controller(allowlist: allowlist)
-        let learned = BlockEntry(prefix: prefix("203.0.113.0/24"), reason: .portScan, origin: .fleet, since: referenceTime, expires: nil)
+        let learned = BlockEntry(
+            prefix: prefix("203.0.113.0/24"),
+            reason: .portScan,
+            origin: .fleet,
+            since: referenceTime,
+            expires: nil
+        )
         #expect(
             controller.applyLearned(learned, at: referenceTime)
                 == [.notBlocked(address("203.0.113.0"), reason: "allowlisted: gateway 203.0.113.9", at: referenceTime)]
@@ -124,7 +134,11 @@ import Glibc
         let controller = controller(BlockPolicy(maxBlocked: 2))
         #expect(controller.handle(scan(from: "198.51.100.1")).first?.isBlocked == true)
         #expect(controller.handle(scan(from: "198.51.100.2")).first?.isBlocked == true)
-        #expect(controller.handle(scan(from: "198.51.100.3")) == [.notBlocked(address("198.51.100.3"), reason: "blocklist_full", at: referenceTime)])
+        #expect(
+            controller.handle(scan(from: "198.51.100.3")) == [
+                .notBlocked(address("198.51.100.3"), reason: "blocklist_full", at: referenceTime)
+            ]
+        )
         #expect(controller.handle(scan(from: "198.51.100.2", at: referenceTime + .seconds(1))).first?.isBlocked == true)
         #expect(metrics[.blocksRefused(reason: "blocklist_full")] == 1)
         #expect(metrics[.blocks(.local)] == 3)
@@ -133,20 +147,35 @@ import Glibc
     @Test func aFullBlockerIsCountedAsBlocklistFull() {
         let controller = controller(blocker: InMemoryBlocker(capacity: 1))
         _ = controller.handle(scan(from: "198.51.100.1"))
-        #expect(controller.handle(scan(from: "198.51.100.2")) == [.notBlocked(address("198.51.100.2"), reason: "blocklist_full", at: referenceTime)])
+        #expect(
+            controller.handle(scan(from: "198.51.100.2")) == [
+                .notBlocked(address("198.51.100.2"), reason: "blocklist_full", at: referenceTime)
+            ]
+        )
         #expect(metrics[.blocksRefused(reason: "blocklist_full")] == 1)
     }
 
     @Test func maxBlocksPerMinuteRefusesTheRestOfTheMinute() {
         let controller = controller(BlockPolicy(maxBlocksPerMinute: 3))
         for index in 1...3 {
-            #expect(controller.handle(scan(from: "198.51.100.\(index)", at: referenceTime + .seconds(index))).first?.isBlocked == true)
+            #expect(
+                controller.handle(scan(from: "198.51.100.\(index)", at: referenceTime + .seconds(index))).first?
+                    .isBlocked == true
+            )
         }
         let limited = referenceTime + .seconds(30)
-        #expect(controller.handle(scan(from: "198.51.100.4", at: limited)) == [.notBlocked(address("198.51.100.4"), reason: "rate_limited", at: limited)])
-        #expect(controller.handle(scan(from: "198.51.100.5", at: referenceTime + .seconds(60))).first?.isBlocked == false)
+        #expect(
+            controller.handle(scan(from: "198.51.100.4", at: limited)) == [
+                .notBlocked(address("198.51.100.4"), reason: "rate_limited", at: limited)
+            ]
+        )
+        #expect(
+            controller.handle(scan(from: "198.51.100.5", at: referenceTime + .seconds(60))).first?.isBlocked == false
+        )
         // A minute after the first block, one slot is free again.
-        #expect(controller.handle(scan(from: "198.51.100.6", at: referenceTime + .seconds(61))).first?.isBlocked == true)
+        #expect(
+            controller.handle(scan(from: "198.51.100.6", at: referenceTime + .seconds(61))).first?.isBlocked == true
+        )
         #expect(metrics[.blocksRefused(reason: "rate_limited")] == 2)
         #expect(metrics[.blocks(.local)] == 4)
     }
@@ -187,7 +216,13 @@ import Glibc
         controller.onLocalBlock { entry, _ in published.withLock { $0.append(entry.prefix) } }
         _ = controller.handle(scan(from: "198.51.100.1"))
         _ = controller.applyLearned(
-            BlockEntry(prefix: prefix("198.51.100.2"), reason: .portScan, origin: .fleet, since: referenceTime, expires: nil),
+            BlockEntry(
+                prefix: prefix("198.51.100.2"),
+                reason: .portScan,
+                origin: .fleet,
+                since: referenceTime,
+                expires: nil
+            ),
             at: referenceTime
         )
         #expect(published.withLock { $0 } == [prefix("198.51.100.1")])

@@ -57,7 +57,9 @@ import Testing
         // Expiry is inclusive: an entry is gone at its expiry time.
         #expect(blocker.removeExpired(asOf: referenceTime + .seconds(10)).map(\.prefix) == [prefix("198.51.100.1")])
         #expect(blocker.removeExpired(asOf: referenceTime + .seconds(10)).isEmpty)
-        #expect(blocker.removeExpired(asOf: referenceTime + .seconds(1_000_000)).map(\.prefix) == [prefix("198.51.100.2")])
+        #expect(
+            blocker.removeExpired(asOf: referenceTime + .seconds(1_000_000)).map(\.prefix) == [prefix("198.51.100.2")]
+        )
         #expect(blocker.entries().map(\.prefix) == [prefix("198.51.100.3")])
     }
 

@@ -113,7 +113,10 @@ func connectResults(
             print(json.dumps(dict(zip([p[0] for p in pairs], pool.map(attempt, pairs)))))
         """
     let pairs = zip(sources, destinations).map { "\($0),\($1)" }
-    let output = try namespace.exec(["timeout", "10", "python3", "-c", probe, String(port)] + pairs, timeout: .seconds(15))
+    let output = try namespace.exec(
+        ["timeout", "10", "python3", "-c", probe, String(port)] + pairs,
+        timeout: .seconds(15)
+    )
     guard let results = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: String] else {
         throw LabError("unexpected probe output: \(output)")
     }

@@ -12,9 +12,14 @@ final class FakeRunner: CommandRunner {
         var input: String
     }
 
-    private let state = Mutex<(calls: [Call], respond: @Sendable ([String]) -> CommandResult)>(([], { _ in
-        CommandResult(status: 0)
-    }))
+    private let state = Mutex<(calls: [Call], respond: @Sendable ([String]) -> CommandResult)>(
+        (
+            [],
+            { _ in
+                CommandResult(status: 0)
+            }
+        )
+    )
 
     var calls: [Call] { state.withLock { $0.calls } }
     var scripts: [String] { calls.filter { $0.arguments.contains("-f") }.map(\.input) }
@@ -22,7 +27,8 @@ final class FakeRunner: CommandRunner {
     /// Answers `nft -j list ...` with `json`, everything else with success.
     func listing(_ json: String) {
         respond { arguments in
-            arguments.contains("-j") ? CommandResult(status: 0, standardOutput: Array(json.utf8)) : CommandResult(status: 0)
+            arguments.contains("-j")
+                ? CommandResult(status: 0, standardOutput: Array(json.utf8)) : CommandResult(status: 0)
         }
     }
 
@@ -66,7 +72,13 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
     }
 
     func entry(_ text: String, ttl: Duration? = .seconds(3600), origin: BlockOrigin = .local) -> BlockEntry {
-        BlockEntry(prefix: prefix(text), reason: .portScan, origin: origin, since: referenceTime, expires: ttl.map { referenceTime + $0 })
+        BlockEntry(
+            prefix: prefix(text),
+            reason: .portScan,
+            origin: origin,
+            since: referenceTime,
+            expires: ttl.map { referenceTime + $0 }
+        )
     }
 
     @Test func createTableScript() throws {
@@ -75,7 +87,9 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
             .init(prefix: prefix("fe80::1"), reason: "gateway"),
             .init(prefix: prefix("198.51.100.0/24"), reason: "configured"),
         ])
-        try blocker(.init(table: "ctr_test", command: ["ip", "netns", "exec", "ctr-nft-1", "nft"])).createTable(allowing: allowlist)
+        try blocker(.init(table: "ctr_test", command: ["ip", "netns", "exec", "ctr-nft-1", "nft"])).createTable(
+            allowing: allowlist
+        )
         #expect(runner.calls.map(\.arguments) == [["ip", "netns", "exec", "ctr-nft-1", "nft", "-f", "-"]])
         #expect(
             runner.scripts == [
@@ -123,7 +137,11 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
     @Test func permanentBlocksHaveNoTimeoutAndIPv6PrefixesGoToTheIPv6Set() throws {
         #expect(try blocker().add(entry("2001:db8:0:bad::/64", ttl: nil, origin: .fleet)))
         let script = try #require(runner.scripts.first)
-        #expect(script.contains("add element inet conntrackr blocked6 { 2001:db8:0:bad::/64 comment \"conntrackr port_scan fleet "))
+        #expect(
+            script.contains(
+                "add element inet conntrackr blocked6 { 2001:db8:0:bad::/64 comment \"conntrackr port_scan fleet "
+            )
+        )
         #expect(script.hasSuffix(" -\" }\n"))
         #expect(!script.contains("timeout"))
     }
@@ -199,7 +217,8 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
         #expect(runner.calls.isEmpty)
 
         // The kernel has dropped .7 by itself and still holds .8.
-        let eight = #"{"elem": {"val": "198.51.100.8", "timeout": 60, "expires": 57, "comment": "conntrackr port_scan local "#
+        let eight =
+            #"{"elem": {"val": "198.51.100.8", "timeout": 60, "expires": 57, "comment": "conntrackr port_scan local "#
             + "\(referenceTime.nanoseconds) \((referenceTime + .seconds(60)).nanoseconds)\"}}"
         runner.listing(nftListing([eight]))
         clock.withLock { $0 = referenceTime + .seconds(3) }
@@ -216,7 +235,8 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
         let blocker = try blocker()
         runner.listing(nftListing())
         _ = try blocker.add(entry("198.51.100.7", ttl: .seconds(2)))
-        let seven = #"{"elem": {"val": "198.51.100.7", "timeout": 2, "expires": 0, "comment": "conntrackr port_scan local "#
+        let seven =
+            #"{"elem": {"val": "198.51.100.7", "timeout": 2, "expires": 0, "comment": "conntrackr port_scan local "#
             + "\(referenceTime.nanoseconds) \((referenceTime + .seconds(2)).nanoseconds)\"}}"
         runner.listing(nftListing([seven]))
         runner.reset()
@@ -263,7 +283,10 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
         runner.respond { _ in
             CommandResult(
                 status: 1,
-                standardError: Array("/dev/stdin:1:1-20: Error: Could not process rule: Operation not permitted\ntable inet conntrackr\n^^^^^\n".utf8)
+                standardError: Array(
+                    "/dev/stdin:1:1-20: Error: Could not process rule: Operation not permitted\ntable inet conntrackr\n^^^^^\n"
+                        .utf8
+                )
             )
         }
         let error = try #require(throws: ConntrackrError.self) { try blocker().createTable() }
@@ -275,7 +298,10 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
 
     @Test func aRejectedScriptGivesNftsFirstErrorLine() throws {
         runner.respond { _ in
-            CommandResult(status: 1, standardError: Array("warning: something\n/dev/stdin:3:1: Error: syntax error\n  x\n  ^\n".utf8))
+            CommandResult(
+                status: 1,
+                standardError: Array("warning: something\n/dev/stdin:3:1: Error: syntax error\n  x\n  ^\n".utf8)
+            )
         }
         let error = try #require(throws: ConntrackrError.self) { try blocker().add(entry("198.51.100.7")) }
         #expect(error.code == .blockerFailed)
@@ -285,18 +311,32 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
     @Test func anOverlapNamesTheBlockInTheWay() throws {
         runner.respond { arguments in
             if arguments.contains("-j") {
-                return CommandResult(status: 0, standardOutput: Array(nftListing([#"{"prefix": {"addr": "198.51.100.0", "len": 24}}"#]).utf8))
+                return CommandResult(
+                    status: 0,
+                    standardOutput: Array(nftListing([#"{"prefix": {"addr": "198.51.100.0", "len": 24}}"#]).utf8)
+                )
             }
-            return CommandResult(status: 1, standardError: Array("/dev/stdin:1:1: Error: interval overlaps with an existing one\n".utf8))
+            return CommandResult(
+                status: 1,
+                standardError: Array("/dev/stdin:1:1: Error: interval overlaps with an existing one\n".utf8)
+            )
         }
         let error = try #require(throws: ConntrackrError.self) { try blocker().add(entry("198.51.100.7")) }
         #expect(error.message.contains("cannot block 198.51.100.7: it overlaps the block on 198.51.100.0/24"))
     }
 
     @Test func aMissingTableSaysSo() throws {
-        runner.respond { _ in CommandResult(status: 1, standardError: Array("Error: No such file or directory\nlist table inet conntrackr\n".utf8)) }
+        runner.respond { _ in
+            CommandResult(
+                status: 1,
+                standardError: Array("Error: No such file or directory\nlist table inet conntrackr\n".utf8)
+            )
+        }
         let error = try #require(throws: ConntrackrError.self) { try blocker().entries() }
-        #expect(error.message == "nftables table inet conntrackr does not exist (not created yet, or the ruleset was flushed)")
+        #expect(
+            error.message
+                == "nftables table inet conntrackr does not exist (not created yet, or the ruleset was flushed)"
+        )
     }
 
     @Test func aMissingNftSaysWhatToInstall() throws {
@@ -309,8 +349,10 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
     }
 
     @Test func garbageListingsAreErrorsNotCrashes() throws {
-        for output in ["", "not json", "{}", #"{"nftables": 3}"#, #"{"nftables": [{"set": {"name": "blocked4", "elem": 7}}]}"#,
-                       #"{"nftables": [{"set": {"name": "blocked4", "elem": [{"elem": {}}, {"prefix": {"addr": "x", "len": -1}}, 5, null]}}]}"#] {
+        for output in [
+            "", "not json", "{}", #"{"nftables": 3}"#, #"{"nftables": [{"set": {"name": "blocked4", "elem": 7}}]}"#,
+            #"{"nftables": [{"set": {"name": "blocked4", "elem": [{"elem": {}}, {"prefix": {"addr": "x", "len": -1}}, 5, null]}}]}"#,
+        ] {
             runner.listing(output)
             _ = try? blocker().entries()
         }
@@ -344,7 +386,9 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
     @Test func theChildSeesNoExtraDescriptors() throws {
         // Only 0, 1, 2 (and the descriptor ls itself opens to read the directory).
         let result = try runner.run(["sh", "-c", "ls /proc/self/fd | wc -l"], input: [], timeout: .seconds(10))
-        let count = Int(String(decoding: result.standardOutput, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+        let count = Int(
+            String(decoding: result.standardOutput, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        )
         #expect(count == 4)
     }
 }

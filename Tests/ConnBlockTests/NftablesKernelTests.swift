@@ -7,9 +7,20 @@ import Testing
 /// The nftables blocker against the real kernel, each test in a network namespace of its own.
 @Suite(.enabled(if: geteuid() == 0, "needs root for network namespaces and nftables"), .timeLimit(.minutes(1)))
 struct NftablesKernelTests {
-    func entry(_ text: String, ttl: Duration?, reason: BlockReason = .portScan, origin: BlockOrigin = .local) -> BlockEntry {
+    func entry(
+        _ text: String,
+        ttl: Duration?,
+        reason: BlockReason = .portScan,
+        origin: BlockOrigin = .local
+    ) -> BlockEntry {
         let now = Timestamp.now()
-        return BlockEntry(prefix: prefix(text), reason: reason, origin: origin, since: now, expires: ttl.map { now + $0 })
+        return BlockEntry(
+            prefix: prefix(text),
+            reason: reason,
+            origin: origin,
+            since: now,
+            expires: ttl.map { now + $0 }
+        )
     }
 
     @Test func createAddListReplaceRemoveAndDeleteTheTable() throws {
@@ -108,7 +119,9 @@ struct NftablesKernelTests {
         let blocker = try NftablesBlocker(.init(table: "ctr_test_\(runSuffix())", command: namespace.nft))
         try blocker.createTable()
         #expect(try blocker.add(entry("198.51.100.0/24", ttl: .seconds(60))))
-        let error = try #require(throws: ConntrackrError.self) { try blocker.add(entry("198.51.100.7", ttl: .seconds(60))) }
+        let error = try #require(throws: ConntrackrError.self) {
+            try blocker.add(entry("198.51.100.7", ttl: .seconds(60)))
+        }
         #expect(error.message.contains("cannot block 198.51.100.7: it overlaps the block on 198.51.100.0/24"))
         #expect(try blocker.entries().map(\.prefix) == [prefix("198.51.100.0/24")])
     }
@@ -127,7 +140,9 @@ struct NftablesKernelTests {
     @Test func withoutCapNetAdminTheErrorSaysSo() throws {
         let namespace = try NetworkNamespace("nft")
         defer { namespace.remove() }
-        let unprivileged = ["ip", "netns", "exec", namespace.name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "nft"]
+        let unprivileged = [
+            "ip", "netns", "exec", namespace.name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "nft",
+        ]
         let blocker = try NftablesBlocker(.init(table: "ctr_test", command: unprivileged))
         let error = try #require(throws: ConntrackrError.self) { try blocker.createTable() }
         #expect(error.code == .missingPrivilege)
@@ -167,7 +182,9 @@ struct NftablesDropTests {
         )
         defer { listener.stop() }
 
-        let sources = ["203.0.113.10", "203.0.113.20", "203.0.113.33", "203.0.113.34", "2001:db8:0:bad::2", "2001:db8:0:900d::2"]
+        let sources = [
+            "203.0.113.10", "203.0.113.20", "203.0.113.33", "203.0.113.34", "2001:db8:0:bad::2", "2001:db8:0:900d::2",
+        ]
         let destinations = sources.map { $0.contains(":") ? "2001:db8:0:1::1" : "203.0.113.1" }
         func results() throws -> [String: String] {
             try connectResults(in: peer, from: sources, to: destinations, port: 8080)
@@ -187,7 +204,11 @@ struct NftablesDropTests {
         try blocker.createTable(allowing: Allowlist([.init(prefix: prefix("203.0.113.33"), reason: "configured")]))
         let now = Timestamp.now()
         for blocked in ["203.0.113.10", "203.0.113.32/28", "2001:db8:0:bad::/64"] {
-            #expect(try blocker.add(BlockEntry(prefix: prefix(blocked), reason: .portScan, since: now, expires: now + .seconds(300))))
+            #expect(
+                try blocker.add(
+                    BlockEntry(prefix: prefix(blocked), reason: .portScan, since: now, expires: now + .seconds(300))
+                )
+            )
         }
 
         let during = try results()
