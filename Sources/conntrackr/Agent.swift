@@ -1,3 +1,4 @@
+import ConnBlock
 import ConnCapture
 import ConnCore
 import ConnMetrics
@@ -32,9 +33,22 @@ struct Agent {
         metrics.addScrapeHook(name: "event writer") { scrape in
             scrape.setTotal(.eventsDropped, to: UInt64(writer.droppedEvents))
         }
+        var blocking: BlockController?
+        var cleanups: [@Sendable () -> Void] = []
+        if settings.block == .nftables {
+            let allowlist = try HostAllowlist(
+                allowed: settings.allow.compactMap { IPPrefix($0) },
+                allowFiles: settings.allowFile.map { [$0] } ?? []
+            ).build()
+            let blocker = try NftablesBlocker()
+            try blocker.createTable(allowing: allowlist)
+            cleanups.append { try? blocker.removeTable() }
+            blocking = BlockController(blocker: blocker, policy: settings.blockPolicy, allowlist: allowlist, metrics: metrics)
+        }
         let pipeline = ConnectionPipeline(
             configuration: settings.pipelineConfiguration,
             events: writer,
+            blocking: blocking,
             metrics: metrics,
             logger: logger
         )
@@ -44,14 +58,14 @@ struct Agent {
             source = PcapLiveSource(
                 configuration: .init(
                     interface: interface,
-                    destinations: settings.allDestinations ? nil : HostNetwork.addresses()
+                    destinations: settings.allDestinations ? nil : try HostAddresses.current()
                 ),
                 logger: logger
             )
         case .xdp:
             throw ConntrackrError(.invalidConfiguration, "--source xdp is not available in this build")
         }
-        guard settings.block == .none else {
+        guard settings.block != .xdp else {
             throw ConntrackrError(.invalidConfiguration, "--block \(settings.block) is not available in this build")
         }
         let capture = CaptureService(source: source, pipeline: pipeline, logger: logger)
@@ -78,18 +92,23 @@ struct Agent {
             logger: logger
         )
         configuration.maximumGracefulShutdownDuration = .seconds(5)
-        return Agent(writer: writer, group: ServiceGroup(configuration: configuration), cleanups: [])
+        return Agent(writer: writer, group: ServiceGroup(configuration: configuration), cleanups: cleanups)
     }
 
     func run() async throws {
         let cleanups = self.cleanups
         // The group shuts down gracefully on the first SIGINT or SIGTERM; a second one ends the agent at once,
-        // after undoing what it set up in the kernel.
+        // after undoing what it set up in the kernel. Copies of one signal arrive together (a terminal's process
+        // group, `timeout` forwarding to its child and its group), so only a signal half a second after the
+        // first counts as a second one.
         let impatience = Task {
-            var seen = 0
+            var first: ContinuousClock.Instant?
             for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
-                seen += 1
-                guard seen >= 2 else { continue }
+                guard let firstSignal = first else {
+                    first = .now
+                    continue
+                }
+                guard ContinuousClock.now - firstSignal >= .milliseconds(500) else { continue }
                 for cleanup in cleanups { cleanup() }
                 exit(130)
             }
