@@ -165,13 +165,16 @@ public final class PinnedBlockMaps: @unchecked Sendable {
             _ = try withUnsafeMutablePointer(to: &visitor) { pointer in
                 try cxdpCall { message, length in
                     ct_entry_foreach(
-                        handle, table,
+                        handle,
+                        table,
                         { context, prefix, value in
                             guard let context, let prefix, let parsed = IPPrefix(prefix.pointee) else { return 0 }
                             context.assumingMemoryBound(to: Visitor.self).pointee(parsed, value?.pointee)
                             return 0
                         },
-                        pointer, message, length
+                        pointer,
+                        message,
+                        length
                     )
                 }
             }

@@ -38,8 +38,12 @@ func cxdpErrorCode(_ errnoValue: Int32) -> ConntrackrError.Code {
 
 /// The 16 bytes of an event address (IPv6, or IPv4-mapped) as an ``IPAddress``, whose storage is the same form.
 @inline(__always)
-func ipAddress(_ bytes: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                         UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)) -> IPAddress {
+func ipAddress(
+    _ bytes: (
+        UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+        UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8
+    )
+) -> IPAddress {
     withUnsafeBytes(of: bytes) { raw in
         IPAddress(
             high: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),

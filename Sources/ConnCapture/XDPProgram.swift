@@ -154,8 +154,14 @@ public final class XDPProgram: @unchecked Sendable {
             _ = try frame.withUnsafeBytes { bytes in
                 try cxdpCall {
                     ct_program_test_run(
-                        handle, bytes.baseAddress, bytes.count, ingressInterfaceIndex, max(1, `repeat`), &verdict,
-                        $0, $1
+                        handle,
+                        bytes.baseAddress,
+                        bytes.count,
+                        ingressInterfaceIndex,
+                        max(1, `repeat`),
+                        &verdict,
+                        $0,
+                        $1
                     )
                 }
             }

@@ -11,10 +11,19 @@ import Glibc
 @Suite(.enabled(if: geteuid() == 0, "BPF maps need root"))
 struct XDPBlockerTests {
     static func entry(
-        _ text: String, reason: BlockReason = .portScan, origin: BlockOrigin = .local, since: Timestamp = .now(),
+        _ text: String,
+        reason: BlockReason = .portScan,
+        origin: BlockOrigin = .local,
+        since: Timestamp = .now(),
         ttl: Duration? = .seconds(3600)
     ) -> BlockEntry {
-        BlockEntry(prefix: IPPrefix(text)!, reason: reason, origin: origin, since: since, expires: ttl.map { since + $0 })
+        BlockEntry(
+            prefix: IPPrefix(text)!,
+            reason: reason,
+            origin: origin,
+            since: since,
+            expires: ttl.map { since + $0 }
+        )
     }
 
     /// Expiry goes through CLOCK_BOOTTIME and back; the two clock readings of each conversion are a few
@@ -95,7 +104,9 @@ struct XDPBlockerTests {
         let since = Timestamp.now()
         for index in 0..<capacity.ipv4 {
             let address = IPAddress(ipv4: 0xCB00_0000 | UInt32(index))  // 203.0.0.0/16, host by host
-            let added = try blocker.add(BlockEntry(prefix: IPPrefix(host: address), reason: .manual, since: since, expires: nil))
+            let added = try blocker.add(
+                BlockEntry(prefix: IPPrefix(host: address), reason: .manual, since: since, expires: nil)
+            )
             if !added {
                 Issue.record("refused entry \(index) of \(capacity.ipv4)")
                 return
@@ -142,11 +153,15 @@ struct XDPBlockerTests {
         defer { root.remove() }
         let blocker = try XDPBlocker(pinRoot: root.path)
         let controller = BlockController(
-            blocker: blocker, policy: BlockPolicy(ttl: .seconds(30)), allowlist: Allowlist(),
+            blocker: blocker,
+            policy: BlockPolicy(ttl: .seconds(30)),
+            allowlist: Allowlist(),
             metrics: DiscardingMetricsSink()
         )
         let scan = PortScan(
-            time: .now(), source: IPAddress("2001:db8:bad::56")!, destination: IPAddress("2001:db8::5")!,
+            time: .now(),
+            source: IPAddress("2001:db8:bad::56")!,
+            destination: IPAddress("2001:db8::5")!,
             ports: [22, 80, 443, 8080]
         )
         let events = controller.handle(scan)

@@ -27,13 +27,25 @@ struct XDPProgramTests {
     }
 
     static func syn(
-        _ source: IPAddress = attacker, _ destination: IPAddress = victim, flags: TCPFlags = .syn,
-        tags: [VLANTag] = [], ipv4Options: [UInt8] = [], fragmentOffset: UInt16 = 0, moreFragments: Bool = false,
+        _ source: IPAddress = attacker,
+        _ destination: IPAddress = victim,
+        flags: TCPFlags = .syn,
+        tags: [VLANTag] = [],
+        ipv4Options: [UInt8] = [],
+        fragmentOffset: UInt16 = 0,
+        moreFragments: Bool = false,
         extensions: [IPv6Extension] = []
     ) -> [UInt8] {
         FrameBuilder.tcp(
-            from: source, 40001, to: destination, 443, flags: flags, link: .ethernet(vlanTags: tags),
-            ipv4Options: ipv4Options, fragmentOffset: fragmentOffset, moreFragments: moreFragments,
+            from: source,
+            40001,
+            to: destination,
+            443,
+            flags: flags,
+            link: .ethernet(vlanTags: tags),
+            ipv4Options: ipv4Options,
+            fragmentOffset: fragmentOffset,
+            moreFragments: moreFragments,
             ipv6Extensions: extensions
         )
     }
@@ -52,16 +64,27 @@ struct XDPProgramTests {
         Case(name: "IPv4 RST", frame: syn(flags: .rst), expected: .other),
         Case(name: "802.1Q", frame: syn(tags: [VLANTag(id: 10)]), expected: .attempt),
         Case(
-            name: "QinQ 802.1ad", frame: syn(tags: [VLANTag(tpid: 0x88A8, id: 100), VLANTag(id: 10)]),
+            name: "QinQ 802.1ad",
+            frame: syn(tags: [VLANTag(tpid: 0x88A8, id: 100), VLANTag(id: 10)]),
             expected: .attempt
         ),
         Case(name: "0x9100 tag", frame: syn(tags: [VLANTag(tpid: 0x9100, id: 7)]), expected: .attempt),
         Case(name: "four tags", frame: syn(tags: Array(repeating: VLANTag(id: 3), count: 4)), expected: .attempt),
         Case(name: "five tags", frame: syn(tags: Array(repeating: VLANTag(id: 3), count: 5)), expected: .malformed),
         Case(name: "IPv4 4 bytes of options", frame: syn(ipv4Options: [1, 1, 1, 0]), expected: .attempt),
-        Case(name: "IPv4 40 bytes of options", frame: syn(ipv4Options: Array(repeating: 1, count: 40)), expected: .attempt),
-        Case(name: "IPv4 options in QinQ", frame: syn(tags: [VLANTag(tpid: 0x88A8, id: 1), VLANTag(id: 2)],
-                                                       ipv4Options: Array(repeating: 1, count: 12)), expected: .attempt),
+        Case(
+            name: "IPv4 40 bytes of options",
+            frame: syn(ipv4Options: Array(repeating: 1, count: 40)),
+            expected: .attempt
+        ),
+        Case(
+            name: "IPv4 options in QinQ",
+            frame: syn(
+                tags: [VLANTag(tpid: 0x88A8, id: 1), VLANTag(id: 2)],
+                ipv4Options: Array(repeating: 1, count: 12)
+            ),
+            expected: .attempt
+        ),
         Case(name: "IPv4 first fragment", frame: syn(moreFragments: true), expected: .attempt),
         Case(name: "IPv4 later fragment", frame: syn(fragmentOffset: 185), expected: .other),
         Case(name: "IPv4 UDP", frame: FrameBuilder.udp(from: attacker, 53, to: victim, 53), expected: .other),
@@ -71,28 +94,40 @@ struct XDPProgramTests {
         Case(name: "IPv6 SYN in 802.1Q", frame: syn(attacker6, victim6, tags: [VLANTag(id: 5)]), expected: .attempt),
         Case(name: "IPv6 hop-by-hop", frame: syn(attacker6, victim6, extensions: [.hopByHop()]), expected: .attempt),
         Case(
-            name: "IPv6 long hop-by-hop", frame: syn(attacker6, victim6, extensions: [.hopByHop(optionBytes: 200)]),
+            name: "IPv6 long hop-by-hop",
+            frame: syn(attacker6, victim6, extensions: [.hopByHop(optionBytes: 200)]),
             expected: .attempt
         ),
         Case(name: "IPv6 routing", frame: syn(attacker6, victim6, extensions: [.routing]), expected: .attempt),
         Case(
-            name: "IPv6 destination options", frame: syn(attacker6, victim6, extensions: [.destinationOptions()]),
+            name: "IPv6 destination options",
+            frame: syn(attacker6, victim6, extensions: [.destinationOptions()]),
             expected: .attempt
         ),
         Case(
             name: "IPv6 first fragment",
-            frame: syn(attacker6, victim6, extensions: [.fragment(offset: 0, moreFragments: true)]), expected: .attempt
+            frame: syn(attacker6, victim6, extensions: [.fragment(offset: 0, moreFragments: true)]),
+            expected: .attempt
         ),
         Case(
-            name: "IPv6 later fragment", frame: syn(attacker6, victim6, extensions: [.fragment(offset: 10)]),
+            name: "IPv6 later fragment",
+            frame: syn(attacker6, victim6, extensions: [.fragment(offset: 10)]),
             expected: .other
         ),
-        Case(name: "IPv6 authentication", frame: syn(attacker6, victim6, extensions: [.authentication]), expected: .attempt),
+        Case(
+            name: "IPv6 authentication",
+            frame: syn(attacker6, victim6, extensions: [.authentication]),
+            expected: .attempt
+        ),
         Case(
             name: "IPv6 six extension headers",
-            frame: syn(attacker6, victim6, extensions: [
-                .hopByHop(), .routing, .destinationOptions(), .authentication, .fragment(), .destinationOptions(),
-            ]),
+            frame: syn(
+                attacker6,
+                victim6,
+                extensions: [
+                    .hopByHop(), .routing, .destinationOptions(), .authentication, .fragment(), .destinationOptions(),
+                ]
+            ),
             expected: .attempt
         ),
         Case(
@@ -101,13 +136,18 @@ struct XDPProgramTests {
             expected: .malformed
         ),
         Case(
-            name: "IPv6 UDP", frame: FrameBuilder.udp(from: attacker6, 53, to: victim6, 53), expected: .other
+            name: "IPv6 UDP",
+            frame: FrameBuilder.udp(from: attacker6, 53, to: victim6, 53),
+            expected: .other
         ),
         // Cut short at every layer.
         Case(name: "VLAN tag cut", frame: Array(syn(tags: [VLANTag(id: 1)]).prefix(16)), expected: .malformed),
         Case(name: "IPv4 header cut", frame: Array(syn().prefix(14 + 19)), expected: .malformed),
-        Case(name: "IPv4 options cut", frame: Array(syn(ipv4Options: Array(repeating: 1, count: 20)).prefix(14 + 30)),
-             expected: .malformed),
+        Case(
+            name: "IPv4 options cut",
+            frame: Array(syn(ipv4Options: Array(repeating: 1, count: 20)).prefix(14 + 30)),
+            expected: .malformed
+        ),
         Case(name: "TCP header cut", frame: Array(syn().prefix(14 + 20 + 19)), expected: .malformed),
         Case(name: "Ethernet header only", frame: Array(syn().prefix(14)), expected: .malformed),
         Case(name: "IPv6 header cut", frame: Array(syn(attacker6, victim6).prefix(14 + 39)), expected: .malformed),
@@ -127,10 +167,16 @@ struct XDPProgramTests {
         Case(name: "IPv4 total length under IHL", frame: patched(syn(), [16: 0, 17: 10]), expected: .malformed),
         Case(name: "IPv4 total length without TCP", frame: patched(syn(), [16: 0, 17: 30]), expected: .malformed),
         Case(name: "TCP data offset 4", frame: patched(syn(), [14 + 20 + 12: 0x40]), expected: .malformed),
-        Case(name: "IPv6 payload length too short", frame: patched(syn(attacker6, victim6), [18: 0, 19: 10]),
-             expected: .malformed),
-        Case(name: "IPv4 version in IPv6 EtherType", frame: patched(syn(attacker6, victim6), [14: 0x45]),
-             expected: .malformed),
+        Case(
+            name: "IPv6 payload length too short",
+            frame: patched(syn(attacker6, victim6), [18: 0, 19: 10]),
+            expected: .malformed
+        ),
+        Case(
+            name: "IPv4 version in IPv6 EtherType",
+            frame: patched(syn(attacker6, victim6), [14: 0x45]),
+            expected: .malformed
+        ),
     ]
 
     /// What the program did with one frame.
@@ -158,7 +204,8 @@ struct XDPProgramTests {
     }
 
     /// Checks the program's outcome against the Swift parser's verdict for the same frame.
-    static func expectAgreement(_ outcome: Outcome, _ frame: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) {
+    static func expectAgreement(_ outcome: Outcome, _ frame: [UInt8], sourceLocation: SourceLocation = #_sourceLocation)
+    {
         #expect(outcome.verdict == .pass, sourceLocation: sourceLocation)
         #expect(outcome.statistics.frames == 1, sourceLocation: sourceLocation)
         let parsed = frame.withUnsafeBytes { FrameParser.classify($0, linkType: .ethernet) }
@@ -260,7 +307,10 @@ struct XDPProgramTests {
 
     static func block(_ maps: PinnedBlockMaps, _ text: String, expires: Timestamp? = nil) throws {
         let entry = BlockEntry(
-            prefix: IPPrefix(text)!, reason: .portScan, since: .now(), expires: expires ?? (.now() + .seconds(3600))
+            prefix: IPPrefix(text)!,
+            reason: .portScan,
+            since: .now(),
+            expires: expires ?? (.now() + .seconds(3600))
         )
         #expect(try maps.block(entry))
     }
@@ -274,7 +324,8 @@ struct XDPProgramTests {
         try Self.block(maps, "2001:db8:bad::/64")
 
         for frame in [
-            Self.syn(), Self.syn(Self.attacker6, Self.victim6), FrameBuilder.udp(from: Self.attacker, 1, to: Self.victim, 2),
+            Self.syn(), Self.syn(Self.attacker6, Self.victim6),
+            FrameBuilder.udp(from: Self.attacker, 1, to: Self.victim, 2),
             Self.syn(fragmentOffset: 100), Self.syn(tags: [VLANTag(tpid: 0x88A8, id: 1), VLANTag(id: 2)]),
         ] {
             let outcome = try Self.run(program, frame)
@@ -300,7 +351,11 @@ struct XDPProgramTests {
         defer { root.remove() }
         let program = try XDPProgram(pinRoot: root.path)
         let maps = try PinnedBlockMaps(pinRoot: root.path)
-        #expect(try maps.block(BlockEntry(prefix: IPPrefix(host: Self.attacker), reason: .manual, since: .now(), expires: nil)))
+        #expect(
+            try maps.block(
+                BlockEntry(prefix: IPPrefix(host: Self.attacker), reason: .manual, since: .now(), expires: nil)
+            )
+        )
         #expect(try Self.run(program, Self.syn()).verdict == .drop)
     }
 

@@ -31,7 +31,9 @@ struct XDPSourceTests {
             // The interface is taken: a second program gets a clear error, not a silent replacement.
             let second = try XDPProgram(pinRoot: root.path)
             var secondError: ConntrackrError?
-            do { try second.attach(to: "lo", mode: .generic) } catch let error as ConntrackrError { secondError = error }
+            do { try second.attach(to: "lo", mode: .generic) } catch let error as ConntrackrError {
+                secondError = error
+            }
 
             let before = Timestamp.now()
             for port: UInt16 in [81, 82, 83, 84] {
@@ -51,8 +53,14 @@ struct XDPSourceTests {
             let reattached = (try? third.attach(to: "lo", mode: .generic)) != nil
             third.detach()
             return Outcome(
-                mode: mode, secondError: secondError, events: events.events, before: before, after: after,
-                ranFor: ranFor, reattached: reattached, attachedAfterRun: source.attachedMode != nil
+                mode: mode,
+                secondError: secondError,
+                events: events.events,
+                before: before,
+                after: after,
+                ranFor: ranFor,
+                reattached: reattached,
+                attachedAfterRun: source.attachedMode != nil
             )
         }
 
@@ -106,7 +114,9 @@ private func sendSYN(from source: IPAddress, to destination: IPAddress, port: UI
     var local = address(source, 0)
     var remote = address(destination, port)
     let size = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, size) } }
+    let bound = withUnsafePointer(to: &local) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, size) }
+    }
     guard bound == 0 else { throw ConntrackrError(.captureFailed, "bind: \(String(cString: strerror(errno)))") }
     let connected = withUnsafePointer(to: &remote) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, size) }
@@ -144,7 +154,8 @@ enum PrivateNetworkNamespace {
         let job = Job(body)
         var thread = pthread_t()
         let created = pthread_create(
-            &thread, nil,
+            &thread,
+            nil,
             { raw in
                 let job = Unmanaged<Job>.fromOpaque(raw!).takeUnretainedValue()
                 do {
@@ -154,7 +165,9 @@ enum PrivateNetworkNamespace {
                     job.failure = error
                 }
                 return nil
-            }, Unmanaged.passUnretained(job).toOpaque())
+            },
+            Unmanaged.passUnretained(job).toOpaque()
+        )
         guard created == 0 else { throw ConntrackrError(.captureFailed, "pthread_create failed: \(created)") }
         pthread_join(thread, nil)
         if let failure = job.failure { throw failure }
