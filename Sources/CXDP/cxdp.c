@@ -217,6 +217,16 @@ int ct_program_open(const char *pin_root, uint64_t wakeup_bytes, ct_program **ou
         fail(err, err_len, code, "cannot map the ring buffer: %s", detail(code, why, sizeof(why)));
         goto failed;
     }
+    /* libbpf watches the ring level-triggered, which makes every wait return while any record waits: under a
+     * steady trickle the reader would spin through tiny batches. Edge-triggered, a wait ends only when the program
+     * wakes the reader (once wakeup_bytes wait) or at its timeout, and records are read in large batches. */
+    struct epoll_event ring_event = { .events = EPOLLIN | EPOLLET, .data.u64 = 0 };
+    if (epoll_ctl(ring_buffer__epoll_fd(program->ring), EPOLL_CTL_MOD, bpf_map__fd(program->skel->maps.ct_events),
+                  &ring_event) != 0) {
+        code = -errno;
+        fail(err, err_len, code, "cannot set up the ring buffer's wake-up: %s", strerror(errno));
+        goto failed;
+    }
     /* Our own descriptor in the ring's epoll set lets another thread end a poll at once (stop()). */
     program->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     struct epoll_event wake = { .events = EPOLLIN, .data.u64 = UINT64_MAX };

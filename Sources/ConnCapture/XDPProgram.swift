@@ -15,8 +15,9 @@ import Glibc
 ///
 /// Needs `CAP_BPF`, `CAP_NET_ADMIN` and `CAP_PERFMON` (root has them) and bpffs mounted.
 public final class XDPProgram: @unchecked Sendable {
-    // @unchecked: every use of the C handle that changes it (attach, detach, poll, test runs) holds `state`'s lock;
-    // `wake()` and `statistics()` only write an eventfd or read a map descriptor, which is safe from any thread.
+    // @unchecked: every use of the C handle that changes it (attach, detach, poll) holds `state`'s lock; `wake()`,
+    // `statistics()` and `testRun` only write an eventfd or use a map or program descriptor, which the kernel
+    // serialises, so they are safe from any thread.
     // The handle is freed in deinit, when no other reference can exist.
 
     /// Where conntrackr pins its maps unless configured otherwise.
@@ -149,27 +150,25 @@ public final class XDPProgram: @unchecked Sendable {
     ///   - repeat: how many times the frame is received in a row.
     /// - Returns: the verdict of the last run.
     public func testRun(_ frame: [UInt8], ingressInterfaceIndex: UInt32 = 0, repeat: UInt32 = 1) throws -> Verdict {
-        try state.withLock { _ in
-            var verdict: UInt32 = 0
-            _ = try frame.withUnsafeBytes { bytes in
-                try cxdpCall {
-                    ct_program_test_run(
-                        handle,
-                        bytes.baseAddress,
-                        bytes.count,
-                        ingressInterfaceIndex,
-                        max(1, `repeat`),
-                        &verdict,
-                        $0,
-                        $1
-                    )
-                }
+        var verdict: UInt32 = 0
+        _ = try frame.withUnsafeBytes { bytes in
+            try cxdpCall {
+                ct_program_test_run(
+                    handle,
+                    bytes.baseAddress,
+                    bytes.count,
+                    ingressInterfaceIndex,
+                    max(1, `repeat`),
+                    &verdict,
+                    $0,
+                    $1
+                )
             }
-            guard let known = Verdict(rawValue: verdict) else {
-                throw ConntrackrError(.bpfFailed, "the XDP program returned an unknown verdict \(verdict)")
-            }
-            return known
         }
+        guard let known = Verdict(rawValue: verdict) else {
+            throw ConntrackrError(.bpfFailed, "the XDP program returned an unknown verdict \(verdict)")
+        }
+        return known
     }
 }
 

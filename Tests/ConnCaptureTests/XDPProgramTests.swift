@@ -2,6 +2,7 @@ import ConnBlock
 import ConnCapture
 import ConnCore
 import ConnTesting
+import Dispatch
 import Testing
 
 #if canImport(Glibc)
@@ -450,6 +451,41 @@ struct XDPProgramTests {
         program.wake()
         let woken = try clock.measure { try program.poll(timeout: .seconds(5)) { _ in } }
         #expect(woken < .seconds(1))
+    }
+
+    @Test func recordsBelowTheWakeUpThresholdWaitForTheTimer() throws {
+        let root = try TemporaryPinRoot()
+        defer { root.remove() }
+        let program = try XDPProgram(pinRoot: root.path)
+        let clock = ContinuousClock()
+        // A wake-up first (5000 records are past the default 256 KiB), and everything read: a level-triggered
+        // wait would from now on return at once whenever anything waits.
+        #expect(try program.testRun(Self.syn(), repeat: 5000) == .pass)
+        var drained = try program.poll(timeout: .seconds(1)) { _ in }
+        while try program.poll(timeout: .zero, { _ in drained += 1 }) > 0 {}
+        #expect(drained == 5000)
+
+        #expect(try program.testRun(Self.syn(), repeat: 10) == .pass)
+        var count = 0
+        let waited = try clock.measure { count = try program.poll(timeout: .milliseconds(150)) { _ in } }
+        #expect(count == 10, "read at the timeout all the same")
+        #expect(waited >= .milliseconds(140), "ten records do not wake the reader")
+    }
+
+    @Test func recordsPastTheWakeUpThresholdWakeTheReader() throws {
+        let root = try TemporaryPinRoot()
+        defer { root.remove() }
+        let program = try XDPProgram(pinRoot: root.path, wakeupBytes: 64 * 100)
+        let clock = ContinuousClock()
+        // Submitted from another thread while the reader waits.
+        let frame = Self.syn()
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(100)) {
+            _ = try? program.testRun(frame, repeat: 200)
+        }
+        var count = 0
+        let waited = try clock.measure { count = try program.poll(timeout: .seconds(5)) { _ in } }
+        #expect(count > 0)
+        #expect(waited < .seconds(2), "the program woke the reader")
     }
 
     // MARK: Errors
