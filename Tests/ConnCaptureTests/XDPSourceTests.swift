@@ -16,6 +16,7 @@ import Glibc
 struct XDPSourceTests {
     static let client = IPAddress("198.51.100.9")!
     static let server = IPAddress("203.0.113.7")!
+    static let flood = FrameBuilder.tcp(from: IPAddress("198.51.100.10")!, 1000, to: server, 80)
 
     @Test func reportsAttemptsAndScansFromTheRingBuffer() throws {
         let root = try TemporaryPinRoot()
@@ -40,13 +41,22 @@ struct XDPSourceTests {
                 try sendSYN(from: Self.client, to: Self.server, port: port)
             }
             let events = CollectingEventSink()
-            let pipeline = ConnectionPipeline(events: events)
+            let metrics = RecordingMetricsSink()
+            let pipeline = ConnectionPipeline(events: events, metrics: metrics)
+            // Ring buffer losses: the second program shares the pinned statistics but has a ring of its own that
+            // nobody reads, so flooding it overflows that ring and moves the counter the source reports from.
+            let lossesBefore = try second.statistics().ringBufferFull
+            let flood = Self.flood
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(300)) {
+                _ = try? second.testRun(flood, repeat: 70_000)
+            }
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(800)) { source.stop() }
             let clock = ContinuousClock()
             let started = clock.now
             try source.run(into: pipeline)
             let ranFor = clock.now - started
             let after = Timestamp.now()
+            let losses = try second.statistics().ringBufferFull - lossesBefore
 
             // Detached on return: the interface takes another program again.
             let third = try XDPProgram(pinRoot: root.path)
@@ -59,6 +69,8 @@ struct XDPSourceTests {
                 before: before,
                 after: after,
                 ranFor: ranFor,
+                losses: losses,
+                reportedLosses: metrics.value(of: .captureDropped(source: "xdp_ringbuf")),
                 reattached: reattached,
                 attachedAfterRun: source.attachedMode != nil
             )
@@ -69,6 +81,8 @@ struct XDPSourceTests {
         #expect(outcome.secondError?.message.contains("already has an XDP program attached") == true)
         #expect(outcome.ranFor < .seconds(2), "stop() ends run promptly")
         #expect(outcome.reattached)
+        #expect(outcome.losses > 0)
+        #expect(outcome.reportedLosses == Int(outcome.losses), "ring buffer losses reach the pipeline as capture drops")
         #expect(!outcome.attachedAfterRun)
 
         let attempts = outcome.events.compactMap { event -> ConnectionAttempt? in
@@ -94,6 +108,8 @@ struct XDPSourceTests {
         var before: Timestamp
         var after: Timestamp
         var ranFor: Duration
+        var losses: UInt64
+        var reportedLosses: Int
         var reattached: Bool
         var attachedAfterRun: Bool
     }
