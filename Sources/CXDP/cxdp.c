@@ -608,6 +608,21 @@ int ct_block_put(const ct_maps *maps, const struct ct_prefix *prefix, const stru
     return put(maps, CT_TABLE_BLOCK, prefix, value, keep_packets, err, err_len);
 }
 
+int ct_block_lookup(const ct_maps *maps, const struct ct_prefix *prefix, struct ct_block_value *value, char *err,
+                    size_t err_len)
+{
+    union lpm_key key;
+    int family = make_key(prefix, &key);
+    if (family < 0)
+        return fail(err, err_len, -EINVAL, "invalid prefix (family %u, length %u)", prefix->family, prefix->length);
+    if (bpf_map_lookup_elem(maps->fds[CT_TABLE_BLOCK][family], &key, value) == 0)
+        return 0;
+    int code = -errno;
+    if (code == -ENOENT)
+        return code;
+    return fail(err, err_len, code, "cannot read %s: %s", map_names[CT_TABLE_BLOCK][family], strerror(-code));
+}
+
 int ct_allow_put(const ct_maps *maps, const struct ct_prefix *prefix, char *err, size_t err_len)
 {
     struct ct_allow_value value = { 0 };

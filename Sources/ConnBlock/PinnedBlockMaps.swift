@@ -94,7 +94,29 @@ public final class PinnedBlockMaps: @unchecked Sendable {
     /// Unblocks every prefix whose expiry is at or before `now`, and returns the entries removed.
     public func unblockExpired(asOf now: Timestamp) throws -> [BlockEntry] {
         let expired = try blockEntries().filter { entry in entry.expires.map { $0 <= now } ?? false }
-        return try expired.filter { try unblock($0.prefix) }
+        return try expired.compactMap { try unblock($0.prefix, ifExpiredAsOf: now) }
+    }
+
+    /// Unblocks exactly `prefix` if its entry, as the map holds it now, has expired by `now`; for sweeps that
+    /// work from an older listing, since another process may have renewed the block meanwhile.
+    /// - Returns: the entry removed, `nil` when there was none or it has not expired.
+    public func unblock(_ prefix: IPPrefix, ifExpiredAsOf now: Timestamp) throws -> BlockEntry? {
+        var key = ct_prefix(prefix)
+        var value = ct_block_value()
+        var found = true
+        try cxdpCall { message, length in
+            let result = ct_block_lookup(handle, &key, &value, message, length)
+            if result == -ENOENT {
+                found = false
+                return 0
+            }
+            return result
+        }
+        // A lookup may answer with a shorter prefix around this one when it is gone; the exact delete below then
+        // finds nothing, so nothing wrong is removed.
+        let current = Self.entry(prefix, value, offset: bootToWallOffset())
+        guard found, let expires = current.expires, expires <= now else { return nil }
+        return try unblock(prefix) ? current : nil
     }
 
     /// Unblocks everything, and returns the entries removed.

@@ -117,7 +117,7 @@ struct XDPBlockerTests {
         #expect(try blocker.add(Self.entry("2001:db8::/64")), "the IPv6 map has its own room")
         #expect(try blocker.entries().count == capacity.ipv4 + 1)
         #expect(try maps.flushBlocks().count == capacity.ipv4 + 1)
-        #expect(try blocker.entries().isEmpty)
+        #expect(try maps.blockEntries().isEmpty)
     }
 
     @Test func secondHandleSeesTheSameMaps() throws {
@@ -129,6 +129,33 @@ struct XDPBlockerTests {
         #expect(try agent.entries().map(\.prefix) == [IPPrefix("198.51.100.77/32")!])
         #expect(try agent.remove(IPPrefix("198.51.100.77/32")!))
         #expect(try command.blockEntries().isEmpty)
+    }
+
+    @Test func changesByAnotherProcessShowAfterTheRefreshInterval() throws {
+        let root = try TemporaryPinRoot()
+        defer { root.remove() }
+        let agent = XDPBlocker(maps: try PinnedBlockMaps(pinRoot: root.path), refreshInterval: .milliseconds(200))
+        let command = try PinnedBlockMaps(pinRoot: root.path, createIfMissing: false)
+        #expect(try agent.entries().isEmpty)
+        #expect(try command.block(Self.entry("198.51.100.77/32", reason: .manual)))
+        #expect(try agent.entries().isEmpty, "answered from the copy")
+        usleep(250_000)
+        #expect(try agent.entries().map(\.prefix) == [IPPrefix("198.51.100.77/32")!])
+    }
+
+    @Test func sweepLeavesABlockRenewedElsewhere() throws {
+        let root = try TemporaryPinRoot()
+        defer { root.remove() }
+        let agent = try XDPBlocker(pinRoot: root.path)
+        let command = try PinnedBlockMaps(pinRoot: root.path, createIfMissing: false)
+        let now = Timestamp.now()
+        #expect(try agent.add(Self.entry("198.51.100.5/32", since: now, ttl: .seconds(10))))
+        #expect(try command.block(Self.entry("198.51.100.5/32", reason: .manual, since: now, ttl: .seconds(3600))))
+        #expect(try agent.removeExpired(asOf: now + .seconds(11)).isEmpty)
+        let kept = try command.blockEntries()
+        #expect(kept.map(\.reason) == [.manual])
+        // The agent reads the maps again after such a surprise.
+        #expect(try agent.entries().map(\.reason) == [.manual])
     }
 
     @Test func allowlistSyncAddsAndRemoves() throws {

@@ -47,10 +47,13 @@ struct XDPSourceTests {
             // nobody reads, so flooding it overflows that ring and moves the counter the source reports from.
             let lossesBefore = try second.statistics().ringBufferFull
             let flood = Self.flood
+            // Flood, then stop, from another thread while the source runs; the source reports the losses it
+            // sees by its last statistics reading at the latest.
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(300)) {
                 _ = try? second.testRun(flood, repeat: 70_000)
+                usleep(300_000)
+                source.stop()
             }
-            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(800)) { source.stop() }
             let clock = ContinuousClock()
             let started = clock.now
             try source.run(into: pipeline)

@@ -109,6 +109,11 @@ uint32_t ct_maps_capacity(const ct_maps *maps, enum ct_table table, uint8_t fami
 int ct_block_put(const ct_maps *maps, const struct ct_prefix *prefix, const struct ct_block_value *value,
                  int keep_packets, char *err, size_t err_len);
 
+/* The value of the longest blocked prefix that contains `prefix` and is no longer than it: the entry of
+ * `prefix` itself when it is blocked. -ENOENT when none. */
+int ct_block_lookup(const ct_maps *maps, const struct ct_prefix *prefix, struct ct_block_value *value, char *err,
+                    size_t err_len);
+
 /* Allowlists `prefix` (no-op when already listed). */
 int ct_allow_put(const ct_maps *maps, const struct ct_prefix *prefix, char *err, size_t err_len);
 
