@@ -92,8 +92,22 @@ let package = Package(
             dependencies: ["ConnCore", "ConnCapture", "ConnBlock", "ConnTesting"],
             resources: [.copy("Captures")]
         ),
+        .testTarget(
+            name: "conntrackrTests",
+            dependencies: [
+                "conntrackr", "ConnCore", "ConnTesting",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(name: "ConnBlockTests", dependencies: ["ConnCore", "ConnBlock", "ConnTesting"]),
-        .testTarget(name: "ConnMetricsTests", dependencies: ["ConnCore", "ConnMetrics", "ConnTesting"]),
+        .testTarget(
+            name: "ConnMetricsTests",
+            dependencies: [
+                "ConnCore", "ConnMetrics", "ConnTesting",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
     ]
 )
 

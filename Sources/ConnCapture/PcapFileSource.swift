@@ -58,7 +58,9 @@ public final class PcapFileSource: PacketSource {
             )
         else {
             let reason = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            throw ConntrackrError(.unreadableCapture, "cannot read capture \(path): \(reason)")
+            // libpcap names the file itself in some messages.
+            let detail = reason.hasPrefix(path) ? String(reason.dropFirst(path.count).drop { $0 == ":" || $0 == " " }) : reason
+            throw ConntrackrError(.unreadableCapture, "cannot read capture \(path): \(detail)")
         }
         return PcapHandle(raw)
     }

@@ -1,4 +1,5 @@
 public import Logging
+import Synchronization
 
 /// Turns captured frames into events: parse, tell new connections from retransmissions, detect scans, decide
 /// blocks, and report counts.
@@ -42,13 +43,17 @@ public final class ConnectionPipeline {
     private let blocking: BlockController?
     private let metrics: any MetricsSink
     private let logger: Logger
-    private var retransmits: RetransmitFilter
+    private let retransmits: RetransmitFilter
     public private(set) var statistics = Statistics()
     private var unreported = Statistics()
     private var unreportedMalformed: [MalformedReason: Int] = [:]
     private var reportedEvictions = (pairs: 0, connections: 0)
-    private var lastSweep = Timestamp(nanoseconds: .min)
+    private var lastSweep: Timestamp?  // nil until the first sweep, which runs at the first end of batch
     private var lastTime = Timestamp(nanoseconds: 0)
+    /// Attempts waiting to be processed together (see ``drainQueuedAttempts()``).
+    private let queuedAttempts = UnsafeMutablePointer<ConnectionAttempt>.allocate(capacity: queueCapacity)
+    private var queuedCount = 0
+    private static let queueCapacity = 32
 
     /// Makes a pipeline.
     /// - Parameters:
@@ -74,6 +79,10 @@ public final class ConnectionPipeline {
         )
     }
 
+    deinit {
+        queuedAttempts.deallocate()
+    }
+
     /// Parses one frame and processes it if it is a connection attempt.
     @inline(__always)
     public func process(frame: UnsafeRawBufferPointer, linkType: LinkType, time: Timestamp) {
@@ -81,7 +90,7 @@ public final class ConnectionPipeline {
         unreported.frames += 1
         switch FrameParser.classify(frame, linkType: linkType) {
         case .attempt(let source, let sourcePort, let destination, let destinationPort):
-            process(
+            enqueue(
                 ConnectionAttempt(
                     time: time,
                     source: source,
@@ -98,8 +107,31 @@ public final class ConnectionPipeline {
         }
     }
 
-    /// Processes a connection attempt parsed elsewhere (by the XDP program).
+    /// Processes a connection attempt parsed elsewhere (by the XDP program). Its events may wait until the next
+    /// ``endOfBatch(now:)``.
     public func process(_ attempt: ConnectionAttempt) {
+        enqueue(attempt)
+    }
+
+    @inline(__always)
+    private func enqueue(_ attempt: ConnectionAttempt) {
+        (queuedAttempts + queuedCount).initialize(to: attempt)
+        queuedCount += 1
+        if queuedCount == Self.queueCapacity { drainQueuedAttempts() }
+    }
+
+    /// Processes queued attempts in arrival order. State lookups are random accesses into tables far larger than
+    /// the cache; warming the lines for a whole queue first lets the misses overlap instead of serialising.
+    private func drainQueuedAttempts() {
+        guard queuedCount > 0 else { return }
+        let queue = UnsafeBufferPointer(start: queuedAttempts, count: queuedCount)
+        retransmits.warm(queue)
+        detector.warm(queue)
+        for attempt in queue { handle(attempt) }
+        queuedCount = 0
+    }
+
+    private func handle(_ attempt: ConnectionAttempt) {
         lastTime = max(lastTime, attempt.time)
         statistics.attempts += 1
         if retransmits.isNewConnection(attempt) {
@@ -124,21 +156,24 @@ public final class ConnectionPipeline {
     /// Records frames or records the capture lost before the pipeline saw them.
     public func recordCaptureDrops(_ count: Int, source: String) {
         guard count > 0 else { return }
+        drainQueuedAttempts()
         statistics.captureDropped += count
         metrics.increment(.captureDropped(source: source), by: count)
         logger.warning("capture dropped packets", metadata: ["count": "\(count)", "source": "\(source)"])
     }
 
-    /// Emits events that arrived from outside the capture (fleet updates), in order.
-    public func emit(_ outside: [ConnEvent]) {
-        for event in outside { events.emit(event) }
-    }
+    /// A thread-safe way in for events decided outside the capture thread (fleet updates, reloads): they are
+    /// written, in order, at the next ``endOfBatch(now:)``.
+    public var inbox: EventInbox { eventInbox }
+    private let eventInbox = EventInbox()
 
     /// Ends a batch: runs the block expiry sweep (at most once a second), flushes output and reports counts.
     /// - Parameter now: the current time: wall-clock for live capture, the last frame's time in a replay.
     public func endOfBatch(now: Timestamp) {
+        drainQueuedAttempts()
+        for event in eventInbox.take() { events.emit(event) }
         lastTime = max(lastTime, now)
-        if now.nanoseconds &- lastSweep.nanoseconds >= 1_000_000_000 {
+        if lastSweep.map({ now.nanoseconds &- $0.nanoseconds >= 1_000_000_000 }) ?? true {
             lastSweep = now
             detector.expire(now: now)
             retransmits.expire(now: now.nanoseconds)
@@ -152,6 +187,8 @@ public final class ConnectionPipeline {
 
     /// Flushes everything at the end of input.
     public func finish() {
+        drainQueuedAttempts()
+        for event in eventInbox.take() { events.emit(event) }
         if let blocking {
             for event in blocking.sweep(now: lastTime) { events.emit(event) }
         }
@@ -179,3 +216,21 @@ public final class ConnectionPipeline {
 /// Confined to its capture thread.
 @available(*, unavailable)
 extension ConnectionPipeline: Sendable {}
+
+/// Events handed to a pipeline from other threads.
+public final class EventInbox: Sendable {
+    private let pending = Mutex<[ConnEvent]>([])
+
+    /// Queues events for the pipeline's next batch.
+    public func post(_ events: [ConnEvent]) {
+        guard !events.isEmpty else { return }
+        pending.withLock { $0 += events }
+    }
+
+    func take() -> [ConnEvent] {
+        pending.withLock { queued in
+            defer { queued.removeAll() }
+            return queued
+        }
+    }
+}

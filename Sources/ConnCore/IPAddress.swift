@@ -10,7 +10,7 @@ import Darwin
 /// comparison serve both families with no allocation.
 /// - Important: an IPv6 packet whose address is itself IPv4-mapped is indistinguishable from IPv4; such addresses
 ///   are not valid on the wire (RFC 4291 §2.5.5.2) and are treated as the IPv4 address they map.
-public struct IPAddress: Hashable, Sendable, Comparable {
+public struct IPAddress: Hashable, Sendable, Comparable, BitwiseCopyable {
     /// The first 64 bits of the address, most significant byte first.
     public var high: UInt64
     /// The last 64 bits of the address, most significant byte first.
@@ -151,8 +151,22 @@ extension IPAddress: CustomStringConvertible {
 
 @inline(__always)
 func appendDecimal(_ value: UInt32, to buffer: inout [UInt8]) {
-    if value >= 10 { appendDecimal(value / 10, to: &buffer) }
-    buffer.append(UInt8(ascii: "0") + UInt8(value % 10))
+    let zero = UInt8(ascii: "0")
+    if value < 10 {
+        buffer.append(zero + UInt8(value))
+        return
+    }
+    var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    var count = 0
+    var remaining = value
+    withUnsafeMutableBytes(of: &digits) { raw in
+        while remaining > 0 {
+            raw[9 - count] = zero + UInt8(remaining % 10)
+            remaining /= 10
+            count += 1
+        }
+        buffer.append(contentsOf: raw[(10 - count)...])
+    }
 }
 
 @inline(__always)

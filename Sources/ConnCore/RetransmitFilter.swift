@@ -4,7 +4,7 @@
 /// its previous SYN is a retransmission, not a new connection. Each retransmission extends the window, so a
 /// client's whole back-off series (1, 2, 4, ... seconds) counts once. State is bounded: at most
 /// ``capacity`` 4-tuples, the least recently seen evicted first (an evicted tuple seen again counts as new).
-public struct RetransmitFilter: Sendable {
+public final class RetransmitFilter {
     struct FourTuple: RecencyKey {
         var source: IPAddress
         var destination: IPAddress
@@ -22,7 +22,7 @@ public struct RetransmitFilter: Sendable {
     /// How long after a SYN the same 4-tuple is still a retransmission.
     public let window: Duration
     private let windowNanoseconds: Int64
-    private var table: RecencyTable<FourTuple>
+    private let table: RecencyTable<FourTuple, Void>
     /// 4-tuples evicted to stay within capacity since the filter was made.
     public private(set) var evictions = 0
 
@@ -38,28 +38,46 @@ public struct RetransmitFilter: Sendable {
     /// The 4-tuples currently remembered.
     public var count: Int { table.count }
 
-    /// Records `attempt` and says whether it opens a new connection.
-    public mutating func isNewConnection(_ attempt: ConnectionAttempt) -> Bool {
-        let now = attempt.time.nanoseconds
-        let key = FourTuple(
+    /// Pulls the table memory for `attempts` into cache ahead of ``isNewConnection(_:)``; changes nothing.
+    public func warm(_ attempts: UnsafeBufferPointer<ConnectionAttempt>) {
+        withUnsafeTemporaryAllocation(of: FourTuple.self, capacity: attempts.count) { keys in
+            for (index, attempt) in attempts.enumerated() {
+                keys.initializeElement(at: index, to: Self.key(attempt))
+            }
+            table.warm(UnsafeBufferPointer(keys))
+        }
+    }
+
+    static func key(_ attempt: ConnectionAttempt) -> FourTuple {
+        FourTuple(
             source: attempt.source,
             destination: attempt.destination,
             ports: UInt32(attempt.sourcePort) << 16 | UInt32(attempt.destinationPort)
         )
+    }
+
+    /// Records `attempt` and says whether it opens a new connection.
+    public func isNewConnection(_ attempt: ConnectionAttempt) -> Bool {
+        let now = attempt.time.nanoseconds
+        let key = Self.key(attempt)
         defer { expire(now: now) }
         if let slot = table.find(key) {
-            let isRetransmit = now &- table.lastSeen[Int(slot)] < windowNanoseconds
+            let isRetransmit = now &- table.lastSeen(slot) < windowNanoseconds
             table.touch(slot, at: now)
             return !isRetransmit
         }
-        if table.insert(key, at: now).evicted != nil { evictions += 1 }
+        if table.insert(key, value: (), at: now).evicted != nil { evictions += 1 }
         return true
     }
 
     /// Forgets 4-tuples whose window has passed; called on every attempt and on idle ticks.
-    public mutating func expire(now: Int64) {
-        while table.oldest >= 0, now &- table.lastSeen[Int(table.oldest)] >= windowNanoseconds {
+    public func expire(now: Int64) {
+        while table.oldest >= 0, now &- table.lastSeen(table.oldest) >= windowNanoseconds {
             table.remove(slot: table.oldest)
         }
     }
 }
+
+/// Confined to its pipeline's capture thread.
+@available(*, unavailable)
+extension RetransmitFilter: Sendable {}

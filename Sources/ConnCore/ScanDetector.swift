@@ -23,6 +23,9 @@ public protocol ScanDetector: AnyObject {
     /// crosses the threshold.
     func observe(_ attempt: ConnectionAttempt) -> PortScan?
 
+    /// Pulls into cache the state that observing `attempts` will touch; must not change any state. Optional.
+    func warm(_ attempts: UnsafeBufferPointer<ConnectionAttempt>)
+
     /// Forgets state that has aged out by `now`; called when the capture is idle.
     func expire(now: Timestamp)
 
@@ -31,6 +34,10 @@ public protocol ScanDetector: AnyObject {
 
     /// Pairs evicted to stay within the detector's cap since it was made.
     var evictedPairs: Int { get }
+}
+
+extension ScanDetector {
+    public func warm(_ attempts: UnsafeBufferPointer<ConnectionAttempt>) {}
 }
 
 /// Settings of the port-scan rule.

@@ -26,14 +26,21 @@ public final class SlidingWindowScanDetector: ScanDetector {
     public let rule: ScanRule
     private let windowNanoseconds: Int64
     private let portsPerPair: Int
-    private var table: RecencyTable<Pair>
-    // Per slot: how many ports are held, and whether the pair has been reported in its current active spell.
-    private var portCounts: [UInt16] = []
-    private var reported: [Bool] = []
+    /// Per pair: how many ports are held, and whether the pair has been reported in its current active spell.
+    struct PairState {
+        var portCount: UInt16 = 0
+        var reported = false
+    }
+
+    private let table: RecencyTable<Pair, PairState>
+    // Reserved for every slot up front; pages are committed only as slots are handed out.
     // Per slot, `portsPerPair` entries each: the port and when it was last reached.
-    private var ports: [UInt16] = []
-    private var portTimes: [Int64] = []
+    private let ports: UnsafeMutablePointer<UInt16>
+    private let portTimes: UnsafeMutablePointer<Int64>
     public private(set) var evictedPairs = 0
+    /// Folds the loads made by ``warm(_:)`` so the optimiser cannot drop them.
+    private var warmSink: Int64 = 0
+
 
     /// Bytes used per tracked pair at a given threshold, counting the hash table at its highest load.
     public static func bytesPerPair(portThreshold: Int) -> Int {
@@ -47,44 +54,61 @@ public final class SlidingWindowScanDetector: ScanDetector {
         self.windowNanoseconds = rule.window.nanosecondsClamped
         self.portsPerPair = rule.portThreshold + 1
         self.table = RecencyTable(capacity: rule.maxTrackedPairs)
+        ports = .allocate(capacity: rule.maxTrackedPairs * portsPerPair)
+        portTimes = .allocate(capacity: rule.maxTrackedPairs * portsPerPair)
+    }
+
+    deinit {
+        ports.deallocate()
+        portTimes.deallocate()
     }
 
     public var trackedPairs: Int { table.count }
 
+    public func warm(_ attempts: UnsafeBufferPointer<ConnectionAttempt>) {
+        withUnsafeTemporaryAllocation(of: Pair.self, capacity: attempts.count) { keys in
+            for (index, attempt) in attempts.enumerated() {
+                keys.initializeElement(at: index, to: Pair(source: attempt.source, destination: attempt.destination))
+            }
+            var folded: Int64 = 0
+            table.warm(UnsafeBufferPointer(keys)) { slot in
+                folded &+= portTimes[Int(slot) * portsPerPair] &+ Int64(ports[Int(slot) * portsPerPair])
+            }
+            warmSink &+= folded
+        }
+    }
+
     public func observe(_ attempt: ConnectionAttempt) -> PortScan? {
         let now = attempt.time.nanoseconds
         let key = Pair(source: attempt.source, destination: attempt.destination)
-        let slot: Int
+        let slot: Int32
         if let found = table.find(key) {
-            slot = Int(found)
-            if now &- table.lastSeen[slot] >= windowNanoseconds {
+            slot = found
+            if now &- table.lastSeen(slot) >= windowNanoseconds {
                 // Quiet for a whole window: everything it reached before has aged out, and it may be reported anew.
-                portCounts[slot] = 0
-                reported[slot] = false
+                table.value(slot).pointee = PairState()
             }
             table.touch(found, at: now)
         } else {
-            let inserted = table.insert(key, at: now)
+            let inserted = table.insert(key, value: PairState(), at: now)
             if inserted.evicted != nil { evictedPairs += 1 }
-            slot = Int(inserted.slot)
-            if slot == portCounts.count {
-                portCounts.append(0)
-                reported.append(false)
-                ports.append(contentsOf: repeatElement(0, count: portsPerPair))
-                portTimes.append(contentsOf: repeatElement(0, count: portsPerPair))
-            } else {
-                portCounts[slot] = 0
-                reported[slot] = false
-            }
+            slot = inserted.slot
         }
         defer { expire(nanoseconds: now) }
-        guard !reported[slot] else { return nil }
-        return recordPort(attempt.destinationPort, at: now, slot: slot, attempt: attempt)
+        let state = table.value(slot)
+        guard !state.pointee.reported else { return nil }
+        return recordPort(attempt.destinationPort, at: now, slot: Int(slot), state: state, attempt: attempt)
     }
 
-    private func recordPort(_ port: UInt16, at now: Int64, slot: Int, attempt: ConnectionAttempt) -> PortScan? {
+    private func recordPort(
+        _ port: UInt16,
+        at now: Int64,
+        slot: Int,
+        state: UnsafeMutablePointer<PairState>,
+        attempt: ConnectionAttempt
+    ) -> PortScan? {
         let base = slot * portsPerPair
-        var count = Int(portCounts[slot])
+        var count = Int(state.pointee.portCount)
         var seen = false
         var index = 0
         // Drop ports that left the window, and refresh this port if it is already held.
@@ -107,12 +131,12 @@ public final class SlidingWindowScanDetector: ScanDetector {
             count += 1
         }
         guard count > rule.portThreshold else {
-            portCounts[slot] = UInt16(count)
+            state.pointee.portCount = UInt16(count)
             return nil
         }
-        reported[slot] = true
-        portCounts[slot] = 0  // no port list is needed until the pair has been quiet for a window
-        let reached = ports[base..<(base + count)].sorted()
+        // No port list is needed until the pair has been quiet for a window.
+        state.pointee = PairState(portCount: 0, reported: true)
+        let reached = UnsafeBufferPointer(start: ports + base, count: count).sorted()
         return PortScan(time: attempt.time, source: attempt.source, destination: attempt.destination, ports: reached)
     }
 
@@ -121,7 +145,7 @@ public final class SlidingWindowScanDetector: ScanDetector {
     }
 
     private func expire(nanoseconds now: Int64) {
-        while table.oldest >= 0, now &- table.lastSeen[Int(table.oldest)] >= windowNanoseconds {
+        while table.oldest >= 0, now &- table.lastSeen(table.oldest) >= windowNanoseconds {
             table.remove(slot: table.oldest)
         }
     }

@@ -31,12 +31,24 @@ func exitWithFailure(_ error: any Error) -> Never {
     exit(1)
 }
 
+/// How log records are written to standard error.
+enum LogFormat: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case text, json
+}
+
 /// Sets up logging to standard error; events go to standard output.
-func bootstrapLogging(level: Logger.Level) {
+func bootstrapLogging(level: Logger.Level, format: LogFormat = .text) {
     LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
+        switch format {
+        case .text:
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        case .json:
+            var handler = JSONLogHandler(label: label)
+            handler.logLevel = level
+            return handler
+        }
     }
 }
 
