@@ -92,7 +92,8 @@ public final class XDPSource: PacketSource {
 
     public func run(into pipeline: ConnectionPipeline) throws {
         try attach()
-        guard let program = active.withLock({ $0?.program }) else { return }
+        guard let attached = active.withLock({ $0 }) else { return }
+        let program = attached.program
         defer {
             active.withLock { $0 = nil }
             pipeline.finish()
@@ -110,6 +111,11 @@ public final class XDPSource: PacketSource {
             reportedLosses = lost
         }
 
+        // The wording is what the end-to-end tests wait for, as with the pcap source.
+        logger.info(
+            "capture started",
+            metadata: ["source": "xdp", "interface": "\(configuration.interface)", "mode": "\(attached.mode)"]
+        )
         var batchWasFull = false
         while !stopRequested.load(ordering: .relaxed) {
             let offset = bootToWallOffset()
