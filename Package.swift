@@ -40,6 +40,8 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wall", "-Wno-unused-function"])],
             linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
         ),
+        // Capability dropping: prctl and capset are variadic or unwrapped in Swift's Glibc.
+        .target(name: "CPrivileges"),
         .target(
             name: "ConnCapture",
             dependencies: [
@@ -73,7 +75,7 @@ let package = Package(
         .executableTarget(
             name: "conntrackr",
             dependencies: [
-                "ConnCore", "ConnCapture", "ConnBlock", "ConnMetrics",
+                "ConnCore", "ConnCapture", "ConnBlock", "ConnMetrics", "CPrivileges",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
