@@ -48,5 +48,5 @@ container-test: test-deps container-deps
 	$(MAKE) --no-print-directory image && \
 	CONTAINER_IMAGE=$(IMAGE) Tests/e2e/run-all.sh $(BIN_RELEASE) test-container
 
-manifest-test: container-deps
-	Tests/e2e/test-manifests.sh
+manifest-test: container-deps release
+	Tests/e2e/test-manifests.sh $(BIN_RELEASE)

@@ -96,8 +96,9 @@ cap_flags=(--cap-drop ALL)
 for c in "${caps[@]}"; do cap_flags+=(--cap-add "$c"); done
 start_agent() {
     "${engine_cmd[@]}" rm -f "$name" >/dev/null 2>&1 || true
+    # Read-only root as in the DaemonSet: the agent writes nothing but pins.
     timeout 60 "${engine_cmd[@]}" run -d --name "$name" --network host "${cap_flags[@]}" "${security[@]}" \
-        "${run_flags[@]}" -v /sys/fs/bpf:/sys/fs/bpf "$image" \
+        --read-only "${run_flags[@]}" -v /sys/fs/bpf:/sys/fs/bpf "$image" \
         run --interface "$host_if" "${agent_mode[@]}" --pin-dir "$pin_dir" \
         --metrics-address "127.0.0.1:$metrics_port" --format json >/dev/null ||
         fail "$engine run failed"
@@ -162,6 +163,7 @@ ports=$(events list "$LAB_TMP/agent.out" ports event=port_scan src="$attacker_ip
 assert_ascending "$ports" "port_scan ports"
 log "the container reported the scan on ports $ports"
 
+log "agent resident memory after the scan: $(awk '/^VmRSS:/ {print $2, $3}' "/proc/$pid/status")"
 scans=$(curl -sf "$metrics/metrics" | awk '$1 == "conntrackr_port_scans_total" {print $2}')
 assert_eq "$scans" 1 "conntrackr_port_scans_total from the host"
 
