@@ -85,8 +85,10 @@ rm -f "$rootfs/etc/hostname" "$rootfs/etc/resolv.conf"
 : >"$rootfs/etc/machine-id" 2>/dev/null || true
 
 echo "make-base-image: importing as $image with $importer"
+quiet=()
+[[ $importer == podman ]] && quiet=(--quiet)
 tar --numeric-owner --xattrs -C "$rootfs" -c . |
-    "$importer" import --change 'CMD ["bash"]' \
+    "$importer" import "${quiet[@]}" --change 'CMD ["bash"]' \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$image" >/dev/null
 "$importer" image inspect "$image" >/dev/null || die "import of $image failed"
 echo "make-base-image: $image ready"
