@@ -99,7 +99,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "ConnBlockTests", dependencies: ["ConnCore", "ConnBlock", "ConnTesting"]),
+        .testTarget(
+            name: "ConnBlockTests",
+            dependencies: ["ConnCore", "ConnBlock", "ConnTesting"],
+            resources: [.copy("Fixtures")]
+        ),
         .testTarget(
             name: "ConnMetricsTests",
             dependencies: [
