@@ -21,10 +21,11 @@ lab_require_cmds nmap python3 curl nft
 
 # ---- the mode under test: XDP is the default once the XDP data path is on main (a one-line change) ----
 mode=${CONTAINER_TEST_MODE:-pcap}
+# Each mode gets the least it needs (the README's table), so a capability the agent starts to need shows up here.
 case $mode in
-    pcap) agent_mode=(--source pcap --block none) caps=(NET_ADMIN NET_RAW) ;;
-    xdp) agent_mode=(--source xdp --xdp-mode auto --block xdp) caps=(NET_ADMIN NET_RAW BPF PERFMON) ;;
-    nftables) agent_mode=(--source pcap --block nftables) caps=(NET_ADMIN NET_RAW) ;;
+    pcap) agent_mode=(--source pcap --block none) caps=(NET_RAW) ;;
+    xdp) agent_mode=(--source xdp --xdp-mode auto --block xdp) caps=(NET_ADMIN BPF PERFMON) ;;
+    nftables) agent_mode=(--source pcap --block nftables) caps=(NET_RAW NET_ADMIN) ;;
     *) fail "CONTAINER_TEST_MODE must be pcap, xdp or nftables, not '$mode'" ;;
 esac
 
