@@ -7,8 +7,9 @@
 # only so that systemd can build that sandbox.
 #
 # Checks: the service starts and captures, its process holds exactly the unit's capabilities with
-# no-new-privileges and a seccomp filter, a real nmap scan is reported in the journal and counted in the metrics,
-# and `systemctl stop` ends it with status 0.
+# no-new-privileges and a seccomp filter, a real nmap scan is reported in the journal and counted in the metrics
+# (and, in a blocking mode, the scanner is blocked and the client is not), and `systemctl stop` ends it with
+# status 0.
 #
 # Run by `make container-test` (CONTAINER_IMAGE names the image to start from); needs podman.
 # CONTAINER_TEST_MODE as in test-container.sh (pcap, xdp, nftables).
@@ -47,14 +48,15 @@ lab_register_pin_dir "$pin_dir"
 lab_up
 
 # The image under test plus systemd, the unit and the configuration exactly as shipped. A drop-in only adds the
-# flags that point the agent at the lab (flags win over the configuration file).
+# flags that point the agent at the lab (flags win over the configuration file), with a per-run pin directory
+# under the unit's bind of the host's bpffs.
 context=$LAB_TMP/context
 mkdir -p "$context"
 cp "$E2E_REPO/deploy/systemd/conntrackr.service" "$E2E_REPO/deploy/conntrackr.yaml" "$context/"
 cat >"$context/lab.conf" <<EOF
 [Service]
 ExecStart=
-ExecStart=/usr/local/bin/conntrackr run --config /etc/conntrackr/conntrackr.yaml --interface $LAB_IF_VICTIM ${agent_mode[*]} --pin-dir $pin_dir
+ExecStart=/usr/local/bin/conntrackr run --config /etc/conntrackr/conntrackr.yaml --interface $LAB_IF_VICTIM ${agent_mode[*]} --pin-dir /run/conntrackr/bpf/$(basename "$pin_dir")
 EOF
 cat >"$context/Containerfile" <<EOF
 FROM $image
@@ -74,12 +76,14 @@ timeout 60 "${engine_cmd[@]}" run -d --name "$name" --privileged --systemd=alway
     fail "podman run of the systemd container failed"
 in_ct() { timeout 20 "${engine_cmd[@]}" exec "$name" "$@"; }
 journal() { in_ct journalctl -u conntrackr --no-pager -o cat 2>/dev/null || true; }
+# The agent's own reason (its one-line error starts with "conntrackr: "), else the journal's last lines.
+why() { journal | grep -m1 '^conntrackr: ' || journal | tail -n 5; }
 
 deadline=$((SECONDS + 30))
 until journal | grep -q 'capture started'; do
     state=$(in_ct systemctl show -p ActiveState --value conntrackr 2>/dev/null || true)
-    [[ "$state" == failed ]] && fail "conntrackr.service failed to start: $(journal | tail -n 5)"
-    ((SECONDS < deadline)) || fail "conntrackr.service did not start capturing within 30 s ($state): $(journal | tail -n 5)"
+    [[ "$state" == failed ]] && fail "conntrackr.service failed to start: $(why)"
+    ((SECONDS < deadline)) || fail "conntrackr.service did not start capturing within 30 s ($state): $(why)"
     sleep 0.5
 done
 log "conntrackr.service is capturing on $LAB_IF_VICTIM"
@@ -103,6 +107,18 @@ until journal | grep -q "\"event\":\"port_scan\",\"src\":\"$LAB_ATTACKER_IP4\"";
     ((SECONDS < deadline)) || fail "no port_scan from $LAB_ATTACKER_IP4 in the journal: $(journal | tail -n 5)"
     sleep 0.3
 done
+if [[ "$mode" != pcap ]]; then
+    deadline=$((SECONDS + 10))
+    until journal | grep -q "\"event\":\"blocked\",\"src\":\"$LAB_ATTACKER_IP4/32\""; do
+        ((SECONDS < deadline)) || fail "no blocked event for $LAB_ATTACKER_IP4 in the journal: $(journal | tail -n 5)"
+        sleep 0.3
+    done
+    # Port 9 is closed on the victim: refused while reachable, a timeout once the SYN is dropped.
+    lab_exec attacker 20 python3 "$E2E_TOOLS/connect.py" --timeout 3 --expect-timeout "$LAB_VICTIM_IP4" 9 \
+        >/dev/null || fail "the scanner still reaches the victim after its block"
+    lab_exec client 20 python3 "$E2E_TOOLS/connect.py" --timeout 3 --accept-refused "$LAB_VICTIM_IP4" 9 \
+        >/dev/null || fail "the benign client no longer reaches the victim"
+fi
 scans=$(lab_exec victim 10 curl -sf http://127.0.0.1:9542/metrics | awk '$1 == "conntrackr_port_scans_total" {print $2}')
 assert_eq "$scans" 1 "conntrackr_port_scans_total"
 

@@ -12,7 +12,7 @@
 # Run by `make container-test` (which builds the image first): CONTAINER_IMAGE names the image. Skipped when
 # unset (so `make e2e` does not test a stale image), when no engine works, or when the engine cannot start
 # containers here. CONTAINER_TEST_MODE: pcap (detect only), xdp (--source xdp --block xdp), nftables
-# (--source pcap --block nftables).
+# (--source pcap --block nftables). CONTAINER_TEST_CAPS overrides the capabilities granted.
 # Usage: test-container.sh [BINARY] (the binary is not used: the image carries its own)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -28,6 +28,8 @@ case $mode in
     nftables) agent_mode=(--source pcap --block nftables) caps=(NET_RAW NET_ADMIN) ;;
     *) fail "CONTAINER_TEST_MODE must be pcap, xdp or nftables, not '$mode'" ;;
 esac
+# CONTAINER_TEST_CAPS="NET_ADMIN BPF" tries another set (how the table of capabilities was established).
+[[ -n "${CONTAINER_TEST_CAPS:-}" ]] && read -r -a caps <<<"$CONTAINER_TEST_CAPS"
 
 image=${CONTAINER_IMAGE:-}
 [[ -n "$image" ]] || skip "no image under test: run 'make container-test' (or set CONTAINER_IMAGE)"

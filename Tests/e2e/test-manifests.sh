@@ -50,8 +50,9 @@ mutant 's/block-ttl: 3600/block-ttl: 60/' deploy/kubernetes/configmap.yaml "diff
 mutant 's/^    scan-ports: 3/   scan-ports: [3/' deploy/kubernetes/configmap.yaml "cannot read the deployment files"
 mutant 's/^CapabilityBoundingSet=.*/&  CAP_SYS_ADMIN/' deploy/systemd/conntrackr.service "CapabilityBoundingSet"
 mutant '/^ProtectSystem=/d' deploy/systemd/conntrackr.service "ProtectSystem"
+mutant '/^BindPaths=/d' deploy/systemd/conntrackr.service "is not bound elsewhere"
 mutant 's/^block: xdp/&\nblock-after: 5/' deploy/conntrackr.yaml "'block-after' is not a flag of conntrackr run"
-log "the checker refused each of 13 broken copies"
+log "the checker refused each of 14 broken copies"
 
 # The binary parses the configuration: it gets past the settings and stops at the (absent) interface or an
 # unavailable mode, never at the file. Configuration errors name the file or the setting, as the two broken

@@ -237,10 +237,20 @@ def check_unit(repo):
     for key, want in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
                       ("PrivateTmp", "yes"), ("Restart", "on-failure")):
         check(value(key) == want, f"conntrackr.service: {key}={value(key)}, expected {want}")
-    check(BPFFS in (value("ReadWritePaths") or "").split(), f"conntrackr.service: {BPFFS} is not in ReadWritePaths")
+    # The bpffs must be writable: ReadWritePaths= works only without ProtectKernelTunables= (which remounts /sys
+    # read-only over it); otherwise a BindPaths= of it elsewhere, with --pin-dir there.
+    exec_start = value("ExecStart") or ""
+    binds = dict(b.split(":", 1) for b in (value("BindPaths") or "").split() if ":" in b)
+    if value("ProtectKernelTunables") == "yes":
+        target = binds.get(BPFFS)
+        if check(target, f"conntrackr.service: ProtectKernelTunables=yes and {BPFFS} is not bound elsewhere (BindPaths=)"):
+            pin_dir = (re.search(r"--pin-dir[ =](\S+)", exec_start) or [None, ""])[1]
+            check(pin_dir.startswith(target.rstrip("/") + "/"),
+                  f"conntrackr.service: --pin-dir {pin_dir!r} is not under the bpffs bound at {target}")
+    else:
+        check(BPFFS in (value("ReadWritePaths") or "").split(), f"conntrackr.service: {BPFFS} is not in ReadWritePaths")
     families = set((value("RestrictAddressFamilies") or "").split())
     check(families == FAMILIES, f"conntrackr.service: RestrictAddressFamilies is {sorted(families)}")
-    exec_start = value("ExecStart") or ""
     check(" run " in f" {exec_start} " and "--config" in exec_start, "conntrackr.service: ExecStart is not run --config")
     check(value("WantedBy", "Install") == "multi-user.target", "conntrackr.service: not WantedBy=multi-user.target")
 
