@@ -4,7 +4,7 @@
 #   deploy/container.sh engine                  prints docker, podman or buildah (the first that works), or
 #                                               prints why none does on stderr and exits 1
 #   deploy/container.sh can-run ENGINE IMAGE    exits 0 when ENGINE can start a container from IMAGE here
-#   deploy/container.sh build BINARY IMAGE      builds IMAGE from Containerfile with BINARY (see below)
+#   deploy/container.sh build BINARY IMAGE      builds IMAGE from Containerfile with BINARY copied in
 #   deploy/container.sh base ENGINE             prints the base image to build from (pulled or made locally)
 #   deploy/container.sh cmd ENGINE              prints the engine command with its global flags (podman --runtime)
 #   deploy/container.sh run-flags ENGINE        prints the flags every `run` here needs (ulimits)
@@ -140,8 +140,9 @@ build() { # BINARY IMAGE
     [[ -x "$binary" ]] || die "binary '$binary' not found (make image builds it)"
     # The image carries no Swift runtime: the binary must link the standard library statically.
     if ldd "$binary" | grep -q 'libswift'; then
-        die "$binary links the Swift runtime dynamically ($(ldd "$binary" | grep -o 'libswift[^ ]*' | head -n 3 | tr '\n' ' '));" \
-            "build it with --static-swift-stdlib"
+        local dynamic
+        dynamic=$(ldd "$binary" | grep -o 'libswift[^ ]*' | head -n 3 | tr '\n' ' ')
+        die "$binary links the Swift runtime dynamically ($dynamic): build it with --static-swift-stdlib"
     fi
     if ldd "$binary" | grep -q 'not found'; then
         die "$binary has unresolved libraries: $(ldd "$binary" | grep 'not found' | tr '\n' ' ')"
@@ -151,6 +152,7 @@ build() { # BINARY IMAGE
     context=$repo/.build/image-context
     rm -rf "$context"
     mkdir -p "$context"
+    trap 'rm -rf "$context"' EXIT
     # The context holds only what the Containerfile copies, so a build never ships the whole .build tree.
     cp "$repo/Containerfile" "$context/Containerfile"
     cp "$binary" "$context/conntrackr"
@@ -174,7 +176,8 @@ build() { # BINARY IMAGE
             ;;
         buildah)
             # shellcheck disable=SC2086
-            timeout 900 $cmd bud ${CONTAINER_RUNTIME:+--runtime "$CONTAINER_RUNTIME"} --network host $CONTAINER_ULIMITS --layers=false --build-arg "BASE_IMAGE=$base" \
+            timeout 900 $cmd bud ${CONTAINER_RUNTIME:+--runtime "$CONTAINER_RUNTIME"} --network host \
+                $CONTAINER_ULIMITS --layers=false --build-arg "BASE_IMAGE=$base" \
                 -t "$image" -f "$context/Containerfile" "$context"
             ;;
     esac

@@ -27,7 +27,10 @@ configured_mirror() {
     for f in /etc/apt/sources.list.d/*.sources; do
         [[ -e "$f" ]] || continue
         awk -v suite="$suite" '
-            function flush() { if (uri != "" && suites ~ ("(^| )" suite "( |$)")) { print uri; found = 1; exit } uri = ""; suites = "" }
+            function flush() {
+                if (uri != "" && suites ~ ("(^| )" suite "( |$)")) { print uri; found = 1; exit }
+                uri = ""; suites = ""
+            }
             /^[ \t]*$/ { flush(); next }
             /^URIs:/ { uri = $2 }
             /^Suites:/ { $1 = ""; suites = $0; sub(/^ +/, "", suites) }
@@ -36,7 +39,11 @@ configured_mirror() {
     done
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
         [[ -e "$f" ]] || continue
-        awk -v suite="$suite" '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ } if ($(i + 1) == suite) print $i }' "$f"
+        # "deb [options] URI SUITE COMPONENTS...": skip the bracketed options, then match the suite.
+        awk -v suite="$suite" '$1 == "deb" {
+            i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+            if ($(i + 1) == suite) print $i
+        }' "$f"
     done
 }
 if [[ -z "$mirror" ]]; then

@@ -34,7 +34,8 @@ engine=$("$container_sh" engine 2>&1) || skip "$engine"
 [[ "$engine" == podman ]] || skip "systemd as a container's PID 1 is tested with podman only (engine here: $engine)"
 read -r -a engine_cmd <<<"$("$container_sh" cmd podman)"
 read -r -a run_flags <<<"$("$container_sh" run-flags podman)"
-"${engine_cmd[@]}" image inspect "$image" >/dev/null 2>&1 || fail "image $image does not exist: build it with make image"
+"${engine_cmd[@]}" image inspect "$image" >/dev/null 2>&1 ||
+    fail "image $image does not exist: build it with make image"
 "$container_sh" can-run podman "$image" || skip "podman cannot start containers on this machine"
 
 lab_init
@@ -119,7 +120,8 @@ if [[ "$mode" != pcap ]]; then
     lab_exec client 20 python3 "$E2E_TOOLS/connect.py" --timeout 3 --accept-refused "$LAB_VICTIM_IP4" 9 \
         >/dev/null || fail "the benign client no longer reaches the victim"
 fi
-scans=$(lab_exec victim 10 curl -sf http://127.0.0.1:9542/metrics | awk '$1 == "conntrackr_port_scans_total" {print $2}')
+scans=$(lab_exec victim 10 curl -sf http://127.0.0.1:9542/metrics |
+    awk '$1 == "conntrackr_port_scans_total" {print $2}')
 assert_eq "$scans" 1 "conntrackr_port_scans_total"
 
 in_ct systemctl stop conntrackr

@@ -38,7 +38,8 @@ engine=$("$container_sh" engine 2>&1) || skip "$engine"
 [[ "$engine" != buildah ]] || skip "only buildah works here: it builds the image but cannot run the agent"
 read -r -a engine_cmd <<<"$("$container_sh" cmd "$engine")"
 read -r -a run_flags <<<"$("$container_sh" run-flags "$engine")"
-"${engine_cmd[@]}" image inspect "$image" >/dev/null 2>&1 || fail "image $image does not exist: build it with make image"
+"${engine_cmd[@]}" image inspect "$image" >/dev/null 2>&1 ||
+    fail "image $image does not exist: build it with make image"
 "$container_sh" can-run "$engine" "$image" || skip "$engine cannot start containers on this machine"
 
 lab_init

@@ -38,7 +38,8 @@ mutant() { # SED-SCRIPT FILE EXPECTED-FAILURE
     grep -qF -- "$3" <<<"$got" || fail "after '$1' in $2 the checker said: $got (expected: $3)"
 }
 ds=deploy/kubernetes/daemonset.yaml
-mutant 's/add: \[NET_ADMIN, NET_RAW, BPF, PERFMON\]/add: [NET_ADMIN, NET_RAW, BPF, PERFMON, SYS_ADMIN]/' $ds "adds SYS_ADMIN"
+mutant 's/add: \[NET_ADMIN, NET_RAW, BPF, PERFMON\]/add: [NET_ADMIN, NET_RAW, BPF, PERFMON, SYS_ADMIN]/' $ds \
+    "adds SYS_ADMIN"
 mutant 's/privileged: false/privileged: true/' $ds "is privileged"
 mutant 's/hostNetwork: true/hostNetwork: false/' $ds "hostNetwork is not true"
 mutant 's#path: /healthz#path: /metrics#' $ds "livenessProbe is not httpGet /healthz"

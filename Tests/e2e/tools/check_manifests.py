@@ -243,7 +243,7 @@ def check_unit(repo):
     binds = dict(b.split(":", 1) for b in (value("BindPaths") or "").split() if ":" in b)
     if value("ProtectKernelTunables") == "yes":
         target = binds.get(BPFFS)
-        if check(target, f"conntrackr.service: ProtectKernelTunables=yes and {BPFFS} is not bound elsewhere (BindPaths=)"):
+        if check(target, f"conntrackr.service: ProtectKernelTunables=yes and {BPFFS} is not bound elsewhere"):
             pin_dir = (re.search(r"--pin-dir[ =](\S+)", exec_start) or [None, ""])[1]
             check(pin_dir.startswith(target.rstrip("/") + "/"),
                   f"conntrackr.service: --pin-dir {pin_dir!r} is not under the bpffs bound at {target}")
@@ -251,7 +251,8 @@ def check_unit(repo):
         check(BPFFS in (value("ReadWritePaths") or "").split(), f"conntrackr.service: {BPFFS} is not in ReadWritePaths")
     families = set((value("RestrictAddressFamilies") or "").split())
     check(families == FAMILIES, f"conntrackr.service: RestrictAddressFamilies is {sorted(families)}")
-    check(" run " in f" {exec_start} " and "--config" in exec_start, "conntrackr.service: ExecStart is not run --config")
+    check(" run " in f" {exec_start} " and "--config" in exec_start,
+          "conntrackr.service: ExecStart is not run --config")
     check(value("WantedBy", "Install") == "multi-user.target", "conntrackr.service: not WantedBy=multi-user.target")
 
 
@@ -261,7 +262,8 @@ def check_containerfile(repo):
     check(re.search(r"^FROM \$\{?BASE_IMAGE\}?$", text, re.M), "Containerfile: FROM is not the BASE_IMAGE argument")
     check(re.search(r'^ENTRYPOINT \["conntrackr"\]$', text, re.M), "Containerfile: ENTRYPOINT is not conntrackr")
     check(re.search(r'^CMD \["run"\]$', text, re.M), "Containerfile: CMD is not run")
-    check(not re.search(r"swift (build|package)|swiftlang|/opt/swift", text), "Containerfile: builds Swift in the image")
+    check(not re.search(r"swift (build|package)|swiftlang|/opt/swift", text),
+          "Containerfile: builds Swift in the image")
 
 
 def main():
