@@ -152,7 +152,8 @@ build() { # BINARY IMAGE
     context=$repo/.build/image-context
     rm -rf "$context"
     mkdir -p "$context"
-    trap 'rm -rf "$context"' EXIT
+    # shellcheck disable=SC2064 # expanded now: $context is local to this function
+    trap "rm -rf '$context'" EXIT
     # The context holds only what the Containerfile copies, so a build never ships the whole .build tree.
     cp "$repo/Containerfile" "$context/Containerfile"
     cp "$binary" "$context/conntrackr"
