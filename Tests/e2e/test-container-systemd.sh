@@ -19,7 +19,7 @@ set -euo pipefail
 lab_require_root
 lab_require_cmds nmap python3
 
-mode=${CONTAINER_TEST_MODE:-pcap}
+mode=${CONTAINER_TEST_MODE:-xdp}
 case $mode in
     pcap) agent_mode=(--source pcap --block none) ;;
     xdp) agent_mode=(--source xdp --xdp-mode auto --block xdp) ;;

@@ -19,8 +19,8 @@ set -euo pipefail
 lab_require_root
 lab_require_cmds nmap python3 curl nft
 
-# ---- the mode under test: XDP is the default once the XDP data path is on main (a one-line change) ----
-mode=${CONTAINER_TEST_MODE:-pcap}
+# ---- the mode under test: XDP (the deployed default), or pcap or nftables through CONTAINER_TEST_MODE ----
+mode=${CONTAINER_TEST_MODE:-xdp}
 # Each mode gets the least it needs (the README's table), so a capability the agent starts to need shows up here.
 case $mode in
     pcap) agent_mode=(--source pcap --block none) caps=(NET_RAW) ;;

@@ -55,12 +55,15 @@ mutant '/^BindPaths=/d' deploy/systemd/conntrackr.service "is not bound elsewher
 mutant 's/^block: xdp/&\nblock-after: 5/' deploy/conntrackr.yaml "'block-after' is not a flag of conntrackr run"
 log "the checker refused each of 14 broken copies"
 
-# The binary parses the configuration: it gets past the settings and stops at the (absent) interface or an
-# unavailable mode, never at the file. Configuration errors name the file or the setting, as the two broken
+# The binary parses the configuration: it gets past the settings and stops at the (absent) interface, never at
+# the file. Configuration errors name the file or the setting, as the two broken
 # copies show (so this check can tell the difference).
 config_error='unknown setting|must be|is not (valid YAML|an address)|cannot read configuration'
+# The file's source and block are parsed and validated before the flags override them; the flags keep the agent
+# away from the kernel (no XDP program, no pins on the host's bpffs, no nftables table).
 accepts() { # FILE: prints the agent's one-line error
-    timeout 10 "$bin" run --config "$1" --metrics-address none --interface "ctr-none-$$" 2>&1 >/dev/null || true
+    timeout 10 "$bin" run --config "$1" --source pcap --block none --metrics-address none --log-level error \
+        --interface "ctr-none-$$" 2>&1 >/dev/null || true
 }
 err=$(accepts "$config")
 [[ -n "$err" ]] || fail "conntrackr run with a missing interface printed no error"
