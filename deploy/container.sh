@@ -68,8 +68,9 @@ detect_engine() {
     else
         why+=("buildah: not installed")
     fi
-    local IFS=';'
-    echo "no container engine works (${why[*]}); install podman and runc, or docker" >&2
+    local joined
+    printf -v joined '%s; ' "${why[@]}"
+    echo "no container engine works (${joined%; }): install podman and runc, or docker" >&2
     return 1
 }
 
