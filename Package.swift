@@ -40,6 +40,8 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wall", "-Wno-unused-function"])],
             linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
         ),
+        // Capability dropping: prctl and capset are variadic or unwrapped in Swift's Glibc.
+        .target(name: "CPrivileges"),
         .target(
             name: "ConnCapture",
             dependencies: [
@@ -73,7 +75,7 @@ let package = Package(
         .executableTarget(
             name: "conntrackr",
             dependencies: [
-                "ConnCore", "ConnCapture", "ConnBlock", "ConnMetrics",
+                "ConnCore", "ConnCapture", "ConnBlock", "ConnMetrics", "CPrivileges",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -100,7 +102,7 @@ let package = Package(
         .testTarget(name: "ConnCoreTests", dependencies: ["ConnCore", "ConnTesting", "FuzzSupport"]),
         .testTarget(
             name: "ConnCaptureTests",
-            dependencies: ["ConnCore", "ConnCapture", "ConnTesting"],
+            dependencies: ["ConnCore", "ConnCapture", "ConnBlock", "ConnTesting"],
             resources: [.copy("Captures")]
         ),
         .testTarget(
@@ -110,7 +112,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "ConnBlockTests", dependencies: ["ConnCore", "ConnBlock", "ConnTesting"]),
+        .testTarget(
+            name: "ConnBlockTests",
+            dependencies: ["ConnCore", "ConnBlock", "ConnTesting"],
+            resources: [.copy("Fixtures")]
+        ),
         .testTarget(
             name: "ConnMetricsTests",
             dependencies: [

@@ -31,8 +31,20 @@ struct RunCommand: AsyncParsableCommand {
         let logger = Logger(label: "conntrackr")
         let agent: Agent
         do {
-            agent = try await Agent.assemble(settings: settings, logger: logger)
+            agent = try await Agent.assemble(settings: settings, configFile: options.config, logger: logger)
         } catch {
+            exitWithFailure(error)
+        }
+        // Everything privileged is done (program attached, capture open, port bound): keep only what is still used.
+        do {
+            let kept = Capability.keptAfterStartUp(settings)
+            try dropPrivileges(keeping: kept)
+            logger.info(
+                "privileges dropped",
+                metadata: ["kept": "\(kept.map(\.name).sorted().joined(separator: ","))", "no_new_privs": "1"]
+            )
+        } catch {
+            agent.shutDown()
             exitWithFailure(error)
         }
         let outcome: (any Error)?
