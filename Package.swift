@@ -90,7 +90,11 @@ let package = Package(
         ),
         // Fuzzing (Tests/Fuzz/run-fuzz.sh): the properties the targets check, one libFuzzer executable per
         // surface, and the generator of the committed seed corpus.
-        .target(name: "FuzzSupport", dependencies: ["ConnCore", "ConnTesting"], path: "Sources/Fuzz/FuzzSupport"),
+        .target(
+            name: "FuzzSupport",
+            dependencies: ["ConnCore", "ConnBlock", "ConnTesting"],
+            path: "Sources/Fuzz/FuzzSupport"
+        ),
         .executableTarget(name: "FuzzFrameParser", dependencies: ["FuzzSupport"], path: "Sources/Fuzz/FuzzFrameParser"),
         .executableTarget(name: "FuzzPipeline", dependencies: ["FuzzSupport"], path: "Sources/Fuzz/FuzzPipeline"),
         .executableTarget(name: "FuzzAllowlist", dependencies: ["FuzzSupport"], path: "Sources/Fuzz/FuzzAllowlist"),

@@ -1,5 +1,5 @@
-// libFuzzer target for the address, prefix and allowlist text parsers: every line of the input is checked by
-// AddressTextProperties. Build and run with Tests/Fuzz/run-fuzz.sh.
+// libFuzzer target for the address, prefix and allow-file parsers: the input is an allow file, checked whole by
+// AllowFileProperties and line by line by AddressTextProperties. Build and run with Tests/Fuzz/run-fuzz.sh.
 import FuzzSupport
 
 @_cdecl("LLVMFuzzerTestOneInput")

@@ -4,10 +4,13 @@ import ConnCore
 /// ``RetransmitFilter`` and ``SlidingWindowScanDetector`` with plain dictionaries and arrays, so that the fuzzer
 /// can compare the real pipeline's events and counts with it after every batch.
 ///
-/// Tables hold at most their cap of keys and evict the least recently active key (the one touched longest ago)
-/// when full; a touch never moves a key's last-seen time backwards. Both tables forget keys from the least recently
-/// active end while that key's last-seen time is a whole window old. The pipeline sweeps both at the end of a batch
-/// when a second or more has passed since the previous sweep (the first batch always sweeps).
+/// The retransmission rule keeps two generations of 4-tuples with their last-seen times: a new generation starts
+/// once the current one has covered a whole window (both are dropped when two windows have passed), each holds at
+/// most its cap and a SYN that finds its generation full counts as new and is not remembered. The detector's
+/// table holds at most its cap of pairs and evicts the least recently active pair (the one touched longest ago)
+/// when full, and forgets pairs from that end while their last-seen time is a whole window old; a touch never
+/// moves a last-seen time backwards. The pipeline sweeps both at the end of a batch when a second or more has
+/// passed since the previous sweep (the first batch always sweeps).
 struct PipelineModel {
     /// A table with least-recently-active order: `order.first` is the oldest key.
     struct RecencyModel<Key: Hashable, Value> {
@@ -38,6 +41,40 @@ struct PipelineModel {
                 order.removeFirst()
                 values[oldest] = nil
             }
+        }
+    }
+
+    /// The retransmission filter's two generations.
+    struct GenerationModel {
+        let capacity: Int
+        let window: Int64
+        var current: [FourTuple: Int64] = [:]
+        var previous: [FourTuple: Int64] = [:]
+        var start: Int64?
+        var evictions = 0
+
+        var count: Int { current.count + previous.count }
+
+        mutating func rotate(now: Int64) {
+            guard let start else {
+                self.start = now
+                return
+            }
+            guard now - start >= window else { return }
+            previous = now - start >= 2 * window ? [:] : current
+            current = [:]
+            self.start = now
+        }
+
+        mutating func isNew(_ tuple: FourTuple, now: Int64) -> Bool {
+            rotate(now: now)
+            if let last = current[tuple] {
+                current[tuple] = max(last, now)
+                return now - last >= window
+            }
+            let isNew = previous[tuple].map { now - $0 >= window } ?? true
+            if current.count < capacity { current[tuple] = now } else { evictions += 1 }
+            return isNew
         }
     }
 
@@ -78,7 +115,7 @@ struct PipelineModel {
     let threshold: Int
     let scanWindow: Int64
     let retransmitWindow: Int64
-    var connections: RecencyModel<FourTuple, Void>
+    var connections: GenerationModel
     var pairs: RecencyModel<Pair, PairState>
     var lastSweep: Int64?
     var events: [ConnEvent] = []
@@ -89,7 +126,9 @@ struct PipelineModel {
         threshold = configuration.scanRule.portThreshold
         scanWindow = configuration.scanRule.window.nanosecondsClamped
         retransmitWindow = configuration.retransmitWindow.nanosecondsClamped
-        connections = RecencyModel(cap: configuration.maxTrackedConnections)
+        connections = GenerationModel(
+            capacity: configuration.maxTrackedConnections, window: max(1, retransmitWindow)
+        )
         pairs = RecencyModel(cap: configuration.scanRule.maxTrackedPairs)
     }
 
@@ -125,15 +164,7 @@ struct PipelineModel {
             destination: attempt.destination,
             destinationPort: attempt.destinationPort
         )
-        var isNew = true
-        if let known = connections.values[tuple] {
-            isNew = now - known.lastSeen >= retransmitWindow
-            connections.touch(tuple, at: now)
-        } else {
-            connections.insert(tuple, (), at: now)
-        }
-        connections.expire(now: now, window: retransmitWindow)
-        if isNew {
+        if connections.isNew(tuple, now: now) {
             statistics.newConnections += 1
             events.append(.newConnection(attempt))
         }
@@ -172,7 +203,7 @@ struct PipelineModel {
         if lastSweep.map({ now.nanoseconds - $0 >= 1_000_000_000 }) ?? true {
             lastSweep = now.nanoseconds
             pairs.expire(now: now.nanoseconds, window: scanWindow)
-            connections.expire(now: now.nanoseconds, window: retransmitWindow)
+            connections.rotate(now: now.nanoseconds)
         }
     }
 }
