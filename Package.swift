@@ -106,7 +106,7 @@ let package = Package(
         .testTarget(name: "ConnCoreTests", dependencies: ["ConnCore", "ConnTesting", "FuzzSupport"]),
         .testTarget(
             name: "ConnCaptureTests",
-            dependencies: ["ConnCore", "ConnCapture", "ConnBlock", "ConnTesting"],
+            dependencies: ["ConnCore", "ConnCapture", "ConnBlock", "ConnTesting", "FuzzSupport"],
             resources: [.copy("Captures")]
         ),
         .testTarget(

@@ -82,21 +82,9 @@ struct FuzzRegressionTests {
         }
     }
 
-    /// SplitMix64, so every run of the test makes the same operations.
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     @Test("Random inserts, lookups and removals agree with a dictionary", arguments: 0..<24)
     func tableAgainstDictionary(run: Int) {
-        var random = SplitMix64(state: UInt64(run))
+        var random = SeededRandom(seed: UInt64(run))  // the same operations on every run of the test
         let capacity = [1, 2, 7, 16, 33, 64][run % 6]
         let table = RecencyTable<Key, Void>(capacity: capacity, seed: UInt64(run))
         var model: [UInt64: Int32] = [:]

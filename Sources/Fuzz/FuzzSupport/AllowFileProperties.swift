@@ -34,7 +34,8 @@ public enum AllowFileProperties: Sendable {
             if message.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
                 fail("error message is not one printable line: \(message.debugDescription)")
             }
-            let number = message.hasPrefix("\(path):")
+            let number =
+                message.hasPrefix("\(path):")
                 ? Int(message.dropFirst(path.count + 1).prefix { $0.isNumber }) : nil
             guard let number else {
                 fail("error does not name the file and line: \(message.debugDescription)")
@@ -78,4 +79,3 @@ public enum AllowFileProperties: Sendable {
         return .success(prefixes)
     }
 }
-

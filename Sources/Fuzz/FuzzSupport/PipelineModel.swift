@@ -127,7 +127,8 @@ struct PipelineModel {
         scanWindow = configuration.scanRule.window.nanosecondsClamped
         retransmitWindow = configuration.retransmitWindow.nanosecondsClamped
         connections = GenerationModel(
-            capacity: configuration.maxTrackedConnections, window: max(1, retransmitWindow)
+            capacity: configuration.maxTrackedConnections,
+            window: max(1, retransmitWindow)
         )
         pairs = RecencyModel(cap: configuration.scanRule.maxTrackedPairs)
     }
