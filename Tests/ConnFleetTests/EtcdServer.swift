@@ -1,0 +1,146 @@
+import ConnFleet
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real etcd for integration tests: Debian's `etcd` on 127.0.0.1, free ports, a temporary data directory.
+///
+/// `stop()` and `start()` again keep the data directory and ports, as a restarted server would. `close()` kills it
+/// and removes the directory; call it in a `defer`.
+final class EtcdServer: @unchecked Sendable {
+    // @unchecked: the process handle is only touched by the test that owns the server, one call at a time.
+    static let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let etcdctl = ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// Why integration tests cannot run here, or `nil` when they can.
+    static var unavailableReason: String? {
+        binary == nil ? "etcd is not installed (apt-get install etcd-server etcd-client; `make test` does it)" : nil
+    }
+
+    let directory: URL
+    let clientPort: UInt16
+    let peerPort: UInt16
+    private var process: Process?
+
+    var endpoint: String { "http://127.0.0.1:\(clientPort)" }
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("conntrackr-etcd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        clientPort = try freePort()
+        var peer = try freePort()
+        while peer == clientPort { peer = try freePort() }
+        peerPort = peer
+    }
+
+    /// Starts etcd and waits until it answers (10 seconds at most).
+    func start() async throws {
+        guard let binary = Self.binary else { throw FleetError(.unavailable, Self.unavailableReason!) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        let peer = "http://127.0.0.1:\(peerPort)"
+        process.arguments = [
+            "--name", "test", "--data-dir", directory.appendingPathComponent("data").path,
+            "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", "test=\(peer)", "--initial-cluster-state", "new",
+            "--logger", "zap", "--log-outputs", directory.appendingPathComponent("etcd.log").path,
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        let ready = try await withEtcdStore(EtcdConfiguration(endpoints: [endpoint], requestTimeout: .seconds(1))) {
+            probe in
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(10)
+            while clock.now < deadline, process.isRunning {
+                if (try? await probe.checkHealth()) != nil { return true }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return false
+        }
+        guard !ready else { return }
+        let log = (try? String(contentsOf: directory.appendingPathComponent("etcd.log"), encoding: .utf8)) ?? ""
+        stop()
+        throw FleetError(.unavailable, "etcd did not start on \(endpoint): \(log.suffix(2000))")
+    }
+
+    /// Stops etcd (SIGKILL, as a crash or a pulled cable would) and waits for it to exit.
+    func stop() {
+        guard let process, process.isRunning else {
+            self.process = nil
+            return
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    /// Stops etcd and removes its data directory.
+    func close() {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Runs `etcdctl` against this server; returns its standard output, or throws with its error output.
+    @discardableResult
+    func etcdctl(_ arguments: [String]) throws -> String {
+        guard let etcdctl = Self.etcdctl else { throw FleetError(.unavailable, "etcdctl is not installed") }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: etcdctl)
+        process.arguments = ["--endpoints", endpoint] + arguments
+        process.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw FleetError(.rejected, "etcdctl \(arguments.joined(separator: " ")) failed: \(errorText)")
+        }
+        return text
+    }
+}
+
+/// A TCP port on 127.0.0.1 nobody listens on right now (the kernel picks it).
+func freePort() throws -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw FleetError(.unavailable, "socket: errno \(errno)") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+            bind(fd, raw, length) == 0 && getsockname(fd, raw, &length) == 0
+        }
+    }
+    guard bound else { throw FleetError(.unavailable, "bind: errno \(errno)") }
+    return UInt16(bigEndian: address.sin_port)
+}
+
+/// Runs `body` with an etcd store, and shuts the store down however `body` ends.
+@discardableResult
+func withEtcdStore<T>(
+    _ configuration: EtcdConfiguration,
+    _ body: (EtcdStore) async throws -> T
+) async throws -> T {
+    let store = try EtcdStore(configuration: configuration)
+    do {
+        let result = try await body(store)
+        try await store.shutdown()
+        return result
+    } catch {
+        try? await store.shutdown()
+        throw error
+    }
+}
