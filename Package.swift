@@ -108,7 +108,18 @@ let package = Package(
             dependencies: ["ConnCore", "ConnCapture", "ConnTesting"],
             resources: [.copy("Captures")]
         ),
-        .testTarget(name: "ConnBlockTests", dependencies: ["ConnCore", "ConnBlock", "ConnTesting"]),
+        .testTarget(
+            name: "conntrackrTests",
+            dependencies: [
+                "conntrackr", "ConnCore", "ConnTesting",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "ConnBlockTests",
+            dependencies: ["ConnCore", "ConnBlock", "ConnTesting"],
+            resources: [.copy("Fixtures")]
+        ),
         .testTarget(
             name: "ConnFleetTests",
             dependencies: [

@@ -61,36 +61,38 @@ public final class BlockController: Sendable {
     }
 
     private func apply(_ entry: BlockEntry, subject: IPAddress, at now: Timestamp) -> [ConnEvent] {
-        let refusal: String? = state.withLock { state in
+        // One decision at a time: the rate limit and the blocklist cap are check-then-act, and scans (capture
+        // thread) and learned blocks (fleet task) arrive concurrently.
+        state.withLock { state in
             if let listed = state.allowlist.overlaps(entry.prefix) {
-                return "allowlisted: \(listed.reason) \(listed.prefix.compactDescription)"
+                metrics.increment(.blocksRefused(reason: "allowlisted"), by: 1)
+                let reason = "allowlisted: \(listed.reason) \(listed.prefix.compactDescription)"
+                return [.notBlocked(subject, reason: reason, at: now)]
             }
             let minuteAgo = now.nanoseconds - 60_000_000_000
             state.recentBlockTimes.removeAll { $0 <= minuteAgo }
-            if state.recentBlockTimes.count >= policy.maxBlocksPerMinute { return "rate_limited" }
-            return nil
-        }
-        if let refusal {
-            metrics.increment(.blocksRefused(reason: refusal.hasPrefix("allowlisted") ? "allowlisted" : refusal), by: 1)
-            return [.notBlocked(subject, reason: refusal, at: now)]
-        }
-        do {
-            let current = try blocker.entries()
-            if current.count >= policy.maxBlocked, !current.contains(where: { $0.prefix == entry.prefix }) {
-                metrics.increment(.blocksRefused(reason: "blocklist_full"), by: 1)
-                return [.notBlocked(subject, reason: "blocklist_full", at: now)]
+            if state.recentBlockTimes.count >= policy.maxBlocksPerMinute {
+                metrics.increment(.blocksRefused(reason: "rate_limited"), by: 1)
+                return [.notBlocked(subject, reason: "rate_limited", at: now)]
             }
-            guard try blocker.add(entry) else {
-                metrics.increment(.blocksRefused(reason: "blocklist_full"), by: 1)
-                return [.notBlocked(subject, reason: "blocklist_full", at: now)]
+            do {
+                let current = try blocker.entries()
+                if current.count >= policy.maxBlocked, !current.contains(where: { $0.prefix == entry.prefix }) {
+                    metrics.increment(.blocksRefused(reason: "blocklist_full"), by: 1)
+                    return [.notBlocked(subject, reason: "blocklist_full", at: now)]
+                }
+                guard try blocker.add(entry) else {
+                    metrics.increment(.blocksRefused(reason: "blocklist_full"), by: 1)
+                    return [.notBlocked(subject, reason: "blocklist_full", at: now)]
+                }
+            } catch {
+                metrics.increment(.blocksRefused(reason: "error"), by: 1)
+                return [.notBlocked(subject, reason: "error: \(error)", at: now)]
             }
-        } catch {
-            metrics.increment(.blocksRefused(reason: "error"), by: 1)
-            return [.notBlocked(subject, reason: "error: \(error)", at: now)]
+            state.recentBlockTimes.append(now.nanoseconds)
+            metrics.increment(.blocks(entry.origin), by: 1)
+            return [.blocked(entry, at: now)]
         }
-        state.withLock { $0.recentBlockTimes.append(now.nanoseconds) }
-        metrics.increment(.blocks(entry.origin), by: 1)
-        return [.blocked(entry, at: now)]
     }
 
     /// Lifts blocks whose time is up and reports them.

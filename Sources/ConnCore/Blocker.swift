@@ -88,8 +88,9 @@ public struct BlockPolicy: Hashable, Sendable {
         self.maxBlocksPerMinute = maxBlocksPerMinute
     }
 
-    /// The prefix that blocking `source` would block.
+    /// The prefix that blocking `source` would block. An ``ipv6PrefixLength`` outside 0...128 is clamped.
     public func prefix(for source: IPAddress) -> IPPrefix {
-        source.isIPv4 ? IPPrefix(host: source) : IPPrefix(address: source, length: ipv6PrefixLength)!
+        guard !source.isIPv4 else { return IPPrefix(host: source) }
+        return IPPrefix(address: source, length: min(max(ipv6PrefixLength, 0), 128)) ?? IPPrefix(host: source)
     }
 }

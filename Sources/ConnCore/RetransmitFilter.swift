@@ -2,82 +2,201 @@
 ///
 /// The same 4-tuple (source, source port, destination, destination port) seen again less than ``window`` after
 /// its previous SYN is a retransmission, not a new connection. Each retransmission extends the window, so a
-/// client's whole back-off series (1, 2, 4, ... seconds) counts once. State is bounded: at most
-/// ``capacity`` 4-tuples, the least recently seen evicted first (an evicted tuple seen again counts as new).
+/// client's whole back-off series (1, 2, 4, ... seconds) counts once.
+///
+/// Every SYN looks up a 4-tuple that is usually new, so the table is built for one cache miss per lookup: a flat
+/// open-addressed array of (64-bit keyed fingerprint, last seen) pairs, with no recency list. Expiry is by
+/// generation: a generation holds the tuples first seen or refreshed during one window, and only the current and
+/// the previous generation are kept, which is exactly enough to find every tuple seen less than a window ago
+/// (older ones are forgotten with their generation, in one step).
+///
+/// State is bounded: each generation holds at most ``capacity`` tuples (16 bytes each, at most half the slots in
+/// use); a SYN that finds its generation full is reported as new without being remembered, and counted in
+/// ``evictions``. Fingerprints are keyed with a per-process secret, so spoofed traffic cannot aim collisions.
 public final class RetransmitFilter {
-    struct FourTuple: RecencyKey {
-        var source: IPAddress
-        var destination: IPAddress
-        var ports: UInt32
-
-        func hash(seed: UInt64) -> UInt64 {
-            var state = mixHash(seed, source.high)
-            state = mixHash(state, source.low)
-            state = mixHash(state, destination.high)
-            state = mixHash(state, destination.low)
-            return mixHash(state, UInt64(ports))
-        }
-    }
-
     /// How long after a SYN the same 4-tuple is still a retransmission.
     public let window: Duration
+    /// The most 4-tuples a generation remembers.
+    public let capacity: Int
     private let windowNanoseconds: Int64
-    private let table: RecencyTable<FourTuple, Void>
-    /// 4-tuples evicted to stay within capacity since the filter was made.
+    private let seed: UInt64
+    private var current: FingerprintTable
+    private var previous: FingerprintTable
+    private var generationStart: Int64?
+    /// 4-tuples not remembered because a generation was full, since the filter was made.
     public private(set) var evictions = 0
 
-    /// Bytes of memory per tracked 4-tuple, for documentation and sizing.
-    public static let bytesPerEntry = MemoryLayout<FourTuple>.stride + 8 + 8 + 4 * 4
+    /// Bytes of memory per remembered 4-tuple (a slot is 16 bytes and at most half the slots are used).
+    public static let bytesPerEntry = 32
 
     public init(window: Duration = .seconds(60), capacity: Int = 1_000_000) {
+        precondition(capacity > 0, "a retransmit filter remembers at least one 4-tuple")
         self.window = window
-        self.windowNanoseconds = window.nanosecondsClamped
-        self.table = RecencyTable(capacity: capacity)
+        self.capacity = capacity
+        self.windowNanoseconds = max(1, window.nanosecondsClamped)
+        self.seed = UInt64.random(in: .min ... .max)
+        self.current = FingerprintTable(capacity: capacity)
+        self.previous = FingerprintTable(capacity: capacity)
     }
 
-    /// The 4-tuples currently remembered.
-    public var count: Int { table.count }
+    deinit {
+        current.deallocate()
+        previous.deallocate()
+    }
+
+    /// The 4-tuples currently remembered (both generations).
+    public var count: Int { current.count + previous.count }
+
+    @inline(__always)
+    private func fingerprint(_ attempt: ConnectionAttempt) -> UInt64 {
+        var state = mixHash(seed, attempt.source.high)
+        state = mixHash(state, attempt.source.low)
+        state = mixHash(state, attempt.destination.high)
+        state = mixHash(state, attempt.destination.low)
+        let value = mixHash(state, UInt64(attempt.sourcePort) << 16 | UInt64(attempt.destinationPort))
+        return value == 0 ? 1 : value  // 0 marks an empty slot
+    }
 
     /// Pulls the table memory for `attempts` into cache ahead of ``isNewConnection(_:)``; changes nothing.
     public func warm(_ attempts: UnsafeBufferPointer<ConnectionAttempt>) {
-        withUnsafeTemporaryAllocation(of: FourTuple.self, capacity: attempts.count) { keys in
-            for (index, attempt) in attempts.enumerated() {
-                keys.initializeElement(at: index, to: Self.key(attempt))
-            }
-            table.warm(UnsafeBufferPointer(keys))
-        }
-    }
-
-    static func key(_ attempt: ConnectionAttempt) -> FourTuple {
-        FourTuple(
-            source: attempt.source,
-            destination: attempt.destination,
-            ports: UInt32(attempt.sourcePort) << 16 | UInt32(attempt.destinationPort)
-        )
+        var folded: UInt64 = 0
+        for attempt in attempts { folded &+= current.peek(fingerprint(attempt)) }
+        current.warmSink &+= folded
     }
 
     /// Records `attempt` and says whether it opens a new connection.
     public func isNewConnection(_ attempt: ConnectionAttempt) -> Bool {
         let now = attempt.time.nanoseconds
-        let key = Self.key(attempt)
-        defer { expire(now: now) }
-        if let slot = table.find(key) {
-            let isRetransmit = now &- table.lastSeen(slot) < windowNanoseconds
-            table.touch(slot, at: now)
-            return !isRetransmit
+        rotate(now: now)
+        let key = fingerprint(attempt)
+        if let slot = current.find(key) {
+            let last = current.lastSeen(slot)
+            current.refresh(slot, to: now)
+            return now &- last >= windowNanoseconds
         }
-        if table.insert(key, value: (), at: now).evicted != nil { evictions += 1 }
-        return true
+        var isNew = true
+        if let slot = previous.find(key) {
+            isNew = now &- previous.lastSeen(slot) >= windowNanoseconds
+        }
+        if !current.insert(key, at: now) { evictions += 1 }
+        return isNew
     }
 
-    /// Forgets 4-tuples whose window has passed; called on every attempt and on idle ticks.
+    /// Starts a new generation once the current one has covered a whole window; called on every attempt and on idle
+    /// ticks.
     public func expire(now: Int64) {
-        while table.oldest >= 0, now &- table.lastSeen(table.oldest) >= windowNanoseconds {
-            table.remove(slot: table.oldest)
+        rotate(now: now)
+    }
+
+    @inline(__always)
+    private func rotate(now: Int64) {
+        guard let start = generationStart else {
+            generationStart = now
+            return
         }
+        let elapsed = now &- start
+        guard elapsed >= windowNanoseconds else { return }
+        if elapsed >= 2 * windowNanoseconds {
+            // Both generations are older than a window: nothing in them can match any more.
+            previous.removeAll()
+            current.removeAll()
+        } else {
+            swap(&previous, &current)
+            current.removeAll()
+        }
+        generationStart = now
     }
 }
 
 /// Confined to its pipeline's capture thread.
 @available(*, unavailable)
 extension RetransmitFilter: Sendable {}
+
+/// An open-addressed table of (fingerprint, last seen) slots, linear probing, at most half full; grows by doubling
+/// up to what `capacity` needs.
+struct FingerprintTable {
+    private var slots: UnsafeMutablePointer<(fingerprint: UInt64, lastSeen: Int64)>
+    private var mask: Int
+    private let maxSlots: Int
+    private(set) var count = 0
+    private let capacity: Int
+    var warmSink: UInt64 = 0
+    private static let initialSlots = 1024
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        var size = Self.initialSlots
+        while size < capacity * 2 { size *= 2 }
+        maxSlots = max(size, Self.initialSlots)
+        slots = Self.allocate(min(Self.initialSlots, maxSlots))
+        mask = min(Self.initialSlots, maxSlots) - 1
+    }
+
+    private static func allocate(_ size: Int) -> UnsafeMutablePointer<(fingerprint: UInt64, lastSeen: Int64)> {
+        let pointer = UnsafeMutablePointer<(fingerprint: UInt64, lastSeen: Int64)>.allocate(capacity: size)
+        pointer.initialize(repeating: (0, 0), count: size)
+        return pointer
+    }
+
+    @inline(__always)
+    func peek(_ fingerprint: UInt64) -> UInt64 {
+        slots[Int(truncatingIfNeeded: fingerprint) & mask].fingerprint
+    }
+
+    @inline(__always)
+    func find(_ fingerprint: UInt64) -> Int? {
+        var index = Int(truncatingIfNeeded: fingerprint) & mask
+        while true {
+            let stored = slots[index].fingerprint
+            if stored == fingerprint { return index }
+            if stored == 0 { return nil }
+            index = (index + 1) & mask
+        }
+    }
+
+    @inline(__always)
+    func lastSeen(_ slot: Int) -> Int64 { slots[slot].lastSeen }
+
+    @inline(__always)
+    func refresh(_ slot: Int, to time: Int64) {
+        if time > slots[slot].lastSeen { slots[slot].lastSeen = time }
+    }
+
+    /// Adds a fingerprint that is not present; `false` when the table already holds `capacity` entries.
+    mutating func insert(_ fingerprint: UInt64, at time: Int64) -> Bool {
+        guard count < capacity else { return false }
+        if (count + 1) * 2 > mask + 1 && mask + 1 < maxSlots { grow() }
+        var index = Int(truncatingIfNeeded: fingerprint) & mask
+        while slots[index].fingerprint != 0 { index = (index + 1) & mask }
+        slots[index] = (fingerprint, time)
+        count += 1
+        return true
+    }
+
+    /// Frees the slots; the table must not be used afterwards.
+    func deallocate() { slots.deallocate() }
+
+    /// Forgets everything and returns to the initial size, so memory follows the traffic of the last windows.
+    mutating func removeAll() {
+        guard count > 0 else { return }
+        slots.deallocate()
+        let size = min(Self.initialSlots, maxSlots)
+        slots = Self.allocate(size)
+        mask = size - 1
+        count = 0
+    }
+
+    private mutating func grow() {
+        let oldSlots = slots
+        let oldSize = mask + 1
+        let size = oldSize * 2
+        slots = Self.allocate(size)
+        mask = size - 1
+        for index in 0..<oldSize where oldSlots[index].fingerprint != 0 {
+            var target = Int(truncatingIfNeeded: oldSlots[index].fingerprint) & mask
+            while slots[target].fingerprint != 0 { target = (target + 1) & mask }
+            slots[target] = oldSlots[index]
+        }
+        oldSlots.deallocate()
+    }
+}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ConnCapture
 import ConnCore
+import ConnMetrics
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -16,59 +17,32 @@ struct RunCommand: AsyncParsableCommand {
         abstract: "Monitor this host's inbound connection attempts until SIGINT or SIGTERM."
     )
 
-    /// Where attempts are captured.
-    enum SourceKind: String, ExpressibleByArgument, CaseIterable {
-        case pcap
-    }
-
-    @Option(help: "The interface to watch (default: the one holding the default route; `any` for all).")
-    var interface: String?
-
-    @Option(help: "Capture with libpcap (pcap).")
-    var source: SourceKind = .pcap
-
-    @Flag(help: "Report attempts to any destination, not only to this host's own addresses.")
-    var allDestinations = false
-
-    @OptionGroup var detection: DetectionOptions
+    @OptionGroup var options: RunOptions
 
     func run() async throws {
-        bootstrapLogging(level: detection.logLevel)
-        signal(SIGPIPE, SIG_IGN)
-        let logger = Logger(label: "conntrackr")
-        guard let interface = interface ?? HostNetwork.defaultRouteInterface() else {
-            exitWithFailure(
-                ConntrackrError(.noSuchInterface, "no default route to pick an interface from: pass --interface")
-            )
-        }
-        // Live output must never stall capture: a slow reader loses events (counted), not packets.
-        let writer = EventWriter(format: detection.format, policy: .dropWhenBehind(maxQueuedBytes: 8 << 20))
-        let pipeline = ConnectionPipeline(
-            configuration: detection.pipelineConfiguration,
-            events: writer,
-            logger: logger
-        )
-        let packetSource = PcapLiveSource(
-            configuration: .init(
-                interface: interface,
-                destinations: allDestinations ? nil : HostNetwork.addresses()
-            ),
-            logger: logger
-        )
-        let capture = CaptureService(source: packetSource, pipeline: pipeline, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: capture)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
+        let settings: AgentSettings
         do {
-            try await group.run()
+            settings = try options.resolve()
         } catch {
-            writer.close()
             exitWithFailure(error)
         }
-        writer.close()
+        bootstrapLogging(level: settings.logLevel, format: settings.logFormat)
+        signal(SIGPIPE, SIG_IGN)
+        let logger = Logger(label: "conntrackr")
+        let agent: Agent
+        do {
+            agent = try await Agent.assemble(settings: settings, logger: logger)
+        } catch {
+            exitWithFailure(error)
+        }
+        let outcome: (any Error)?
+        do {
+            try await agent.run()
+            outcome = nil
+        } catch {
+            outcome = error
+        }
+        agent.shutDown()
+        if let outcome { exitWithFailure(outcome) }
     }
 }

@@ -176,14 +176,32 @@ struct RetransmitFilterTests {
         #expect(verdicts == [true, false, false, false, true, true])
     }
 
-    @Test("The cap evicts the oldest 4-tuple and counts it")
+    @Test("A full generation reports further 4-tuples as new without remembering them, and counts them")
     func cap() {
         let filter = RetransmitFilter(capacity: 2)
         let verdicts = [
             attempt(0, sourcePort: 1), attempt(0, sourcePort: 2), attempt(0, sourcePort: 3),
             attempt(1, sourcePort: 1), attempt(1, sourcePort: 3),
         ].map { filter.isNewConnection($0) }
-        #expect(verdicts == [true, true, true, true, false])
+        #expect(verdicts == [true, true, true, false, true])
         #expect(filter.evictions == 2)
+    }
+
+    @Test("Generations keep exactly what the window needs", arguments: [0.5, 59.9, 60.0, 60.1, 119.9, 120.0, 130.0])
+    func generations(gap: Double) {
+        let filter = RetransmitFilter()
+        // Traffic from other tuples moves the generations along in between.
+        #expect(filter.isNewConnection(attempt(10)))
+        for tick in stride(from: 10.0, through: 10 + gap, by: 7) { _ = filter.isNewConnection(attempt(tick, sourcePort: 9)) }
+        #expect(filter.isNewConnection(attempt(10 + gap)) == (gap >= 60))
+    }
+
+    @Test("Memory follows traffic: idle generations are dropped")
+    func idleGenerationsDropped() {
+        let filter = RetransmitFilter()
+        for port in 0..<1000 { _ = filter.isNewConnection(attempt(0, sourcePort: UInt16(port))) }
+        #expect(filter.count == 1000)
+        filter.expire(now: Int64(121e9))
+        #expect(filter.count == 0)
     }
 }

@@ -1,0 +1,79 @@
+public import ConnCore
+
+/// The `--allow-file` format: one address or CIDR per line.
+///
+/// ```
+/// # office and monitoring
+/// 198.51.100.0/24
+/// 2001:db8:42::/48   # trailing comments are fine
+/// 203.0.113.9
+/// ```
+/// Blank lines and everything after `#` are ignored; leading and trailing spaces, tabs and CRLF endings are
+/// tolerated. A CIDR with host bits set (`198.51.100.7/24`) means its network. Anything else on a line is an
+/// error naming the file and the line, so a typo never silently leaves a host unprotected.
+public enum AllowFile: Sendable {
+    /// Parses the contents of an allow file; `path` is used only in error messages.
+    /// - Throws: ``ConntrackrError`` with code `invalidConfiguration` for the first bad line.
+    public static func parse(_ contents: [UInt8], path: String) throws(ConntrackrError) -> [IPPrefix] {
+        var prefixes: [IPPrefix] = []
+        for (number, line) in TextFile.lines(contents) {
+            let content = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            let words = content.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if words.isEmpty { continue }
+            guard words.count == 1, let prefix = parsePrefix(words[0]) else {
+                throw ConntrackrError(
+                    .invalidConfiguration,
+                    "\(path):\(number): expected one address or CIDR, found '\(printable(content))'"
+                )
+            }
+            prefixes.append(prefix)
+        }
+        return prefixes
+    }
+
+    /// Reads and parses the allow file at `path`.
+    /// - Throws: ``ConntrackrError`` (`invalidConfiguration`) when the file cannot be read or has a bad line.
+    public static func load(path: String) throws(ConntrackrError) -> [IPPrefix] {
+        let contents: [UInt8]
+        do {
+            contents = try TextFile.contents(of: path)
+        } catch {
+            throw ConntrackrError(.invalidConfiguration, "cannot read allow file \(path): \(error.text)")
+        }
+        return try parse(contents, path: path)
+    }
+
+    /// An address or CIDR, refusing characters that `inet_pton` would never accept anyway, so that a NUL or a
+    /// zone index (`fe80::1%eth0`) cannot be half-parsed.
+    static func parsePrefix(_ word: Substring) -> IPPrefix? {
+        let allowed = word.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"),
+                UInt8(ascii: "A")...UInt8(ascii: "F"), UInt8(ascii: "."), UInt8(ascii: ":"), UInt8(ascii: "/"):
+                true
+            default:
+                false
+            }
+        }
+        guard allowed, word.utf8.count <= 64 else { return nil }
+        return IPPrefix(String(word))
+    }
+
+    /// The line as the user should see it in a one-line error: trimmed, at most 60 characters, control
+    /// characters shown as `?`.
+    private static func printable(_ text: Substring) -> String {
+        let trimmed = text.trimmingSpaces
+        let shown = trimmed.unicodeScalars.prefix(60).map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) }
+        return String(shown) + (trimmed.unicodeScalars.count > 60 ? "..." : "")
+    }
+}
+
+extension Substring {
+    fileprivate var trimmingSpaces: Substring {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
+            return ""
+        }
+        return self[first...last]
+    }
+}

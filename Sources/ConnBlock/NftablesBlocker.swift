@@ -1,0 +1,319 @@
+public import ConnCore
+import Synchronization
+
+/// A ``Blocker`` for hosts where XDP cannot attach: blocked prefixes go into nftables sets in a table of
+/// conntrackr's own, and a chain at prerouting priority -300 (raw) drops their packets.
+///
+/// The table (`table inet conntrackr` by default) holds:
+/// - `blocked4` and `blocked6`, interval sets with per-element timeouts and packet counters. A block with a TTL
+///   gets a kernel timeout, so it lapses on time even if the agent stalls; ``removeExpired(asOf:)`` reports
+///   entries whose time is up (those the kernel already dropped included) and deletes any still present.
+///   Each element's comment carries its ``BlockEntry``, so `conntrackr blocklist` in another process sees the
+///   same reason, origin and times.
+/// - `allowed4` and `allowed6`, filled by ``createTable(allowing:)`` and ``replaceAllowlist(_:)`` and accepted
+///   before any drop: the allowlist wins in the kernel as well as in ``BlockController``, which refuses to block
+///   allowlisted prefixes in the first place. The kernel check keeps a hand-made or fleet-learned block that
+///   covers an allowlisted address from cutting it off.
+///
+/// Changes are applied by running `nft -f -` with a generated script (one atomic transaction each) and read back
+/// with `nft -j list table`. Calls are serialised, so each takes a few milliseconds of `nft` time.
+///
+/// - Important: an interval set cannot hold overlapping prefixes: blocking 198.51.100.7 while 198.51.100.0/24
+///   is blocked fails with an error naming the wider block (its traffic is already dropped).
+/// - Important: the table lives until ``removeTable()``; the agent calls it on exit. ``createTable(allowing:)``
+///   replaces a table left behind by an agent that was killed.
+public final class NftablesBlocker: Blocker {
+    /// Where and how the blocker works.
+    public struct Configuration: Hashable, Sendable {
+        /// The name of conntrackr's table in the `inet` family: letters, digits and `_`, starting with a letter.
+        public var table: String
+        /// The command that runs nft, arguments to come after it; `["ip", "netns", "exec", "NS", "nft"]` works
+        /// in a network namespace.
+        public var command: [String]
+        /// The most entries in the sets; further new prefixes are refused. `nil`: no limit of the blocker's own.
+        public var capacity: Int?
+        /// How long one nft run may take before it is killed.
+        public var commandTimeout: Duration
+
+        public init(
+            table: String = "conntrackr",
+            command: [String] = ["nft"],
+            capacity: Int? = nil,
+            commandTimeout: Duration = .seconds(10)
+        ) {
+            self.table = table
+            self.command = command
+            self.capacity = capacity
+            self.commandTimeout = commandTimeout
+        }
+    }
+
+    public let name = "nftables"
+    public let configuration: Configuration
+
+    private struct State {
+        /// Entries with an expiry that this blocker added and has not yet reported as expired or removed: the
+        /// kernel drops timed-out elements silently, so this is how ``removeExpired(asOf:)`` knows to report them.
+        var expiring: [IPPrefix: BlockEntry] = [:]
+    }
+
+    private let runner: any CommandRunner
+    private let clock: @Sendable () -> Timestamp
+    private let script: NftablesScript
+    // The lock is held across nft runs on purpose: it keeps a listing and the change made from it consistent.
+    private let state = Mutex(State())
+
+    /// A blocker working on the table `configuration.table`; nothing is run until a method is called.
+    /// - Parameters:
+    ///   - runner: runs nft; unit tests pass a fake.
+    ///   - clock: the wall clock, for kernel timeouts (tests pass a fixed one).
+    /// - Throws: ``ConntrackrError`` (`invalidConfiguration`) for a table name nft would misread.
+    public init(
+        _ configuration: Configuration = Configuration(),
+        runner: any CommandRunner = SpawnCommandRunner(),
+        clock: @escaping @Sendable () -> Timestamp = { Timestamp.now() }
+    ) throws(ConntrackrError) {
+        guard Self.isIdentifier(configuration.table) else {
+            throw ConntrackrError(
+                .invalidConfiguration,
+                "nftables table name '\(configuration.table)' must be letters, digits and _, starting with a letter"
+            )
+        }
+        guard !configuration.command.isEmpty else {
+            throw ConntrackrError(.invalidConfiguration, "no command given to run nft")
+        }
+        self.configuration = configuration
+        self.runner = runner
+        self.clock = clock
+        self.script = NftablesScript(table: configuration.table)
+    }
+
+    /// Creates conntrackr's table, replacing one of the same name (a killed agent's), with `allowlist` in the
+    /// allow sets.
+    /// - Throws: ``ConntrackrError``: `missingPrivilege` without CAP_NET_ADMIN, `blockerFailed` when nft is
+    ///   missing or refuses the script (nft's message included).
+    public func createTable(allowing allowlist: Allowlist = Allowlist()) throws(ConntrackrError) {
+        try state.withLock { (state: inout State) throws(ConntrackrError) in
+            try apply(script.create(allowing: allowlist.entries.map(\.prefix)), doing: "creating table")
+            state.expiring = [:]
+        }
+    }
+
+    /// Replaces the allow sets' contents (on SIGHUP). Blocks already made stay.
+    public func replaceAllowlist(_ allowlist: Allowlist) throws(ConntrackrError) {
+        try state.withLock { (_: inout State) throws(ConntrackrError) in
+            try apply(script.replaceAllowed(allowlist.entries.map(\.prefix)), doing: "replacing the allowlist")
+        }
+    }
+
+    /// Deletes conntrackr's table and every block in it; nothing happens when it does not exist.
+    public func removeTable() throws(ConntrackrError) {
+        try state.withLock { (state: inout State) throws(ConntrackrError) in
+            try apply(script.delete(), doing: "removing table")
+            state.expiring = [:]
+        }
+    }
+
+    public func add(_ entry: BlockEntry) throws(ConntrackrError) -> Bool {
+        try state.withLock { (state: inout State) throws(ConntrackrError) -> Bool in
+            let now = clock()
+            if let capacity = configuration.capacity {
+                let current = try kernelEntries(now: now)
+                if current.count >= capacity, !current.contains(where: { $0.prefix == entry.prefix }) { return false }
+            }
+            var timeout: Duration?
+            if let expires = entry.expires {
+                let remaining = expires - now
+                timeout = remaining <= NftablesScript.longestKernelTimeout ? remaining : nil
+            }
+            let result = try run(["-f", "-"], input: script.add(entry, timeout: timeout))
+            if result.status != 0 {
+                let error = Self.error(result, doing: "blocking \(entry.prefix.compactDescription)")
+                guard error.message.contains("interval overlaps") else { throw error }
+                throw (try? overlapError(for: entry.prefix, now: now)) ?? error
+            }
+            state.expiring[entry.prefix] = entry.expires == nil ? nil : entry
+            return true
+        }
+    }
+
+    public func remove(_ prefix: IPPrefix) throws(ConntrackrError) -> Bool {
+        try state.withLock { (state: inout State) throws(ConntrackrError) -> Bool in
+            let present = try kernelEntries(now: clock()).contains { $0.prefix == prefix }
+            if present {
+                try apply(script.remove([prefix]), doing: "unblocking \(prefix.compactDescription)")
+            }
+            let tracked = state.expiring.removeValue(forKey: prefix) != nil
+            return present || tracked
+        }
+    }
+
+    /// The entries in the sets, plus those this blocker added that the kernel has timed out but
+    /// ``removeExpired(asOf:)`` has not yet reported. Elements added by hand without a conntrackr comment show
+    /// as `manual`, with times worked out from their timeout.
+    public func entries() throws(ConntrackrError) -> [BlockEntry] {
+        try state.withLock { (state: inout State) throws(ConntrackrError) -> [BlockEntry] in
+            let now = clock()
+            var result = try kernelEntries(now: now)
+            let present = Set(result.map(\.prefix))
+            for (prefix, entry) in state.expiring where !present.contains(prefix) {
+                // Gone from the kernel: timed out (allowing for timer granularity), or deleted behind our back.
+                if let expires = entry.expires, expires <= now + .seconds(1) {
+                    result.append(entry)
+                } else {
+                    state.expiring[prefix] = nil
+                }
+            }
+            return result.sorted(by: InMemoryBlocker.prefixOrder)
+        }
+    }
+
+    /// Reports the entries whose time is up at `now`, and deletes those the kernel still holds.
+    ///
+    /// Runs nft only when an entry this blocker added is due; elements other processes added with a timeout
+    /// lapse in the kernel by themselves and are reported here only if they are due at the same time.
+    public func removeExpired(asOf now: Timestamp) throws(ConntrackrError) -> [BlockEntry] {
+        try state.withLock { (state: inout State) throws(ConntrackrError) -> [BlockEntry] in
+            guard state.expiring.values.contains(where: { $0.expires.map { $0 <= now } ?? false }) else {
+                return []
+            }
+            let current = try kernelEntries(now: clock())
+            var expired: [IPPrefix: BlockEntry] = [:]
+            var stillPresent: [IPPrefix] = []
+            for entry in current {
+                if let expires = entry.expires, expires <= now {
+                    expired[entry.prefix] = entry
+                    stillPresent.append(entry.prefix)
+                } else if state.expiring[entry.prefix] != nil {
+                    // Replaced meanwhile (by another agent or by hand) with a later expiry: follow the kernel.
+                    state.expiring[entry.prefix] = entry.expires == nil ? nil : entry
+                }
+            }
+            let inKernel = Set(current.map(\.prefix))
+            for (prefix, entry) in state.expiring where !inKernel.contains(prefix) {
+                if let expires = entry.expires, expires <= now { expired[prefix] = entry }
+            }
+            if !stillPresent.isEmpty {
+                try apply(script.remove(stillPresent), doing: "removing expired blocks")
+            }
+            for prefix in expired.keys { state.expiring[prefix] = nil }
+            return expired.values.sorted(by: InMemoryBlocker.prefixOrder)
+        }
+    }
+
+    // MARK: - Running nft
+
+    /// The entries of both block sets, as the kernel holds them now.
+    private func kernelEntries(now: Timestamp) throws(ConntrackrError) -> [BlockEntry] {
+        let result = try run(["-j", "list", "table", NftablesScript.family, configuration.table], input: "")
+        guard result.status == 0 else {
+            if String(decoding: result.standardError, as: UTF8.self).contains("No such file or directory") {
+                throw ConntrackrError(
+                    .blockerFailed,
+                    "nftables table \(NftablesScript.family) \(configuration.table) does not exist "
+                        + "(not created yet, or the ruleset was flushed)"
+                )
+            }
+            throw Self.error(result, doing: "listing blocks")
+        }
+        let sets = try NftablesListing.elements(
+            in: result.standardOutput,
+            sets: [NftablesScript.blocked4, NftablesScript.blocked6]
+        )
+        var entries: [BlockEntry] = []
+        for (name, elements) in sets {
+            for element in elements where element.prefix.address.isIPv4 == (name == NftablesScript.blocked4) {
+                entries.append(Self.entry(element, now: now))
+            }
+        }
+        return entries
+    }
+
+    /// The entry an element stands for: its comment when it is one of ours, else a `manual` block whose times
+    /// come from the element's timeout.
+    static func entry(_ element: NftablesElement, now: Timestamp) -> BlockEntry {
+        if let comment = element.comment,
+            let entry = EntryComment.decode(comment, prefix: element.prefix, droppedPackets: element.packets)
+        {
+            return entry
+        }
+        var since = now
+        var expires: Timestamp?
+        if let left = element.expiresInSeconds {
+            expires = now + .seconds(left)
+            if let timeout = element.timeoutSeconds { since = now + .seconds(left - timeout) }
+        }
+        return BlockEntry(
+            prefix: element.prefix,
+            reason: .manual,
+            since: since,
+            expires: expires,
+            droppedPackets: element.packets
+        )
+    }
+
+    /// After nft refused an element as overlapping, an error naming the block it overlaps; `nil` when nft
+    /// refused it for another reason.
+    private func overlapError(for prefix: IPPrefix, now: Timestamp) throws(ConntrackrError) -> ConntrackrError? {
+        let overlapping = try kernelEntries(now: now).first {
+            $0.prefix != prefix && ($0.prefix.contains(prefix.address) || prefix.contains($0.prefix.address))
+        }
+        guard let overlapping else { return nil }
+        return ConntrackrError(
+            .blockerFailed,
+            "nftables cannot block \(prefix.compactDescription): it overlaps the block on "
+                + "\(overlapping.prefix.compactDescription), and nftables interval sets cannot hold "
+                + "overlapping prefixes"
+        )
+    }
+
+    private func apply(_ text: String, doing action: String) throws(ConntrackrError) {
+        let result = try run(["-f", "-"], input: text)
+        guard result.status == 0 else { throw Self.error(result, doing: action) }
+    }
+
+    private func run(_ arguments: [String], input: String) throws(ConntrackrError) -> CommandResult {
+        do {
+            return try runner.run(
+                configuration.command + arguments,
+                input: Array(input.utf8),
+                timeout: configuration.commandTimeout
+            )
+        } catch {
+            var message = "nftables blocker: \(error.message)"
+            if error.message.hasSuffix("not found on PATH") { message += " (install the nftables package)" }
+            throw ConntrackrError(error.code, message)
+        }
+    }
+
+    /// One line from nft's complaint: its first `Error:` line, with a hint when the cause is a missing privilege.
+    static func error(_ result: CommandResult, doing action: String) -> ConntrackrError {
+        let text = String(decoding: result.standardError, as: UTF8.self)
+        let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: " \t\r") }.filter { !$0.isEmpty }
+        let line = lines.first { $0.contains("Error:") } ?? lines.first ?? "nft exited with status \(result.status)"
+        let shown = line.count > 300 ? String(line.prefix(300)) + "..." : String(line)
+        if text.contains("Operation not permitted") {
+            return ConntrackrError(
+                .missingPrivilege,
+                "nftables: \(action) failed: \(shown) (conntrackr needs CAP_NET_ADMIN for --block nftables)"
+            )
+        }
+        return ConntrackrError(.blockerFailed, "nftables: \(action) failed: \(shown)")
+    }
+
+    private static func isIdentifier(_ name: String) -> Bool {
+        guard let first = name.utf8.first, name.utf8.count <= 64 else { return false }
+        let isLetter = { (byte: UInt8) in (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20) }
+        let isDigit = { (byte: UInt8) in (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
+        return isLetter(first) && name.utf8.allSatisfy { isLetter($0) || isDigit($0) || $0 == UInt8(ascii: "_") }
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingCharacters(in set: String) -> Substring {
+        var result = self[...]
+        while let first = result.first, set.contains(first) { result = result.dropFirst() }
+        while let last = result.last, set.contains(last) { result = result.dropLast() }
+        return result
+    }
+}

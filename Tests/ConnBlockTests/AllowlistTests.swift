@@ -1,0 +1,203 @@
+import ConnBlock
+import ConnCore
+import Foundation
+import Testing
+
+@Suite struct AllowFileTests {
+    @Test func readsAddressesCIDRsCommentsBlankLinesAndCRLF() throws {
+        let prefixes = try AllowFile.load(path: fixturePath("allow-good.txt"))
+        #expect(
+            prefixes == [
+                prefix("198.51.100.0/24"),
+                prefix("203.0.113.9"),
+                prefix("2001:db8:42::/48"),
+                prefix("2001:db8::7"),
+                // Host bits set in a CIDR mean its network.
+                prefix("203.0.113.76/30"),
+            ]
+        )
+        #expect(prefixes[1].length == 32)
+        #expect(prefixes[3].length == 128)
+    }
+
+    @Test(arguments: [
+        ("allow-bad-address.txt", 4, "203.0.113.300"),
+        ("allow-bad-ipv6-length.txt", 2, "2001:db8:1::/129"),
+        ("allow-two-words.txt", 1, "198.51.100.1 198.51.100.2"),
+    ])
+    func aBadLineIsAnErrorNamingFileAndLine(file: String, line: Int, text: String) {
+        let path = fixturePath(file)
+        #expect {
+            try AllowFile.load(path: path)
+        } throws: { error in
+            guard let error = error as? ConntrackrError else { return false }
+            return error.code == .invalidConfiguration && error.message.hasPrefix("\(path):\(line): ")
+                && error.message.contains("'\(text)'") && !error.message.contains("\n")
+        }
+    }
+
+    @Test(arguments: [
+        "fe80::1%eth0",  // zone indexes are not addresses here
+        "198.51.100.1\u{0}junk",  // a NUL must not cut the text short before parsing
+        "198.51.100.1/",
+        "/24",
+        "198.51.100.0/+24",
+        "198.51.100.0/33",
+        "::ffff:zz",
+        "2001:db8::/64/64",
+        String(repeating: "1", count: 300),
+        "\u{1B}[31m198.51.100.1",
+    ])
+    func rejectsMalformedWords(text: String) {
+        #expect(throws: ConntrackrError.self) { try AllowFile.parse(Array("\(text)\n".utf8), path: "x") }
+    }
+
+    @Test func errorTextStaysOnOneLineAndShort() throws {
+        let junk = "\u{1B}[2J" + String(repeating: "x", count: 500)
+        let error = try #require(throws: ConntrackrError.self) { try AllowFile.parse(Array(junk.utf8), path: "f") }
+        #expect(!error.message.contains("\u{1B}"))
+        #expect(error.message.count < 120)
+    }
+
+    @Test func emptyAndCommentOnlyFilesAllowNothing() throws {
+        #expect(try AllowFile.parse([], path: "x").isEmpty)
+        #expect(try AllowFile.parse(Array("# nothing\n\n   \n\t# still nothing".utf8), path: "x").isEmpty)
+    }
+
+    @Test func binaryJunkIsAnErrorNotACrash() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            let bytes = (0..<64).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            // Either an error or prefixes; never a trap.
+            _ = try? AllowFile.parse(bytes, path: "junk")
+        }
+    }
+
+    @Test func aMissingFileIsAnErrorNamingIt() {
+        #expect {
+            try AllowFile.load(path: "/nonexistent/conntrackr-allow")
+        } throws: { error in
+            (error as? ConntrackrError)?.message
+                == "cannot read allow file /nonexistent/conntrackr-allow: No such file or directory"
+        }
+    }
+}
+
+@Suite struct DefaultGatewayTests {
+    @Test func ipv4DefaultRoutesWithAGatewayAndUp() throws {
+        let gateways = DefaultGateways.ipv4(routeTable: try fixtureBytes("route"))
+        #expect(gateways == [address("203.0.113.1"), address("198.51.100.1")])
+    }
+
+    @Test func ipv6DefaultRoutesSkipRejectAndUnreachable() throws {
+        let gateways = DefaultGateways.ipv6(routeTable: try fixtureBytes("ipv6_route"))
+        #expect(gateways == [address("fe80::1"), address("2001:db8:0:2::1")])
+    }
+
+    @Test func missingTablesMeanNoGateways() throws {
+        #expect(
+            try DefaultGateways.read(ipv4RouteTable: "/nonexistent/route", ipv6RouteTable: "/nonexistent/ipv6").isEmpty
+        )
+    }
+
+    @Test func anUnreadableTableIsAnError() {
+        // A directory cannot be read as a file.
+        #expect(throws: ConntrackrError.self) {
+            try DefaultGateways.read(ipv4RouteTable: fixturePath(""), ipv6RouteTable: "/nonexistent")
+        }
+    }
+
+    @Test func junkNeverCrashes() {
+        for _ in 0..<200 {
+            let bytes = (0..<200).map { _ in UInt8.random(in: 0...255) }
+            _ = DefaultGateways.ipv4(routeTable: bytes)
+            _ = DefaultGateways.ipv6(routeTable: bytes)
+        }
+    }
+
+    /// The parser agrees with iproute2 about this machine's own default routes (main table).
+    @Test func agreesWithIPRouteOnThisHost() throws {
+        let ours = try DefaultGateways.read()
+        let theirs = try ipRouteDefaultGateways("-4") + ipRouteDefaultGateways("-6")
+        #expect(Set(ours) == Set(theirs))
+    }
+
+    private func ipRouteDefaultGateways(_ family: String) throws -> [IPAddress] {
+        let output = try shell(["ip", "-j", family, "route", "show", "default", "table", "main"])
+        let routes = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]] ?? []
+        return routes.compactMap { ($0["gateway"] as? String).flatMap(IPAddress.init) }
+    }
+}
+
+@Suite struct HostAllowlistTests {
+    let fixtures = HostAllowlist(
+        allowed: [prefix("198.51.100.128/25"), prefix("2001:db8:77::/48")],
+        allowFiles: [fixturePath("allow-good.txt")],
+        ipv4RouteTable: fixturePath("route"),
+        ipv6RouteTable: fixturePath("ipv6_route")
+    )
+
+    @Test func everySourceWithItsReason() throws {
+        let allowlist = try fixtures.build(
+            hostAddresses: [address("127.0.0.1"), address("::1"), address("203.0.113.5"), address("fe80::5")]
+        )
+        #expect(allowlist.reason(for: address("127.0.0.1")) == "loopback")
+        #expect(allowlist.reason(for: address("::1")) == "loopback")
+        #expect(allowlist.reason(for: address("203.0.113.5")) == "host address")
+        #expect(allowlist.reason(for: address("fe80::5")) == "host address")
+        #expect(allowlist.reason(for: address("203.0.113.1")) == "gateway")
+        #expect(allowlist.reason(for: address("198.51.100.1")) == "gateway")
+        #expect(allowlist.reason(for: address("fe80::1")) == "gateway")
+        #expect(allowlist.reason(for: address("2001:db8:0:2::1")) == "gateway")
+        #expect(allowlist.reason(for: address("198.51.100.200")) == "configured")
+        #expect(allowlist.reason(for: address("2001:db8:77:1::1")) == "configured")
+        #expect(allowlist.reason(for: address("2001:db8:42::99")) == "configured")
+        #expect(allowlist.reason(for: address("203.0.113.9")) == "configured")
+        // Not listed: another host on the gateway's network, another IPv6 host.
+        #expect(allowlist.reason(for: address("203.0.113.6")) == nil)
+        #expect(allowlist.reason(for: address("2001:db8:0:2::2")) == nil)
+        // Loopback from the interfaces is not listed twice.
+        #expect(allowlist.entries.filter { $0.prefix == prefix("127.0.0.1") }.isEmpty)
+    }
+
+    @Test func aBadAllowFileFailsTheBuild() {
+        var broken = fixtures
+        broken.allowFiles.append(fixturePath("allow-bad-address.txt"))
+        #expect(throws: ConntrackrError.self) { try broken.build(hostAddresses: []) }
+    }
+
+    @Test func thisHostsOwnAddressesAreAllowed() throws {
+        let allowlist = try HostAllowlist().build()
+        for text in try interfaceAddresses() {
+            let reason = allowlist.reason(for: address(text))
+            #expect(reason == "host address" || reason == "loopback", "\(text)")
+        }
+    }
+
+    /// getifaddrs agrees with iproute2 about the addresses of this namespace's loopback and default-route
+    /// interfaces (the ones other helpers' labs never touch).
+    @Test func hostAddressesMatchIPAddr() throws {
+        let ours = Set(try HostAddresses.current())
+        for text in try interfaceAddresses() {
+            #expect(ours.contains(address(text)), "\(text) missing from getifaddrs")
+        }
+    }
+
+    private func interfaceAddresses() throws -> [String] {
+        let defaultRoute = try shell(["ip", "-j", "route", "show", "default"])
+        let routes = try JSONSerialization.jsonObject(with: Data(defaultRoute.utf8)) as? [[String: Any]] ?? []
+        let devices = Set(["lo"] + routes.compactMap { $0["dev"] as? String })
+        var addresses: [String] = []
+        for device in devices {
+            let output = try shell(["ip", "-j", "address", "show", "dev", device])
+            let interfaces = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]] ?? []
+            for interface in interfaces {
+                for info in interface["addr_info"] as? [[String: Any]] ?? [] {
+                    if let local = info["local"] as? String { addresses.append(local) }
+                }
+            }
+        }
+        #expect(addresses.contains("127.0.0.1"))
+        return addresses
+    }
+}

@@ -1,0 +1,236 @@
+import ConnBlock
+import ConnCore
+import Dispatch
+import Foundation
+import Testing
+
+/// The nftables blocker against the real kernel, each test in a network namespace of its own.
+@Suite(.enabled(if: geteuid() == 0, "needs root for network namespaces and nftables"), .timeLimit(.minutes(1)))
+struct NftablesKernelTests {
+    func entry(
+        _ text: String,
+        ttl: Duration?,
+        reason: BlockReason = .portScan,
+        origin: BlockOrigin = .local
+    ) -> BlockEntry {
+        let now = Timestamp.now()
+        return BlockEntry(
+            prefix: prefix(text),
+            reason: reason,
+            origin: origin,
+            since: now,
+            expires: ttl.map { now + $0 }
+        )
+    }
+
+    @Test func createAddListReplaceRemoveAndDeleteTheTable() throws {
+        let namespace = try NetworkNamespace("nft")
+        defer { namespace.remove() }
+        let table = "ctr_test_\(runSuffix())"
+        let blocker = try NftablesBlocker(.init(table: table, command: namespace.nft))
+        try blocker.createTable(allowing: Allowlist([.init(prefix: prefix("203.0.113.0/24"), reason: "configured")]))
+
+        let scanner = entry("198.51.100.7", ttl: .seconds(3600))
+        let learned = entry("2001:db8:0:bad::/64", ttl: nil, reason: .manual, origin: .fleet)
+        #expect(try blocker.add(scanner))
+        #expect(try blocker.add(learned))
+        // Element comments carry the entries whole, so they read back exactly.
+        #expect(try blocker.entries() == [scanner, learned])
+
+        let blocked4 = try namespace.exec(["nft", "list", "set", "inet", table, "blocked4"])
+        #expect(blocked4.contains("198.51.100.7 counter packets 0 bytes 0 timeout "))
+        let blocked6 = try namespace.exec(["nft", "list", "set", "inet", table, "blocked6"])
+        // Permanent: no timeout between the counter and the comment.
+        #expect(blocked6.contains("2001:db8:0:bad::/64 counter packets 0 bytes 0 comment "))
+        let allowed4 = try namespace.exec(["nft", "list", "set", "inet", table, "allowed4"])
+        #expect(allowed4.contains("127.0.0.0/8") && allowed4.contains("203.0.113.0/24"))
+        let chain = try namespace.exec(["nft", "list", "chain", "inet", table, "prerouting"])
+        #expect(chain.contains("type filter hook prerouting priority raw; policy accept;"))
+
+        // Adding the same prefix again replaces its entry.
+        var renewed = scanner
+        renewed.expires = scanner.since + .seconds(7200)
+        #expect(try blocker.add(renewed))
+        #expect(try blocker.entries() == [renewed, learned])
+
+        #expect(try blocker.remove(scanner.prefix))
+        #expect(try !blocker.remove(scanner.prefix))
+        #expect(try blocker.entries() == [learned])
+
+        try blocker.replaceAllowlist(Allowlist())
+        let emptied = try namespace.exec(["nft", "list", "set", "inet", table, "allowed4"])
+        #expect(emptied.contains("127.0.0.0/8") && !emptied.contains("203.0.113.0/24"))
+
+        try blocker.removeTable()
+        #expect(try !namespace.exec(["nft", "list", "tables"]).contains(table))
+        try blocker.removeTable()  // idempotent
+        #expect(throws: ConntrackrError.self) { try blocker.entries() }
+    }
+
+    @Test func createTableReplacesALeftoverTable() throws {
+        let namespace = try NetworkNamespace("nft")
+        defer { namespace.remove() }
+        let table = "ctr_test_\(runSuffix())"
+        let first = try NftablesBlocker(.init(table: table, command: namespace.nft))
+        try first.createTable()
+        _ = try first.add(entry("198.51.100.7", ttl: nil))
+        // A new agent after a kill -9 starts clean.
+        let second = try NftablesBlocker(.init(table: table, command: namespace.nft))
+        try second.createTable()
+        #expect(try second.entries().isEmpty)
+        // A second process (conntrackr blocklist) sees the agent's entries without creating anything.
+        _ = try second.add(entry("198.51.100.8", ttl: .seconds(60)))
+        #expect(try first.entries().map(\.prefix) == [prefix("198.51.100.8")])
+    }
+
+    @Test func theKernelTimesEntriesOutAndTheSweepReportsThem() throws {
+        let namespace = try NetworkNamespace("nft")
+        defer { namespace.remove() }
+        let table = "ctr_test_\(runSuffix())"
+        let blocker = try NftablesBlocker(.init(table: table, command: namespace.nft))
+        try blocker.createTable()
+        let short = entry("198.51.100.7", ttl: .seconds(1))
+        let long = entry("2001:db8:0:bad::/64", ttl: .seconds(3600))
+        #expect(try blocker.add(short))
+        #expect(try blocker.add(long))
+
+        // Wait (bounded) for the kernel to drop the short one on its own.
+        let deadline = ContinuousClock.now + .seconds(6)
+        while try namespace.exec(["nft", "list", "set", "inet", table, "blocked4"]).contains("198.51.100.7") {
+            #expect(ContinuousClock.now < deadline, "the kernel did not time the element out")
+            if ContinuousClock.now >= deadline { return }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        // Gone from the kernel, still listed until the sweep reports it.
+        #expect(try blocker.entries() == [short, long])
+        #expect(try blocker.removeExpired(asOf: Timestamp.now()) == [short])
+        #expect(try blocker.removeExpired(asOf: Timestamp.now()).isEmpty)
+        #expect(try blocker.entries() == [long])
+
+        // An entry due by the agent's clock but not yet by the kernel's is deleted by the sweep.
+        let swept = try blocker.removeExpired(asOf: Timestamp.now() + .seconds(7200))
+        #expect(swept == [long])
+        #expect(try !namespace.exec(["nft", "list", "set", "inet", table, "blocked6"]).contains("2001:db8:0:bad::"))
+    }
+
+    @Test func overlappingPrefixesAreRefusedWithTheBlockInTheWay() throws {
+        let namespace = try NetworkNamespace("nft")
+        defer { namespace.remove() }
+        let blocker = try NftablesBlocker(.init(table: "ctr_test_\(runSuffix())", command: namespace.nft))
+        try blocker.createTable()
+        #expect(try blocker.add(entry("198.51.100.0/24", ttl: .seconds(60))))
+        let error = try #require(throws: ConntrackrError.self) {
+            try blocker.add(entry("198.51.100.7", ttl: .seconds(60)))
+        }
+        #expect(error.message.contains("cannot block 198.51.100.7: it overlaps the block on 198.51.100.0/24"))
+        #expect(try blocker.entries().map(\.prefix) == [prefix("198.51.100.0/24")])
+    }
+
+    @Test func concurrentCallersAllLand() throws {
+        let namespace = try NetworkNamespace("nft")
+        defer { namespace.remove() }
+        let blocker = try NftablesBlocker(.init(table: "ctr_test_\(runSuffix())", command: namespace.nft, capacity: 12))
+        try blocker.createTable()
+        DispatchQueue.concurrentPerform(iterations: 16) { index in
+            _ = try? blocker.add(entry("2001:db8::\(index + 1)", ttl: .seconds(60)))
+        }
+        #expect(try blocker.entries().count == 12)
+    }
+
+    @Test func withoutCapNetAdminTheErrorSaysSo() throws {
+        let namespace = try NetworkNamespace("nft")
+        defer { namespace.remove() }
+        let unprivileged = [
+            "ip", "netns", "exec", namespace.name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "nft",
+        ]
+        let blocker = try NftablesBlocker(.init(table: "ctr_test", command: unprivileged))
+        let error = try #require(throws: ConntrackrError.self) { try blocker.createTable() }
+        #expect(error.code == .missingPrivilege)
+        #expect(error.message.contains("CAP_NET_ADMIN"))
+        #expect(!error.message.contains("\n"))
+    }
+}
+
+/// Blocked sources really are dropped: a victim namespace runs the blocker and a listener, a peer namespace
+/// connects from several lab addresses over a veth pair.
+@Suite(.enabled(if: geteuid() == 0, "needs root for network namespaces and nftables"), .timeLimit(.minutes(1)))
+struct NftablesDropTests {
+    @Test func blockedSourcesCannotConnectWhileOthersCan() throws {
+        let victim = try NetworkNamespace("nftv")
+        defer { victim.remove() }
+        let peer = try NetworkNamespace("nftp")
+        defer { peer.remove() }
+        let suffix = runSuffix()
+        let victimLink = "ctr-v\(suffix)", peerLink = "ctr-p\(suffix)"
+        // Created inside the victim namespace, so nothing ever appears in the host's own.
+        try victim.exec(["ip", "link", "add", victimLink, "type", "veth", "peer", "name", peerLink, "netns", peer.name])
+        try victim.exec(["ip", "addr", "add", "203.0.113.1/24", "dev", victimLink])
+        try victim.exec(["ip", "-6", "addr", "add", "2001:db8:0:1::1/64", "dev", victimLink, "nodad"])
+        try victim.exec(["ip", "link", "set", victimLink, "up"])
+        try victim.exec(["ip", "-6", "route", "add", "2001:db8::/32", "dev", victimLink])
+        for source in ["203.0.113.10/24", "203.0.113.20/24", "203.0.113.33/24", "203.0.113.34/24"] {
+            try peer.exec(["ip", "addr", "add", source, "dev", peerLink])
+        }
+        for source in ["2001:db8:0:bad::2/64", "2001:db8:0:900d::2/64"] {
+            try peer.exec(["ip", "-6", "addr", "add", source, "dev", peerLink, "nodad"])
+        }
+        try peer.exec(["ip", "link", "set", peerLink, "up"])
+        try peer.exec(["ip", "-6", "route", "add", "2001:db8::/32", "dev", peerLink])
+
+        let listener = try BackgroundCommand(
+            ["ip", "netns", "exec", victim.name, "python3", "-m", "http.server", "8080", "--bind", "::"]
+        )
+        defer { listener.stop() }
+
+        let sources = [
+            "203.0.113.10", "203.0.113.20", "203.0.113.33", "203.0.113.34", "2001:db8:0:bad::2", "2001:db8:0:900d::2",
+        ]
+        let destinations = sources.map { $0.contains(":") ? "2001:db8:0:1::1" : "203.0.113.1" }
+        func results() throws -> [String: String] {
+            try connectResults(in: peer, from: sources, to: destinations, port: 8080)
+        }
+
+        // Before any block everyone gets through (retrying while the listener starts).
+        var before: [String: String] = [:]
+        for _ in 0..<20 {
+            before = try results()
+            if before.values.allSatisfy({ $0 == "open" }) { break }
+            Thread.sleep(forTimeInterval: 0.25)
+        }
+        try #require(before.values.allSatisfy { $0 == "open" }, "lab not ready: \(before)")
+
+        let blocker = try NftablesBlocker(.init(table: "ctr_test_\(suffix)", command: victim.nft))
+        // 203.0.113.33 is allowlisted and stays reachable although a hand-made /28 block covers it.
+        try blocker.createTable(allowing: Allowlist([.init(prefix: prefix("203.0.113.33"), reason: "configured")]))
+        let now = Timestamp.now()
+        for blocked in ["203.0.113.10", "203.0.113.32/28", "2001:db8:0:bad::/64"] {
+            #expect(
+                try blocker.add(
+                    BlockEntry(prefix: prefix(blocked), reason: .portScan, since: now, expires: now + .seconds(300))
+                )
+            )
+        }
+
+        let during = try results()
+        #expect(
+            during == [
+                "203.0.113.10": "TimeoutError",
+                "203.0.113.20": "open",
+                "203.0.113.33": "open",
+                "203.0.113.34": "TimeoutError",
+                "2001:db8:0:bad::2": "TimeoutError",
+                "2001:db8:0:900d::2": "open",
+            ]
+        )
+        let counted = try blocker.entries().first { $0.prefix == prefix("203.0.113.10") }
+        #expect((counted?.droppedPackets ?? 0) >= 1)
+
+        #expect(try blocker.remove(prefix("203.0.113.10")))
+        #expect(try results()["203.0.113.10"] == "open")
+
+        // Removing the table (agent exit) lifts every block.
+        try blocker.removeTable()
+        let after = try results()
+        #expect(after.values.allSatisfy { $0 == "open" }, "\(after)")
+    }
+}
