@@ -186,7 +186,10 @@ public final class EtcdStore: FleetStore {
     }
 
     public func delete(key: String) async throws {
-        let _: EmptyResponse = try await call("/v3/kv/deleterange", DeleteRangeRequest(key: Self.base64(Array(key.utf8))))
+        let _: EmptyResponse = try await call(
+            "/v3/kv/deleterange",
+            DeleteRangeRequest(key: Self.base64(Array(key.utf8)))
+        )
     }
 
     public func checkHealth() async throws {
@@ -206,7 +209,10 @@ public final class EtcdStore: FleetStore {
         try clientState.withLock { state in
             switch state {
             case .idle:
-                let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpConfiguration)
+                let client = HTTPClient(
+                    eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+                    configuration: httpConfiguration
+                )
                 state = .running(client)
                 return client
             case .running(let client):
@@ -308,7 +314,8 @@ public final class EtcdStore: FleetStore {
             return FleetError(.unauthenticated, detail + " (set --fleet-user and --fleet-password)")
         case 11?:  // OutOfRange: the revision was compacted
             return FleetError(.compacted, detail)
-        case 1?, 4?, 8?, 10?, 13?, 14?:  // Canceled, DeadlineExceeded, ResourceExhausted, Aborted, Internal, Unavailable
+        // Canceled, DeadlineExceeded, ResourceExhausted, Aborted, Internal, Unavailable: worth retrying.
+        case 1?, 4?, 8?, 10?, 13?, 14?:
             return FleetError(.unavailable, detail)
         case nil where status.code >= 500:
             return FleetError(.unavailable, detail)
@@ -348,7 +355,9 @@ public final class EtcdStore: FleetStore {
             throw FleetError(.unavailable, "etcd at \(endpoint) unreachable: \(error)")
         }
         guard response.status == .ok else {
-            let bytes = (try? await response.body.collect(upTo: Self.maxResponseBytes)).map { Array($0.readableBytesView) }
+            let bytes = (try? await response.body.collect(upTo: Self.maxResponseBytes)).map {
+                Array($0.readableBytesView)
+            }
             throw failure(status: response.status, body: bytes ?? [], endpoint: endpoint, path: "/v3/watch")
         }
         // The gateway writes one JSON object per line: {"result":{...}} or {"error":{...}}.

@@ -134,7 +134,10 @@ public final class FleetService: Service, Sendable {
                     "error": "\(error)", "retry_in": "\(delay)", "queued": "\(queue.count)",
                 ]
                 if wasConnected || failures == 0 {
-                    logger.warning("fleet store unreachable; blocking goes on locally, publications queue", metadata: metadata)
+                    logger.warning(
+                        "fleet store unreachable; blocking goes on locally, publications queue",
+                        metadata: metadata
+                    )
                 } else {
                     logger.debug("fleet store still unreachable", metadata: metadata)
                 }
@@ -326,7 +329,7 @@ public final class FleetService: Service, Sendable {
         }
         if firstDrop {
             logger.warning(
-                "fleet publication queue full; dropping the oldest (counted in conntrackr_fleet_publications_dropped_total)",
+                "fleet publication queue full; dropping the oldest (see conntrackr_fleet_publications_dropped_total)",
                 metadata: ["capacity": "\(queue.capacity)"]
             )
         }

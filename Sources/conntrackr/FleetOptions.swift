@@ -29,7 +29,10 @@ struct FleetOptions: ParsableArguments {
 
     @Option(
         name: .customLong("fleet-cert"),
-        help: ArgumentHelp("PEM client certificate, for etcd's --client-cert-auth (with --fleet-key).", valueName: "file")
+        help: ArgumentHelp(
+            "PEM client certificate, for etcd's --client-cert-auth (with --fleet-key).",
+            valueName: "file"
+        )
     )
     var certificateFile: String?
 
@@ -54,21 +57,8 @@ struct FleetOptions: ParsableArguments {
     )
     var hostName: String?
 
-    /// Whether fleet mode is on.
-    var isEnabled: Bool { etcd != nil }
-
     func validate() throws {
-        guard let etcd else {
-            let others: [(String, Bool)] = [
-                ("--fleet-ca", caFile != nil), ("--fleet-cert", certificateFile != nil), ("--fleet-key", keyFile != nil),
-                ("--fleet-user", user != nil), ("--fleet-password", password != nil), ("--fleet-host-name", hostName != nil),
-            ]
-            if let (name, _) = others.first(where: \.1) {
-                throw ValidationError("\(name) needs --fleet-etcd")
-            }
-            return
-        }
-        if endpoints(etcd).isEmpty { throw ValidationError("--fleet-etcd needs at least one endpoint") }
+        if let etcd, endpoints(etcd).isEmpty { throw ValidationError("--fleet-etcd needs at least one endpoint") }
         if !prefix.hasPrefix("/") || prefix.count < 2 {
             throw ValidationError("--fleet-prefix must start with / and name a prefix, such as /conntrackr/blocks/")
         }
@@ -90,33 +80,47 @@ struct FleetOptions: ParsableArguments {
         password ?? getenv("CONNTRACKR_FLEET_PASSWORD").map { String(cString: $0) }
     }
 
-    /// The fleet settings, or `nil` when fleet mode is off.
-    var configuration: FleetConfiguration? {
-        guard let etcd else { return nil }
+    /// The fleet settings, or `nil` when fleet mode is off (no endpoint from `--fleet-etcd` or the file).
+    /// - Parameter fileEndpoints: the configuration file's `fleet-etcd`; `--fleet-etcd` overrides it.
+    /// - Throws: ``ConnCore/ConntrackrError`` when other `--fleet-*` flags are given without any endpoint.
+    func configuration(fileEndpoints: [String] = []) throws -> FleetConfiguration? {
+        let endpoints = etcd.map(endpoints) ?? fileEndpoints.flatMap(endpoints)
+        guard !endpoints.isEmpty else {
+            let others: [(String, Bool)] = [
+                ("--fleet-ca", caFile != nil), ("--fleet-cert", certificateFile != nil),
+                ("--fleet-key", keyFile != nil),
+                ("--fleet-user", user != nil), ("--fleet-host-name", hostName != nil),
+            ]
+            if let (name, _) = others.first(where: \.1) {
+                throw ConntrackrError(.invalidConfiguration, "\(name) needs --fleet-etcd (or fleet-etcd in the file)")
+            }
+            return nil
+        }
         let tls: EtcdConfiguration.TLS? =
             caFile == nil && certificateFile == nil
             ? nil : EtcdConfiguration.TLS(caFile: caFile, certificateFile: certificateFile, keyFile: keyFile)
         let credentials = user.map { EtcdConfiguration.Credentials(user: $0, password: resolvedPassword ?? "") }
         return FleetConfiguration(
-            etcd: EtcdConfiguration(endpoints: endpoints(etcd), tls: tls, credentials: credentials),
+            etcd: EtcdConfiguration(endpoints: endpoints, tls: tls, credentials: credentials),
             keyPrefix: prefix,
             hostName: hostName ?? Self.systemHostName()
         )
     }
 
-    /// The fleet service for these flags, or `nil` when fleet mode is off.
+    /// The fleet service for `configuration`.
     ///
-    /// Make it before the pipeline is handed to the capture service, and add it to the same `ServiceGroup`: it
-    /// publishes `controller`'s local blocks, applies the fleet's through it, and posts their events to `inbox`.
+    /// Make it before the pipeline is handed to the capture service (take `pipeline.inbox` first) and add it to the
+    /// same `ServiceGroup`: it publishes `controller`'s local blocks, applies the fleet's through it, and posts
+    /// their events to `inbox`. It never stops the group: etcd being away only delays sharing.
     /// - Throws: a ``ConnFleet/FleetError`` (one line) for an invalid endpoint or an unreadable TLS file.
-    func makeService(
+    static func makeService(
+        configuration: FleetConfiguration,
         controller: BlockController,
         inbox: EventInbox,
         metrics: any MetricsSink,
         logger: Logger
-    ) throws -> FleetService? {
-        guard let configuration else { return nil }
-        return try FleetService(
+    ) throws -> FleetService {
+        try FleetService(
             configuration: configuration,
             controller: controller,
             events: { inbox.post($0) },

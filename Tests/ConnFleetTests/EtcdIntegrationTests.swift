@@ -259,7 +259,9 @@ struct EtcdConfigurationTests {
 
     @Test func bareHostAndPortMeansHTTP() throws {
         // Accepted without a scheme; no request is made, so nothing needs to listen.
-        let store = try EtcdStore(configuration: EtcdConfiguration(endpoints: ["127.0.0.1:2379", "https://etcd-1:2379/"]))
+        let store = try EtcdStore(
+            configuration: EtcdConfiguration(endpoints: ["127.0.0.1:2379", "https://etcd-1:2379/"])
+        )
         _ = store
     }
 }

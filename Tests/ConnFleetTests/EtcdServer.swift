@@ -12,8 +12,12 @@ import Glibc
 /// and removes the directory; call it in a `defer`.
 final class EtcdServer: @unchecked Sendable {
     // @unchecked: the process handle is only touched by the test that owns the server, one call at a time.
-    static let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first { FileManager.default.isExecutableFile(atPath: $0) }
-    static let etcdctl = ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
+    static let etcdctl = ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
 
     /// Why integration tests cannot run here, or `nil` when they can.
     static var unavailableReason: String? {
@@ -28,7 +32,9 @@ final class EtcdServer: @unchecked Sendable {
     var endpoint: String { "http://127.0.0.1:\(clientPort)" }
 
     init() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("conntrackr-etcd-\(UUID().uuidString)")
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "conntrackr-etcd-\(UUID().uuidString)"
+        )
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         clientPort = try freePort()
         var peer = try freePort()

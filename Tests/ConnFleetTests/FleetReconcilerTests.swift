@@ -174,8 +174,12 @@ struct FleetRecordTests {
             maxBackoff: .seconds(1)
         )
         let delays = (0..<7).map { configuration.backoff(afterFailures: $0) }
-        #expect(delays == [.milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800),
-                           .seconds(1), .seconds(1), .seconds(1)])
+        #expect(
+            delays == [
+                .milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800),
+                .seconds(1), .seconds(1), .seconds(1),
+            ]
+        )
         #expect(configuration.backoff(afterFailures: 1_000_000) == .seconds(1))
         #expect(configuration.backoff(afterFailures: 3, jitter: 0.5) == .milliseconds(400))
         #expect(configuration.backoff(afterFailures: 3, jitter: 0) == .milliseconds(400))  // jitter floors at 0.5
