@@ -198,6 +198,38 @@ struct EtcdIntegrationTests {
         }
     }
 
+    @Test func overTLSWithAClientCertificate() async throws {
+        let server = try EtcdServer()
+        defer { server.close() }
+        try server.enableTLS()
+        try await server.start()
+        let certificates = try #require(server.certificates)
+        #expect(server.endpoint.hasPrefix("https://"))
+
+        // The CA and a client certificate: works, for a whole fleet round trip.
+        let a = Agent("a", store: try EtcdStore(configuration: server.clientConfiguration))
+        let b = Agent("b", store: try EtcdStore(configuration: server.clientConfiguration))
+        try await whileRunning([a.service, b.service]) {
+            #expect(await eventually { a.service.isConnected && b.service.isConnected })
+            _ = a.controller.handle(scan())
+            #expect(await eventually(within: .seconds(2)) { b.fleetEntry(scanner.description) != nil })
+        }
+
+        // Without a client certificate etcd refuses the handshake; without the CA the client refuses etcd.
+        for tls in [
+            EtcdConfiguration.TLS(caFile: certificates.ca),
+            EtcdConfiguration.TLS(certificateFile: certificates.clientCertificate, keyFile: certificates.clientKey),
+        ] {
+            var configuration = server.clientConfiguration
+            configuration.tls = tls
+            try await withEtcdStore(configuration) { store in
+                await #expect {
+                    try await store.checkHealth()
+                } throws: { ($0 as? FleetError)?.code == .unavailable }
+            }
+        }
+    }
+
     @Test func anUnreachableEndpointIsAnOutageAndTheNextEndpointIsTried() async throws {
         let server = try EtcdServer()
         defer { server.close() }

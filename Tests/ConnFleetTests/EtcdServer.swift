@@ -24,12 +24,62 @@ final class EtcdServer: @unchecked Sendable {
         binary == nil ? "etcd is not installed (apt-get install etcd-server etcd-client; `make test` does it)" : nil
     }
 
+    /// PEM files of a throwaway CA, a server certificate for 127.0.0.1 and a client certificate, when the server
+    /// runs with TLS and client certificate authentication.
+    struct Certificates {
+        let ca: String
+        let serverCertificate: String
+        let serverKey: String
+        let clientCertificate: String
+        let clientKey: String
+    }
+
     let directory: URL
     let clientPort: UInt16
     let peerPort: UInt16
+    private(set) var certificates: Certificates?
     private var process: Process?
 
-    var endpoint: String { "http://127.0.0.1:\(clientPort)" }
+    var endpoint: String { "\(certificates == nil ? "http" : "https")://127.0.0.1:\(clientPort)" }
+
+    /// The configuration a client of this server needs (TLS files when the server uses TLS).
+    var clientConfiguration: EtcdConfiguration {
+        EtcdConfiguration(
+            endpoints: [endpoint],
+            tls: certificates.map {
+                .init(caFile: $0.ca, certificateFile: $0.clientCertificate, keyFile: $0.clientKey)
+            },
+            requestTimeout: .seconds(1)
+        )
+    }
+
+    /// Makes certificates with openssl (a CA, then server and client certificates it signs) so that `start()`
+    /// serves https and requires client certificates.
+    func enableTLS() throws {
+        let dir = directory.path
+        let script = """
+            set -e
+            cd '\(dir)'
+            key() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "$@" 2>/dev/null; }
+            key -x509 -keyout ca.key -out ca.pem -days 1 -subj /CN=conntrackr-test-ca
+            key -keyout server.key -out server.csr -subj /CN=127.0.0.1
+            key -keyout client.key -out client.csr -subj /CN=conntrackr-agent
+            printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth,clientAuth\\n' > server.ext
+            printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+            for who in server client; do
+              openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \\
+                -extfile $who.ext -out $who.pem 2>/dev/null
+            done
+            """
+        try run("/bin/sh", ["-c", script])
+        certificates = Certificates(
+            ca: "\(dir)/ca.pem",
+            serverCertificate: "\(dir)/server.pem",
+            serverKey: "\(dir)/server.key",
+            clientCertificate: "\(dir)/client.pem",
+            clientKey: "\(dir)/client.key"
+        )
+    }
 
     init() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -55,12 +105,17 @@ final class EtcdServer: @unchecked Sendable {
             "--initial-cluster", "test=\(peer)", "--initial-cluster-state", "new",
             "--logger", "zap", "--log-outputs", directory.appendingPathComponent("etcd.log").path,
         ]
+        if let certificates {
+            process.arguments! += [
+                "--cert-file", certificates.serverCertificate, "--key-file", certificates.serverKey,
+                "--trusted-ca-file", certificates.ca, "--client-cert-auth",
+            ]
+        }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
         self.process = process
-        let ready = try await withEtcdStore(EtcdConfiguration(endpoints: [endpoint], requestTimeout: .seconds(1))) {
-            probe in
+        let ready = try await withEtcdStore(clientConfiguration) { probe in
             let clock = ContinuousClock()
             let deadline = clock.now + .seconds(10)
             while clock.now < deadline, process.isRunning {
@@ -96,9 +151,15 @@ final class EtcdServer: @unchecked Sendable {
     @discardableResult
     func etcdctl(_ arguments: [String]) throws -> String {
         guard let etcdctl = Self.etcdctl else { throw FleetError(.unavailable, "etcdctl is not installed") }
+        return try run(etcdctl, ["--endpoints", endpoint] + arguments)
+    }
+
+    /// Runs a program; returns its standard output, or throws with its error output.
+    @discardableResult
+    private func run(_ program: String, _ arguments: [String]) throws -> String {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: etcdctl)
-        process.arguments = ["--endpoints", endpoint] + arguments
+        process.executableURL = URL(fileURLWithPath: program)
+        process.arguments = arguments
         process.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
         let output = Pipe()
         let errors = Pipe()
@@ -109,7 +170,7 @@ final class EtcdServer: @unchecked Sendable {
         let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw FleetError(.rejected, "etcdctl \(arguments.joined(separator: " ")) failed: \(errorText)")
+            throw FleetError(.rejected, "\(program) \(arguments.joined(separator: " ")) failed: \(errorText)")
         }
         return text
     }
