@@ -8,7 +8,10 @@ import Testing
 @Suite(
     "Fleet mode against a real etcd",
     .serialized,
-    .enabled(if: EtcdServer.unavailableReason == nil, "etcd is not installed: apt-get install etcd-server etcd-client")
+    .enabled(
+        if: EtcdServer.unavailableReason == nil,
+        "etcd or etcdctl is not installed: apt-get install etcd-server etcd-client"
+    )
 )
 struct EtcdIntegrationTests {
     let keys = FleetKeys(prefix: "/conntrackr/blocks/")

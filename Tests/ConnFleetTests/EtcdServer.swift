@@ -21,7 +21,10 @@ final class EtcdServer: @unchecked Sendable {
 
     /// Why integration tests cannot run here, or `nil` when they can.
     static var unavailableReason: String? {
-        binary == nil ? "etcd is not installed (apt-get install etcd-server etcd-client; `make test` does it)" : nil
+        guard binary != nil, etcdctl != nil else {
+            return "etcd is not installed (apt-get install etcd-server etcd-client; `make test` does it)"
+        }
+        return nil
     }
 
     /// PEM files of a throwaway CA, a server certificate for 127.0.0.1 and a client certificate, when the server
