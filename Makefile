@@ -5,11 +5,13 @@ SWIFT_FLAGS ?=
 BIN_DEBUG := .build/debug/conntrackr
 BIN_RELEASE := .build/release/conntrackr
 # Debian packages the build and the tests need (installed when missing).
-BUILD_PACKAGES := libpcap-dev libbpf-dev libelf-dev zlib1g-dev clang llvm bpftool pkg-config time
+BUILD_PACKAGES := libpcap-dev libbpf-dev libelf-dev zlib1g-dev clang-14 llvm-14 bpftool pkg-config time
 TEST_PACKAGES := iproute2 nmap hping3 tcpdump netsniff-ng nftables prometheus etcd-server etcd-client openssl python3 ethtool curl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all deps test-deps build release run test unit e2e bench lint clean bpf bpf-check
+.PHONY: all deps test-deps build release run test unit e2e bench lint clean
+
+include bpf/bpf.mk
 
 all: build
 
@@ -41,7 +43,9 @@ unit: deps
 e2e: test-deps release
 	Tests/e2e/run-all.sh $(BIN_RELEASE)
 
+# Everything CI runs: the committed BPF skeleton matches its source, unit tests, end-to-end tests in the lab.
 test: test-deps
+	$(MAKE) bpf-check
 	$(MAKE) unit
 	$(MAKE) e2e
 

@@ -105,7 +105,7 @@ let package = Package(
         .testTarget(name: "ConnCoreTests", dependencies: ["ConnCore", "ConnTesting"]),
         .testTarget(
             name: "ConnCaptureTests",
-            dependencies: ["ConnCore", "ConnCapture", "ConnTesting"],
+            dependencies: ["ConnCore", "ConnCapture", "ConnBlock", "ConnTesting"],
             resources: [.copy("Captures")]
         ),
         .testTarget(

@@ -1,2 +1,686 @@
+/* conntrackr's XDP loader: libbpf and the generated skeleton behind the narrow surface of include/cxdp.h. */
+#define _GNU_SOURCE
 #include "cxdp.h"
-int ct_placeholder(void){return 0;}
+
+#include <errno.h>
+#include <limits.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/if_link.h>
+#include <linux/magic.h>
+
+#include "conntrackr.skel.h"
+
+/* Returned by the ring buffer callback when the caller's buffer is full. libbpf has already consumed the record
+ * the callback copied, so nothing is lost; the rest wait for the next poll. */
+#define CT_BATCH_FULL (-ENOBUFS)
+
+struct ct_program {
+    struct conntrackr *skel;
+    struct ring_buffer *ring;
+    int link_fd;
+    int wake_fd;
+    /* The caller's buffer during ct_program_poll. */
+    struct ct_event *batch;
+    size_t batch_capacity;
+    size_t batch_count;
+};
+
+struct ct_maps {
+    int fds[2][2]; /* [table][0 IPv4, 1 IPv6] */
+    uint32_t capacity[2][2];
+    int stats_fd;
+};
+
+/* --- errors --- */
+
+static int fail(char *err, size_t err_len, int code, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t err_len, int code, const char *format, ...)
+{
+    if (err && err_len > 0) {
+        va_list args;
+        va_start(args, format);
+        vsnprintf(err, err_len, format, args);
+        va_end(args);
+    }
+    return code < 0 ? code : -EINVAL;
+}
+
+/* libbpf reports details through its print callback. Keep the first warning of the current call (it names the
+ * cause; the verifier log that may follow is long) to put into our one-line errors; print nothing else unless
+ * CONNTRACKR_LIBBPF_DEBUG is set. */
+static __thread char first_warning[256];
+static int libbpf_debug;
+static pthread_once_t print_once = PTHREAD_ONCE_INIT;
+
+static int print_libbpf(enum libbpf_print_level level, const char *format, va_list args)
+{
+    if (libbpf_debug)
+        return vfprintf(stderr, format, args);
+    if (level == LIBBPF_WARN && first_warning[0] == '\0') {
+        vsnprintf(first_warning, sizeof(first_warning), format, args);
+        size_t length = strlen(first_warning);
+        while (length > 0 && (first_warning[length - 1] == '\n' || first_warning[length - 1] == ' '))
+            first_warning[--length] = '\0';
+    }
+    return 0;
+}
+
+static void install_print(void)
+{
+    libbpf_debug = getenv("CONNTRACKR_LIBBPF_DEBUG") != NULL;
+    libbpf_set_print(print_libbpf);
+}
+
+static void begin_call(void)
+{
+    pthread_once(&print_once, install_print);
+    first_warning[0] = '\0';
+}
+
+/* ": <libbpf's first warning>" or ": <strerror>" */
+static const char *detail(int code, char *buffer, size_t length)
+{
+    if (first_warning[0] != '\0')
+        snprintf(buffer, length, "%s", first_warning);
+    else
+        snprintf(buffer, length, "%s", strerror(code < 0 ? -code : code));
+    return buffer;
+}
+
+#define PRIVILEGE_HINT "needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (run as root)"
+
+/* --- the pin root --- */
+
+/* Checks that `root` is (or would be created) on a BPF filesystem and, with `create`, creates it. */
+static int prepare_pin_root(const char *root, int create, char *err, size_t err_len)
+{
+    if (!root || root[0] != '/' || strlen(root) >= PATH_MAX - 32)
+        return fail(err, err_len, -EINVAL, "the BPF pin directory must be an absolute path, not '%s'",
+                    root ? root : "");
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s", root);
+    /* Find the deepest directory that exists; it tells which filesystem the pins will land on. */
+    struct statfs fs;
+    while (statfs(path, &fs) != 0) {
+        if (errno != ENOENT)
+            return fail(err, err_len, -errno, "cannot inspect %s: %s", path, strerror(errno));
+        char *slash = strrchr(path, '/');
+        if (!slash || slash == path)
+            return fail(err, err_len, -ENOMEDIUM, "%s is not on a BPF filesystem", root);
+        *slash = '\0';
+    }
+    if (fs.f_type != BPF_FS_MAGIC)
+        return fail(err, err_len, -ENOMEDIUM,
+                    "%s is not on a BPF filesystem: mount one with `mount -t bpf bpf /sys/fs/bpf`", root);
+    struct stat status;
+    if (stat(root, &status) == 0) {
+        if (!S_ISDIR(status.st_mode))
+            return fail(err, err_len, -ENOTDIR, "the BPF pin path %s is not a directory", root);
+        return 0;
+    }
+    if (!create)
+        return 0;
+    /* mkdir -p, one component after the other. */
+    snprintf(path, sizeof(path), "%s", root);
+    for (char *slash = strchr(path + 1, '/');; slash = strchr(slash + 1, '/')) {
+        if (slash)
+            *slash = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+            int code = -errno;
+            if (code == -EPERM || code == -EACCES)
+                return fail(err, err_len, -EPERM, "cannot create %s: %s (run as root)", path, strerror(-code));
+            return fail(err, err_len, code, "cannot create %s: %s", path, strerror(-code));
+        }
+        if (!slash)
+            break;
+        *slash = '/';
+    }
+    return 0;
+}
+
+/* --- the program --- */
+
+static int copy_record(void *context, void *data, size_t size)
+{
+    struct ct_program *program = context;
+    if (size < sizeof(struct ct_event))
+        return 0; /* not ours: the program writes nothing shorter */
+    memcpy(&program->batch[program->batch_count], data, sizeof(struct ct_event));
+    program->batch_count++;
+    return program->batch_count == program->batch_capacity ? CT_BATCH_FULL : 0;
+}
+
+int ct_program_open(const char *pin_root, uint64_t wakeup_bytes, ct_program **out, char *err, size_t err_len)
+{
+    char why[300];
+    begin_call();
+    *out = NULL;
+    int code = prepare_pin_root(pin_root, 1, err, err_len);
+    if (code < 0)
+        return code;
+
+    struct ct_program *program = calloc(1, sizeof(*program));
+    if (!program)
+        return fail(err, err_len, -ENOMEM, "out of memory");
+    program->link_fd = -1;
+    program->wake_fd = -1;
+
+    LIBBPF_OPTS(bpf_object_open_opts, options, .pin_root_path = pin_root);
+    program->skel = conntrackr__open_opts(&options);
+    if (!program->skel) {
+        code = -errno;
+        fail(err, err_len, code, "cannot open the XDP program: %s", detail(code, why, sizeof(why)));
+        goto failed;
+    }
+    program->skel->rodata->wakeup_bytes = wakeup_bytes ? wakeup_bytes : CT_DEFAULT_WAKEUP_BYTES;
+    code = conntrackr__load(program->skel);
+    if (code < 0) {
+        if (code == -EPERM || code == -EACCES) {
+            /* EACCES is also the verifier's refusal; only EPERM means a missing capability for certain. */
+            if (code == -EPERM || geteuid() != 0) {
+                fail(err, err_len, -EPERM, "loading the XDP program " PRIVILEGE_HINT ": %s",
+                     detail(code, why, sizeof(why)));
+                code = -EPERM;
+                goto failed;
+            }
+        }
+        if (strstr(first_warning, "reuse pinned map")) {
+            fail(err, err_len, -EINVAL,
+                 "the maps pinned under %s belong to another conntrackr version (remove that directory to start "
+                 "afresh, which drops its blocks): %s",
+                 pin_root, first_warning);
+            code = -EINVAL;
+            goto failed;
+        }
+        fail(err, err_len, code, "cannot load the XDP program: %s", detail(code, why, sizeof(why)));
+        goto failed;
+    }
+
+    program->ring = ring_buffer__new(bpf_map__fd(program->skel->maps.ct_events), copy_record, program, NULL);
+    if (!program->ring) {
+        code = -errno;
+        fail(err, err_len, code, "cannot map the ring buffer: %s", detail(code, why, sizeof(why)));
+        goto failed;
+    }
+    /* libbpf watches the ring level-triggered, which makes every wait return while any record waits: under a
+     * steady trickle the reader would spin through tiny batches. Edge-triggered, a wait ends only when the program
+     * wakes the reader (once wakeup_bytes wait) or at its timeout, and records are read in large batches. */
+    struct epoll_event ring_event = { .events = EPOLLIN | EPOLLET, .data.u64 = 0 };
+    if (epoll_ctl(ring_buffer__epoll_fd(program->ring), EPOLL_CTL_MOD, bpf_map__fd(program->skel->maps.ct_events),
+                  &ring_event) != 0) {
+        code = -errno;
+        fail(err, err_len, code, "cannot set up the ring buffer's wake-up: %s", strerror(errno));
+        goto failed;
+    }
+    /* Our own descriptor in the ring's epoll set lets another thread end a poll at once (stop()). */
+    program->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct epoll_event wake = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
+    if (program->wake_fd < 0 ||
+        epoll_ctl(ring_buffer__epoll_fd(program->ring), EPOLL_CTL_ADD, program->wake_fd, &wake) != 0) {
+        code = -errno;
+        fail(err, err_len, code, "cannot set up the ring buffer's wake-up: %s", strerror(errno));
+        goto failed;
+    }
+    *out = program;
+    return 0;
+
+failed:
+    ct_program_close(program);
+    return code;
+}
+
+static int attach_once(struct ct_program *program, int ifindex, uint32_t flags)
+{
+    LIBBPF_OPTS(bpf_link_create_opts, options, .flags = flags);
+    int fd = bpf_link_create(bpf_program__fd(program->skel->progs.conntrackr_xdp), ifindex, BPF_XDP, &options);
+    if (fd < 0)
+        return fd < -1 ? fd : -errno;
+    program->link_fd = fd;
+    return 0;
+}
+
+int ct_program_attach(ct_program *program, int ifindex, enum ct_xdp_mode mode, enum ct_xdp_mode *used_mode,
+                      char *err, size_t err_len)
+{
+    char why[300];
+    begin_call();
+    if (program->link_fd >= 0)
+        return fail(err, err_len, -EALREADY, "the XDP program is already attached");
+    char name[IF_NAMESIZE] = "";
+    if (ifindex <= 0 || !if_indextoname((unsigned)ifindex, name))
+        return fail(err, err_len, -ENODEV, "no network interface with index %d", ifindex);
+
+    int code;
+    enum ct_xdp_mode tried = mode == CT_XDP_MODE_GENERIC ? CT_XDP_MODE_GENERIC : CT_XDP_MODE_NATIVE;
+    code = attach_once(program, ifindex, tried == CT_XDP_MODE_NATIVE ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE);
+    /* Native XDP is refused by drivers without it (EOPNOTSUPP) or in a configuration it cannot handle
+     * (EINVAL: MTU, LRO, ...); auto falls back to generic then, but never past another program. */
+    if (code < 0 && mode == CT_XDP_MODE_AUTO && code != -EBUSY && code != -EEXIST && code != -EPERM) {
+        tried = CT_XDP_MODE_GENERIC;
+        code = attach_once(program, ifindex, XDP_FLAGS_SKB_MODE);
+    }
+    if (code == 0) {
+        if (used_mode)
+            *used_mode = tried;
+        return 0;
+    }
+    if (code == -EBUSY || code == -EEXIST)
+        return fail(err, err_len, -EBUSY,
+                    "%s already has an XDP program attached (another conntrackr? `ip link show %s` names it)", name,
+                    name);
+    if (code == -EPERM || code == -EACCES)
+        return fail(err, err_len, -EPERM, "attaching XDP to %s " PRIVILEGE_HINT, name);
+    return fail(err, err_len, code, "cannot attach XDP to %s in %s mode: %s", name,
+                tried == CT_XDP_MODE_NATIVE ? "native" : "generic", detail(code, why, sizeof(why)));
+}
+
+void ct_program_detach(ct_program *program)
+{
+    if (program && program->link_fd >= 0) {
+        close(program->link_fd); /* the link is not pinned, so closing it detaches the program */
+        program->link_fd = -1;
+    }
+}
+
+void ct_program_close(ct_program *program)
+{
+    if (!program)
+        return;
+    ct_program_detach(program);
+    ring_buffer__free(program->ring);
+    if (program->wake_fd >= 0)
+        close(program->wake_fd);
+    conntrackr__destroy(program->skel); /* unpins nothing: pins by name outlive the object */
+    free(program);
+}
+
+int ct_program_poll(ct_program *program, int timeout_ms, struct ct_event *events, size_t capacity, size_t *count,
+                    char *err, size_t err_len)
+{
+    *count = 0;
+    if (capacity == 0)
+        return 0;
+    if (timeout_ms != 0) {
+        /* The program submits with BPF_RB_NO_WAKEUP until enough data waits, so a timeout is normal and is
+         * followed by a consume all the same. */
+        struct epoll_event ready[2];
+        if (epoll_wait(ring_buffer__epoll_fd(program->ring), ready, 2, timeout_ms) < 0 && errno != EINTR)
+            return fail(err, err_len, -errno, "waiting for the ring buffer failed: %s", strerror(errno));
+    }
+    program->batch = events;
+    program->batch_capacity = capacity;
+    program->batch_count = 0;
+    int consumed = ring_buffer__consume(program->ring);
+    *count = program->batch_count;
+    program->batch = NULL;
+    if (consumed < 0 && consumed != CT_BATCH_FULL)
+        return fail(err, err_len, consumed, "reading the ring buffer failed: %s", strerror(-consumed));
+    return 0;
+}
+
+void ct_program_wake(ct_program *program)
+{
+    uint64_t one = 1;
+    if (program && program->wake_fd >= 0 && write(program->wake_fd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: the counter is already non-zero, so poll returns at once anyway. */
+    }
+}
+
+static int read_stats(int fd, struct ct_stats *stats, char *err, size_t err_len)
+{
+    memset(stats, 0, sizeof(*stats));
+    int cpus = libbpf_num_possible_cpus();
+    if (cpus <= 0)
+        return fail(err, err_len, cpus < 0 ? cpus : -EINVAL, "cannot count the CPUs");
+    struct ct_stats *per_cpu = calloc((size_t)cpus, sizeof(*per_cpu));
+    if (!per_cpu)
+        return fail(err, err_len, -ENOMEM, "out of memory");
+    uint32_t zero = 0;
+    if (bpf_map_lookup_elem(fd, &zero, per_cpu) != 0) {
+        int code = -errno;
+        free(per_cpu);
+        return fail(err, err_len, code, "cannot read the XDP statistics: %s", strerror(-code));
+    }
+    for (int cpu = 0; cpu < cpus; cpu++) {
+        stats->frames += per_cpu[cpu].frames;
+        stats->syns += per_cpu[cpu].syns;
+        stats->events += per_cpu[cpu].events;
+        stats->ringbuf_full += per_cpu[cpu].ringbuf_full;
+        stats->dropped += per_cpu[cpu].dropped;
+        stats->malformed += per_cpu[cpu].malformed;
+        stats->allow_overrides += per_cpu[cpu].allow_overrides;
+        stats->expired_hits += per_cpu[cpu].expired_hits;
+    }
+    free(per_cpu);
+    return 0;
+}
+
+int ct_program_read_stats(ct_program *program, struct ct_stats *stats, char *err, size_t err_len)
+{
+    return read_stats(bpf_map__fd(program->skel->maps.ct_stats), stats, err, err_len);
+}
+
+int ct_program_test_run(ct_program *program, const void *frame, size_t frame_len, uint32_t ingress_ifindex,
+                        uint32_t repeat, uint32_t *verdict, char *err, size_t err_len)
+{
+    begin_call();
+    if (frame_len < 14 || frame_len > UINT32_MAX)
+        return fail(err, err_len, -EINVAL, "a test frame needs at least 14 bytes, not %zu", frame_len);
+    struct xdp_md context = { .data = 0, .data_end = (uint32_t)frame_len, .ingress_ifindex = ingress_ifindex };
+    LIBBPF_OPTS(bpf_test_run_opts, options, .data_in = frame, .data_size_in = (uint32_t)frame_len,
+                .repeat = repeat ? repeat : 1);
+    if (ingress_ifindex != 0) {
+        options.ctx_in = &context;
+        options.ctx_size_in = sizeof(context);
+    }
+    int code = bpf_prog_test_run_opts(bpf_program__fd(program->skel->progs.conntrackr_xdp), &options);
+    if (code != 0) {
+        code = code < -1 ? code : -errno;
+        return fail(err, err_len, code, "BPF_PROG_TEST_RUN failed: %s", strerror(-code));
+    }
+    *verdict = options.retval;
+    return 0;
+}
+
+/* --- the pinned maps --- */
+
+static const char *const map_names[2][2] = {
+    [CT_TABLE_BLOCK] = { "ct_block_v4", "ct_block_v6" },
+    [CT_TABLE_ALLOW] = { "ct_allow_v4", "ct_allow_v6" },
+};
+
+/* Opens one pinned map and checks that it is the map this code expects. */
+static int open_pinned(const char *root, const char *name, uint32_t type, uint32_t key_size, uint32_t value_size,
+                       int *fd_out, uint32_t *max_entries, char *err, size_t err_len)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", root, name);
+    int fd = bpf_obj_get(path);
+    if (fd < 0) {
+        int code = -errno;
+        if (code == -ENOENT)
+            return fail(err, err_len, code, "no conntrackr maps pinned under %s (%s is missing)", root, name);
+        if (code == -EPERM || code == -EACCES)
+            return fail(err, err_len, -EPERM, "opening %s " PRIVILEGE_HINT, path);
+        return fail(err, err_len, code, "cannot open %s: %s", path, strerror(-code));
+    }
+    struct bpf_map_info info;
+    uint32_t length = sizeof(info);
+    memset(&info, 0, sizeof(info));
+    if (bpf_obj_get_info_by_fd(fd, &info, &length) != 0) {
+        int code = -errno;
+        close(fd);
+        return fail(err, err_len, code, "cannot inspect %s: %s", path, strerror(-code));
+    }
+    if (info.type != type || info.key_size != key_size || info.value_size != value_size) {
+        close(fd);
+        return fail(err, err_len, -EINVAL,
+                    "%s is not a map of this conntrackr version (remove %s to start afresh, which drops its "
+                    "blocks)",
+                    path, root);
+    }
+    *fd_out = fd;
+    if (max_entries)
+        *max_entries = info.max_entries;
+    return 0;
+}
+
+static int open_all(const char *root, struct ct_maps *maps, char *err, size_t err_len)
+{
+    static const uint32_t key_sizes[2] = { sizeof(struct ct_lpm_v4_key), sizeof(struct ct_lpm_v6_key) };
+    static const uint32_t value_sizes[2] = { sizeof(struct ct_block_value), sizeof(struct ct_allow_value) };
+    for (int table = 0; table < 2; table++) {
+        for (int family = 0; family < 2; family++) {
+            int code = open_pinned(root, map_names[table][family], BPF_MAP_TYPE_LPM_TRIE, key_sizes[family],
+                                   value_sizes[table], &maps->fds[table][family], &maps->capacity[table][family],
+                                   err, err_len);
+            if (code < 0)
+                return code;
+        }
+    }
+    return open_pinned(root, "ct_stats", BPF_MAP_TYPE_PERCPU_ARRAY, sizeof(uint32_t), sizeof(struct ct_stats),
+                       &maps->stats_fd, NULL, err, err_len);
+}
+
+static void close_all(struct ct_maps *maps)
+{
+    for (int table = 0; table < 2; table++)
+        for (int family = 0; family < 2; family++)
+            if (maps->fds[table][family] >= 0)
+                close(maps->fds[table][family]);
+    if (maps->stats_fd >= 0)
+        close(maps->stats_fd);
+    for (int table = 0; table < 2; table++)
+        maps->fds[table][0] = maps->fds[table][1] = -1;
+    maps->stats_fd = -1;
+}
+
+int ct_maps_open(const char *pin_root, int create, ct_maps **out, char *err, size_t err_len)
+{
+    begin_call();
+    *out = NULL;
+    int code = prepare_pin_root(pin_root, 0, err, err_len);
+    if (code < 0)
+        return code;
+    struct ct_maps *maps = calloc(1, sizeof(*maps));
+    if (!maps)
+        return fail(err, err_len, -ENOMEM, "out of memory");
+    for (int table = 0; table < 2; table++)
+        maps->fds[table][0] = maps->fds[table][1] = -1;
+    maps->stats_fd = -1;
+
+    code = open_all(pin_root, maps, err, err_len);
+    if (code == -ENOENT && create) {
+        /* Nothing pinned yet: loading the program creates and pins the maps, which outlive it. */
+        close_all(maps);
+        ct_program *program = NULL;
+        code = ct_program_open(pin_root, 0, &program, err, err_len);
+        if (code == 0) {
+            ct_program_close(program);
+            code = open_all(pin_root, maps, err, err_len);
+        }
+    }
+    if (code < 0) {
+        ct_maps_close(maps);
+        return code;
+    }
+    *out = maps;
+    return 0;
+}
+
+void ct_maps_close(ct_maps *maps)
+{
+    if (!maps)
+        return;
+    close_all(maps);
+    free(maps);
+}
+
+int ct_maps_read_stats(const ct_maps *maps, struct ct_stats *stats, char *err, size_t err_len)
+{
+    return read_stats(maps->stats_fd, stats, err, err_len);
+}
+
+uint32_t ct_maps_capacity(const ct_maps *maps, enum ct_table table, uint8_t family)
+{
+    if ((table != CT_TABLE_BLOCK && table != CT_TABLE_ALLOW) ||
+        (family != CT_FAMILY_IPV4 && family != CT_FAMILY_IPV6))
+        return 0;
+    return maps->capacity[table][family == CT_FAMILY_IPV4 ? 0 : 1];
+}
+
+/* The LPM key for a prefix, host bits cleared. Returns the family index (0 IPv4, 1 IPv6) or -EINVAL. */
+union lpm_key {
+    struct ct_lpm_v4_key v4;
+    struct ct_lpm_v6_key v6;
+};
+
+static int make_key(const struct ct_prefix *prefix, union lpm_key *key)
+{
+    memset(key, 0, sizeof(*key));
+    int bytes;
+    uint8_t *addr;
+    if (prefix->family == CT_FAMILY_IPV4 && prefix->length <= 32) {
+        key->v4.prefixlen = prefix->length;
+        addr = key->v4.addr;
+        bytes = 4;
+    } else if (prefix->family == CT_FAMILY_IPV6 && prefix->length <= 128) {
+        key->v6.prefixlen = prefix->length;
+        addr = key->v6.addr;
+        bytes = 16;
+    } else {
+        return -EINVAL;
+    }
+    for (int index = 0; index < bytes; index++) {
+        int bits = prefix->length - index * 8;
+        uint8_t mask = bits >= 8 ? 0xFF : bits <= 0 ? 0 : (uint8_t)(0xFF << (8 - bits));
+        addr[index] = prefix->addr[index] & mask;
+    }
+    return bytes == 4 ? 0 : 1;
+}
+
+static void prefix_from_key(int family_index, const union lpm_key *key, struct ct_prefix *prefix)
+{
+    memset(prefix, 0, sizeof(*prefix));
+    if (family_index == 0) {
+        prefix->family = CT_FAMILY_IPV4;
+        prefix->length = (uint8_t)key->v4.prefixlen;
+        memcpy(prefix->addr, key->v4.addr, 4);
+    } else {
+        prefix->family = CT_FAMILY_IPV6;
+        prefix->length = (uint8_t)key->v6.prefixlen;
+        memcpy(prefix->addr, key->v6.addr, 16);
+    }
+}
+
+static int put(const ct_maps *maps, enum ct_table table, const struct ct_prefix *prefix, const void *value,
+               int keep_packets, char *err, size_t err_len)
+{
+    union lpm_key key;
+    int family = make_key(prefix, &key);
+    if (family < 0)
+        return fail(err, err_len, -EINVAL, "invalid prefix (family %u, length %u)", prefix->family, prefix->length);
+    int fd = maps->fds[table][family];
+    /* NOEXIST first: an LPM lookup returns the longest match, not the exact prefix, so only a refused insert
+     * proves that this exact prefix is present and that a lookup now returns its own value. */
+    if (bpf_map_update_elem(fd, &key, value, BPF_NOEXIST) == 0)
+        return 0;
+    int code = -errno;
+    if (code == -EEXIST) {
+        struct ct_block_value replacement;
+        if (table == CT_TABLE_BLOCK && keep_packets) {
+            struct ct_block_value current;
+            replacement = *(const struct ct_block_value *)value;
+            if (bpf_map_lookup_elem(fd, &key, &current) == 0)
+                replacement.packets = current.packets;
+            value = &replacement;
+        }
+        if (bpf_map_update_elem(fd, &key, value, BPF_ANY) == 0)
+            return 0;
+        code = -errno;
+    }
+    if (code == -ENOSPC || code == -E2BIG)
+        return fail(err, err_len, -ENOSPC, "the %s map %s is full", table == CT_TABLE_BLOCK ? "block" : "allow",
+                    map_names[table][family]);
+    if (code == -EPERM || code == -EACCES)
+        return fail(err, err_len, -EPERM, "writing %s " PRIVILEGE_HINT, map_names[table][family]);
+    return fail(err, err_len, code, "cannot write %s: %s", map_names[table][family], strerror(-code));
+}
+
+int ct_block_put(const ct_maps *maps, const struct ct_prefix *prefix, const struct ct_block_value *value,
+                 int keep_packets, char *err, size_t err_len)
+{
+    return put(maps, CT_TABLE_BLOCK, prefix, value, keep_packets, err, err_len);
+}
+
+int ct_block_lookup(const ct_maps *maps, const struct ct_prefix *prefix, struct ct_block_value *value, char *err,
+                    size_t err_len)
+{
+    union lpm_key key;
+    int family = make_key(prefix, &key);
+    if (family < 0)
+        return fail(err, err_len, -EINVAL, "invalid prefix (family %u, length %u)", prefix->family, prefix->length);
+    if (bpf_map_lookup_elem(maps->fds[CT_TABLE_BLOCK][family], &key, value) == 0)
+        return 0;
+    int code = -errno;
+    if (code == -ENOENT)
+        return code;
+    return fail(err, err_len, code, "cannot read %s: %s", map_names[CT_TABLE_BLOCK][family], strerror(-code));
+}
+
+int ct_allow_put(const ct_maps *maps, const struct ct_prefix *prefix, char *err, size_t err_len)
+{
+    struct ct_allow_value value = { 0 };
+    return put(maps, CT_TABLE_ALLOW, prefix, &value, 0, err, err_len);
+}
+
+int ct_entry_delete(const ct_maps *maps, enum ct_table table, const struct ct_prefix *prefix, char *err,
+                    size_t err_len)
+{
+    if (table != CT_TABLE_BLOCK && table != CT_TABLE_ALLOW)
+        return fail(err, err_len, -EINVAL, "no such table %d", table);
+    union lpm_key key;
+    int family = make_key(prefix, &key);
+    if (family < 0)
+        return fail(err, err_len, -EINVAL, "invalid prefix (family %u, length %u)", prefix->family, prefix->length);
+    if (bpf_map_delete_elem(maps->fds[table][family], &key) == 0)
+        return 0;
+    int code = -errno;
+    if (code == -ENOENT)
+        return code; /* not an error worth a message: the caller asked for something absent */
+    if (code == -EPERM || code == -EACCES)
+        return fail(err, err_len, -EPERM, "writing %s " PRIVILEGE_HINT, map_names[table][family]);
+    return fail(err, err_len, code, "cannot delete from %s: %s", map_names[table][family], strerror(-code));
+}
+
+int ct_entry_foreach(const ct_maps *maps, enum ct_table table, ct_entry_visitor visitor, void *context, char *err,
+                     size_t err_len)
+{
+    if (table != CT_TABLE_BLOCK && table != CT_TABLE_ALLOW)
+        return fail(err, err_len, -EINVAL, "no such table %d", table);
+    for (int family = 0; family < 2; family++) {
+        int fd = maps->fds[table][family];
+        union lpm_key current, next;
+        int first = 1;
+        /* Deleting entries meanwhile can restart the trie's walk; bound it so that it always ends. */
+        uint64_t limit = 2 * (uint64_t)maps->capacity[table][family] + 16;
+        for (uint64_t step = 0; step < limit; step++) {
+            if (bpf_map_get_next_key(fd, first ? NULL : &current, &next) != 0) {
+                if (errno == ENOENT)
+                    break;
+                int code = -errno;
+                return fail(err, err_len, code, "cannot list %s: %s", map_names[table][family], strerror(-code));
+            }
+            first = 0;
+            current = next;
+            struct ct_prefix prefix;
+            prefix_from_key(family, &next, &prefix);
+            if (table == CT_TABLE_BLOCK) {
+                struct ct_block_value value;
+                /* A stored key's lookup returns its own value: it is its own longest match. */
+                if (bpf_map_lookup_elem(fd, &next, &value) != 0)
+                    continue; /* removed meanwhile */
+                if (visitor(context, &prefix, &value))
+                    return 0;
+            } else if (visitor(context, &prefix, NULL)) {
+                return 0;
+            }
+        }
+    }
+    return 0;
+}

@@ -1,6 +1,10 @@
 import CPcap
 import ConnCore
 
+#if canImport(Glibc)
+import Glibc  // timeval's members (MemberImportVisibility)
+#endif
+
 /// Owns a `pcap_t` and closes it. Used by one thread at a time, except ``breakLoop()`` which libpcap allows from
 /// another thread.
 final class PcapHandle: @unchecked Sendable {

@@ -1,4 +1,7 @@
 import CPcap
+#if canImport(Glibc)
+import Glibc
+#endif
 public import ConnCore
 public import Logging
 import Synchronization
@@ -34,6 +37,8 @@ public final class PcapLiveSource: PacketSource {
 
     public let configuration: Configuration
     public var name: String { "pcap" }
+    /// How often an idle capture still ends a batch (expiry sweep, output flush, drop statistics).
+    static let idleWakeupMilliseconds: Int32 = 200
     private let logger: Logger
     private let stopRequested = Atomic<Bool>(false)
     private let activeHandle = Mutex<PcapHandle?>(nil)
@@ -59,7 +64,14 @@ public final class PcapLiveSource: PacketSource {
         var context = DispatchContext(pipeline: pipeline, linkType: linkType)
         var reportedDrops: UInt32 = 0
         var lastStats = Timestamp.now()
+        // In immediate mode libpcap may wait for packets without end; waiting ourselves, with a timeout, keeps the
+        // expiry sweep and output moving on a quiet interface.
+        var readiness = pollfd(fd: pcap_get_selectable_fd(handle.raw), events: Int16(POLLIN), revents: 0)
         while !stopRequested.load(ordering: .relaxed) {
+            let ready = poll(&readiness, 1, Self.idleWakeupMilliseconds)
+            if ready < 0 && errno != EINTR {
+                throw ConntrackrError(.captureFailed, "capture on \(configuration.interface) failed: poll: errno \(errno)")
+            }
             let result = withUnsafeMutablePointer(to: &context) { contextPointer in
                 pcap_dispatch(
                     handle.raw, -1,
@@ -128,6 +140,10 @@ public final class PcapLiveSource: PacketSource {
         }
         // Outbound SYNs are this host's own connections, not attempts against it.
         _ = pcap_setdirection(raw, PCAP_D_IN)
+        // Dispatch returns at once when nothing is buffered; the capture loop waits in poll(2) instead.
+        guard pcap_setnonblock(raw, 1, &errorBuffer) == 0 else {
+            throw ConntrackrError(.captureFailed, "cannot capture on \(configuration.interface): \(text(errorBuffer))")
+        }
         return handle
     }
 

@@ -1,3 +1,4 @@
+import ConnBlock
 import ConnCapture
 import ConnCore
 import ConnMetrics
@@ -16,51 +17,72 @@ struct Agent {
     /// Cleanup that must run after the services stop (detaching, removing tables), in order.
     let cleanups: [@Sendable () -> Void]
 
-    static func assemble(settings: AgentSettings, logger: Logger) async throws -> Agent {
+    static func assemble(settings: AgentSettings, configFile: String?, logger: Logger) async throws -> Agent {
         guard let interface = settings.interface ?? HostNetwork.defaultRouteInterface() else {
             throw ConntrackrError(.noSuchInterface, "no default route to pick an interface from: pass --interface")
         }
         let metrics = PrometheusMetricsSink(version: BuildInfo.version)
-        let metricsAddress: MetricsAddress
-        do {
-            metricsAddress = try MetricsAddress(parsing: settings.metricsAddress)
-        } catch {
-            throw error
-        }
+        let metricsAddress = try MetricsAddress(parsing: settings.metricsAddress)
         // Live output must never stall capture: a slow reader loses events (counted), not packets.
         let writer = EventWriter(format: settings.format, policy: .dropWhenBehind(maxQueuedBytes: 8 << 20))
         metrics.addScrapeHook(name: "event writer") { scrape in
             scrape.setTotal(.eventsDropped, to: UInt64(writer.droppedEvents))
         }
+        var cleanups: [@Sendable () -> Void] = []
+
+        let blocking = try makeBlocking(
+            settings: settings, interface: interface, metrics: metrics, cleanups: &cleanups, logger: logger
+        )
         let pipeline = ConnectionPipeline(
             configuration: settings.pipelineConfiguration,
             events: writer,
+            blocking: blocking,
             metrics: metrics,
             logger: logger
         )
+        let destinations = settings.allDestinations ? nil : try HostAddresses.current()
         let source: any PacketSource
         switch settings.source {
         case .pcap:
             source = PcapLiveSource(
-                configuration: .init(
-                    interface: interface,
-                    destinations: settings.allDestinations ? nil : HostNetwork.addresses()
-                ),
+                configuration: .init(interface: interface, destinations: destinations),
                 logger: logger
             )
         case .xdp:
-            throw ConntrackrError(.invalidConfiguration, "--source xdp is not available in this build")
-        }
-        guard settings.block == .none else {
-            throw ConntrackrError(.invalidConfiguration, "--block \(settings.block) is not available in this build")
+            let xdp = XDPSource(
+                configuration: .init(
+                    interface: interface,
+                    mode: XDPProgram.AttachMode(rawValue: settings.xdpMode.rawValue) ?? .auto,
+                    pinRoot: settings.pinDirectory,
+                    destinations: destinations
+                ),
+                logger: logger
+            )
+            // Attach now, so privileges, bpffs and a busy interface fail the start with one line.
+            try xdp.attach()
+            metrics.addScrapeHook(name: "xdp statistics") { scrape in
+                guard let statistics = try xdp.statistics() else { return }
+                scrape.setTotal(.framesProcessed, to: statistics.frames)
+                scrape.setBlockedPacketsTotal(statistics.dropped)
+            }
+            source = xdp
         }
         let capture = CaptureService(source: source, pipeline: pipeline, logger: logger)
         metrics.addScrapeHook(name: "capture state") { scrape in
             scrape.set(.captureRunning, to: capture.isRunning ? 1 : 0)
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: capture, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
+            .init(
+                service: capture,
+                successTerminationBehavior: .gracefullyShutdownGroup,
+                failureTerminationBehavior: .gracefullyShutdownGroup
+            )
         ]
+        if let blocking {
+            services.append(
+                .init(service: AllowlistReloader(settings: settings, configFile: configFile, blocking: blocking, logger: logger))
+            )
+        }
         if case .endpoint(let endpoint) = metricsAddress {
             let server = MetricsServer(
                 configuration: .init(endpoint: endpoint),
@@ -78,18 +100,73 @@ struct Agent {
             logger: logger
         )
         configuration.maximumGracefulShutdownDuration = .seconds(5)
-        return Agent(writer: writer, group: ServiceGroup(configuration: configuration), cleanups: [])
+        return Agent(writer: writer, group: ServiceGroup(configuration: configuration), cleanups: cleanups)
+    }
+
+    /// The blocker the settings ask for, with its allowlist installed, or `nil` to detect only.
+    private static func makeBlocking(
+        settings: AgentSettings,
+        interface: String,
+        metrics: PrometheusMetricsSink,
+        cleanups: inout [@Sendable () -> Void],
+        logger: Logger
+    ) throws -> BlockController? {
+        guard settings.block != .none else { return nil }
+        let allowlist = try HostAllowlist(settings: settings).build()
+        let blocker: any Blocker
+        switch settings.block {
+        case .none:
+            return nil
+        case .xdp:
+            let xdpBlocker = try XDPBlocker(pinRoot: settings.pinDirectory)
+            try xdpBlocker.maps.syncAllowlist(allowlist)
+            if settings.source != .xdp {
+                // Blocking in XDP needs the program on the interface even when libpcap captures.
+                let program = try XDPProgram(pinRoot: settings.pinDirectory)
+                let mode = try program.attach(
+                    to: interface, mode: XDPProgram.AttachMode(rawValue: settings.xdpMode.rawValue) ?? .auto
+                )
+                logger.info("XDP program attached for blocking", metadata: ["interface": "\(interface)", "mode": "\(mode)"])
+                cleanups.append { program.detach() }
+            }
+            if settings.flushOnExit {
+                let maps = xdpBlocker.maps
+                cleanups.append { _ = try? maps.flushBlocks() }
+            }
+            metrics.addScrapeHook(name: "xdp blocklist") { scrape in
+                scrape.set(.blockedSources, to: try xdpBlocker.entries().count)
+            }
+            blocker = xdpBlocker
+        case .nftables:
+            let nftables = try NftablesBlocker()
+            try nftables.createTable(allowing: allowlist)
+            cleanups.append { try? nftables.removeTable() }
+            metrics.addScrapeHook(name: "nftables blocklist") { scrape in
+                scrape.set(.blockedSources, to: try nftables.entries().count)
+            }
+            blocker = nftables
+        }
+        logger.info(
+            "blocking scanners",
+            metadata: ["blocker": "\(blocker.name)", "allowlisted": "\(allowlist.entries.count)"]
+        )
+        return BlockController(blocker: blocker, policy: settings.blockPolicy, allowlist: allowlist, metrics: metrics)
     }
 
     func run() async throws {
         let cleanups = self.cleanups
         // The group shuts down gracefully on the first SIGINT or SIGTERM; a second one ends the agent at once,
-        // after undoing what it set up in the kernel.
+        // after undoing what it set up in the kernel. Copies of one signal arrive together (a terminal's process
+        // group, `timeout` forwarding to its child and its group), so only a signal half a second after the
+        // first counts as a second one.
         let impatience = Task {
-            var seen = 0
+            var first: ContinuousClock.Instant?
             for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
-                seen += 1
-                guard seen >= 2 else { continue }
+                guard let firstSignal = first else {
+                    first = .now
+                    continue
+                }
+                guard ContinuousClock.now - firstSignal >= .milliseconds(500) else { continue }
                 for cleanup in cleanups { cleanup() }
                 exit(130)
             }
@@ -102,5 +179,45 @@ struct Agent {
     func shutDown() {
         for cleanup in cleanups { cleanup() }
         writer.close()
+    }
+}
+
+extension HostAllowlist {
+    /// The allowlist sources the settings name, on top of loopback, this host's addresses and its gateways.
+    init(settings: AgentSettings) {
+        self.init(
+            allowed: settings.allow.compactMap { IPPrefix($0) },
+            allowFiles: settings.allowFile.map { [$0] } ?? []
+        )
+    }
+}
+
+/// Reloads the allowlist on SIGHUP (from the configuration file and the allow file) without dropping any state.
+struct AllowlistReloader: Service {
+    let settings: AgentSettings
+    let configFile: String?
+    let blocking: BlockController
+    let logger: Logger
+
+    func run() async throws {
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in hangups.cancelOnGracefulShutdown() {
+            do {
+                var fresh = settings
+                if let configFile {
+                    var reread = AgentSettings()
+                    try reread.load(configurationFile: configFile)
+                    fresh.allow = reread.allow
+                    fresh.allowFile = reread.allowFile
+                }
+                let allowlist = try HostAllowlist(settings: fresh).build()
+                if let xdp = blocking.blocker as? XDPBlocker { try xdp.maps.syncAllowlist(allowlist) }
+                if let nftables = blocking.blocker as? NftablesBlocker { try nftables.replaceAllowlist(allowlist) }
+                blocking.replaceAllowlist(allowlist)
+                logger.notice("allowlist reloaded", metadata: ["entries": "\(allowlist.entries.count)"])
+            } catch {
+                logger.error("allowlist not reloaded; the previous one stays", metadata: ["error": "\(error)"])
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ struct Conntrackr: AsyncParsableCommand {
         commandName: "conntrackr",
         abstract: "Watch inbound TCP connection attempts, detect port scans, and block scanners.",
         version: BuildInfo.version,
-        subcommands: [RunCommand.self, ReplayCommand.self],
+        subcommands: [RunCommand.self, ReplayCommand.self, BlocklistCommand.self],
         defaultSubcommand: RunCommand.self
     )
 }

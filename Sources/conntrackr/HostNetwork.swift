@@ -27,34 +27,6 @@ enum HostNetwork {
         return nil
     }
 
-    /// Every address configured on this host (all interfaces).
-    static func addresses() -> [IPAddress] {
-        var list: UnsafeMutablePointer<ifaddrs>?
-        guard getifaddrs(&list) == 0, let first = list else { return [] }
-        defer { freeifaddrs(list) }
-        var result: [IPAddress] = []
-        var cursor: UnsafeMutablePointer<ifaddrs>? = first
-        while let entry = cursor {
-            defer { cursor = entry.pointee.ifa_next }
-            guard let address = entry.pointee.ifa_addr else { continue }
-            switch Int32(address.pointee.sa_family) {
-            case AF_INET:
-                address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                    result.append(IPAddress(ipv4: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)))
-                }
-            case AF_INET6:
-                address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
-                    var raw = $0.pointee.sin6_addr
-                    let bytes = withUnsafeBytes(of: &raw) { Array($0) }
-                    if let parsed = IPAddress(bytes: bytes) { result.append(parsed) }
-                }
-            default:
-                break
-            }
-        }
-        return Array(Set(result)).sorted()
-    }
-
     static func readText(_ path: String) throws -> String {
         guard let file = fopen(path, "r") else { throw ConntrackrError(.invalidConfiguration, "cannot read \(path)") }
         defer { fclose(file) }

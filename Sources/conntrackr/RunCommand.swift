@@ -31,7 +31,7 @@ struct RunCommand: AsyncParsableCommand {
         let logger = Logger(label: "conntrackr")
         let agent: Agent
         do {
-            agent = try await Agent.assemble(settings: settings, logger: logger)
+            agent = try await Agent.assemble(settings: settings, configFile: options.config, logger: logger)
         } catch {
             exitWithFailure(error)
         }

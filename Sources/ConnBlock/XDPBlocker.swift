@@ -1,0 +1,105 @@
+public import ConnCore
+import Synchronization
+
+/// Blocks in the XDP program: entries go into its pinned LPM maps, and from then on the program drops every
+/// packet from the prefix before the network stack sees it, counting each drop in the entry.
+///
+/// The maps outlive the agent (blocks survive a restart) and the program enforces expiry on its own, so an
+/// expired block stops dropping at once, even before ``removeExpired(asOf:)`` sweeps it away. The program only
+/// enforces while it is attached (by `XDPSource` in ConnCapture); the blocker works on the maps either way.
+///
+/// Listing an LPM map takes two system calls per entry (a third of a second for 65,536 entries), and the
+/// ``BlockController`` lists on every block and every sweep, so ``entries()`` answers from a copy in memory that
+/// this blocker's own changes keep exact and that is re-read from the maps every ``refreshInterval``, to pick up
+/// what other processes (`conntrackr blocklist`) changed. Drop counters in that copy are as old as the copy.
+public final class XDPBlocker: Blocker {
+    public var name: String { "xdp" }
+    /// The maps this blocker writes.
+    public let maps: PinnedBlockMaps
+    /// How old the copy of the maps that ``entries()`` answers from may get.
+    public let refreshInterval: Duration
+
+    private struct Copy {
+        var entries: [IPPrefix: BlockEntry] = [:]
+        var readAt: ContinuousClock.Instant?
+    }
+
+    private let copy = Mutex(Copy())
+
+    /// A blocker on already opened maps.
+    public init(maps: PinnedBlockMaps, refreshInterval: Duration = .seconds(5)) {
+        self.maps = maps
+        self.refreshInterval = refreshInterval
+    }
+
+    /// A blocker on the maps pinned under `pinRoot`, created if missing.
+    /// - Throws: ``ConntrackrError`` when bpffs is not mounted, privileges are missing or the pins are of another
+    ///   conntrackr version.
+    public convenience init(pinRoot: String = PinnedBlockMaps.defaultPinRoot) throws {
+        self.init(maps: try PinnedBlockMaps(pinRoot: pinRoot, createIfMissing: true))
+    }
+
+    /// The most prefixes the maps hold, both families together (each family has a map of its own, of half that).
+    public var capacity: Int {
+        let capacity = maps.blockCapacity
+        return capacity.ipv4 + capacity.ipv6
+    }
+
+    public func add(_ entry: BlockEntry) throws -> Bool {
+        try copy.withLock { copy in
+            guard try maps.block(entry) else { return false }
+            var stored = entry
+            // The map keeps the counter of a replaced entry.
+            stored.droppedPackets = copy.entries[entry.prefix]?.droppedPackets ?? 0
+            copy.entries[entry.prefix] = stored
+            return true
+        }
+    }
+
+    public func remove(_ prefix: IPPrefix) throws -> Bool {
+        try copy.withLock { copy in
+            copy.entries[prefix] = nil
+            return try maps.unblock(prefix)
+        }
+    }
+
+    /// Every entry, expired or not, oldest first; from a copy at most ``refreshInterval`` old.
+    public func entries() throws -> [BlockEntry] {
+        try copy.withLock { copy in
+            try refreshIfOld(&copy)
+            return Self.sorted(copy.entries.values)
+        }
+    }
+
+    /// Removes the entries that have expired by `now`, checking each against the map first: another process may
+    /// have renewed it since the copy was read.
+    public func removeExpired(asOf now: Timestamp) throws -> [BlockEntry] {
+        try copy.withLock { copy in
+            try refreshIfOld(&copy)
+            var removed: [BlockEntry] = []
+            for candidate in copy.entries.values where candidate.expires.map({ $0 <= now }) ?? false {
+                if let entry = try maps.unblock(candidate.prefix, ifExpiredAsOf: now) {
+                    removed.append(entry)
+                    copy.entries[candidate.prefix] = nil
+                } else {
+                    copy.readAt = nil  // renewed or removed elsewhere: read the maps again next time
+                }
+            }
+            return Self.sorted(removed)
+        }
+    }
+
+    private func refreshIfOld(_ copy: inout Copy) throws {
+        let now = ContinuousClock.now
+        if let readAt = copy.readAt, now - readAt < refreshInterval { return }
+        let entries = try maps.blockEntries()
+        copy.entries = Dictionary(entries.map { ($0.prefix, $0) }, uniquingKeysWith: { _, last in last })
+        copy.readAt = now
+    }
+
+    private static func sorted(_ entries: some Sequence<BlockEntry>) -> [BlockEntry] {
+        entries.sorted {
+            ($0.since, $0.prefix.address, $0.prefix.length) < ($1.since, $1.prefix.address, $1.prefix.length)
+        }
+    }
+}

@@ -1,0 +1,81 @@
+# shellcheck shell=bash
+# Tests/e2e/lib-xdp.sh: helpers of the XDP end-to-end tests. Source it after lib.sh and call xdp_init after lab_up.
+
+# Makes sure bpffs is mounted and picks a pin directory of this run's own for the agent's maps (XDP_PINS), removed
+# at cleanup, so the tests never touch the default /sys/fs/bpf/conntrackr.
+xdp_init() {
+    if ! mountpoint -q /sys/fs/bpf; then
+        mount -t bpf bpf /sys/fs/bpf 2>/dev/null || skip "bpffs is not mounted at /sys/fs/bpf and cannot be"
+    fi
+    XDP_PINS=/sys/fs/bpf/conntrackr-e2e-$LAB_SUFFIX
+    [[ -e "$XDP_PINS" ]] && fail "$XDP_PINS already exists (a previous run with the same suffix?)"
+    lab_register_pin_dir "$XDP_PINS"
+}
+
+# lab_spawn for the victim, but entering only its network namespace. `ip netns exec` also gives the command a
+# mount namespace with a fresh /sys, where bpffs is not mounted, so an agent started that way could neither reuse
+# nor share the pinned maps (it stops with "not on a BPF filesystem"). `timeout --foreground` passes a signal to
+# the agent once; without it timeout also signals its whole process group, so the agent would see every SIGINT
+# twice and take the second for an impatient user's. Sets LAB_LAST_PID.
+xdp_spawn_in_victim() { # NAME COMMAND...
+    local name=$1
+    shift
+    : >"$LAB_TMP/$name.out"
+    : >"$LAB_TMP/$name.err"
+    timeout --foreground -k 5 "$LAB_SPAWN_MAX" nsenter --net="/run/netns/$LAB_NS_VICTIM" -- "$@" \
+        >"$LAB_TMP/$name.out" 2>"$LAB_TMP/$name.err" </dev/null &
+    LAB_LAST_PID=$!
+    LAB_PIDS+=("$LAB_LAST_PID")
+    log "lab: started $name (pid $LAB_LAST_PID) in the victim's network namespace: $*"
+}
+
+# Starts `conntrackr run --source xdp` on the victim's interface with the run's pin directory and JSON output
+# (stdout in $LAB_TMP/NAME.out), and waits until it logs "capture started". Sets XDP_AGENT to its pid. Skips the
+# test when the binary says it was built without the XDP source or blocker.
+xdp_agent_start() { # NAME BINARY EXTRA-ARGS...
+    local name=$1 bin=$2
+    shift 2
+    xdp_spawn_in_victim "$name" "$bin" run --interface "$LAB_IF_VICTIM" --source xdp --pin-dir "$XDP_PINS" \
+        --format json --metrics-address none "$@"
+    XDP_AGENT=$LAB_LAST_PID
+    local deadline=$((SECONDS + 15))
+    while ((SECONDS <= deadline)); do
+        grep -q 'capture started' "$LAB_TMP/$name.err" 2>/dev/null && return 0
+        if grep -q 'not available in this build' "$LAB_TMP/$name.err" 2>/dev/null; then
+            skip "the CLI has no XDP source or blocker yet: $(tail -n 1 "$LAB_TMP/$name.err")"
+        fi
+        if ! lab_alive "$XDP_AGENT"; then
+            wait "$XDP_AGENT" 2>/dev/null && LAB_EXIT_STATUS=0 || LAB_EXIT_STATUS=$?
+            fail "$name exited (status $LAB_EXIT_STATUS) before capture started: $(tail -n 5 "$LAB_TMP/$name.err")"
+        fi
+        sleep 0.1
+    done
+    fail "$name did not log 'capture started' within 15 s: $(tail -n 5 "$LAB_TMP/$name.err")"
+}
+
+# Stops an agent with SIGINT and checks that it exited 0 within 5 s and left no XDP program on the victim.
+xdp_agent_stop() { # PID NAME
+    lab_stop "$1" INT 5
+    assert_eq "$LAB_STOP_TIMELY" 1 "$2 stopped within 5 s of SIGINT"
+    assert_eq "$LAB_EXIT_STATUS" 0 "$2 exit status after SIGINT (stderr: $(tail -n 3 "$LAB_TMP/$2.err"))"
+    assert_eq "$(lab_xdp_ifaces "$LAB_NS_VICTIM" | tr '\n' ' ')" "" "interfaces with XDP left in the victim after $2"
+}
+
+# The family-dependent addresses of a test: E2E_FAMILY=4 (default) or 6.
+xdp_family() {
+    case ${E2E_FAMILY:-4} in
+        4) victim=$LAB_VICTIM_IP4 attacker=$LAB_ATTACKER_IP4 client=$LAB_CLIENT_IP4 nmap_family=() host_bits=32 ;;
+        6) victim=$LAB_VICTIM_IP6 attacker=$LAB_ATTACKER_IP6 client=$LAB_CLIENT_IP6 nmap_family=(-6) host_bits=128 ;;
+        *) fail "E2E_FAMILY must be 4 or 6" ;;
+    esac
+}
+
+# A real SYN scan from the attacker over ports 20-120, bounded in time; fails when nmap does not reach the victim.
+xdp_nmap_scan() {
+    lab_spawn attacker nmap nmap "${nmap_family[@]}" -n -Pn -sS -p 20-120 --max-retries 1 -T4 --host-timeout 60s \
+        "$victim"
+    local scanner=$LAB_LAST_PID
+    lab_wait_exit "$scanner" 90 || fail "nmap did not finish within 90 s"
+    assert_eq "$LAB_EXIT_STATUS" 0 "nmap exit status ($(tail -n 3 "$LAB_TMP/nmap.err"))"
+    grep -q '1 host up' "$LAB_TMP/nmap.out" || fail "nmap did not reach the victim: $(tail -n 5 "$LAB_TMP/nmap.out")"
+}

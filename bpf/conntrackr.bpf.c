@@ -1,0 +1,330 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* conntrackr's XDP program: drops packets from blocked prefixes and reports inbound connection attempts.
+ *
+ * For every frame:
+ *   1. Parse Ethernet (up to CT_MAX_VLAN_TAGS 802.1Q/802.1ad tags) and the fixed IPv4 or IPv6 header.
+ *   2. If the source lies in an unexpired blocked prefix and not in an allowlisted one: count and XDP_DROP.
+ *      Dropped packets are never reported.
+ *   3. Follow IPv4 options and fragments or the IPv6 extension-header chain to TCP; for a SYN without ACK,
+ *      write a struct ct_event into the ring buffer.
+ *   4. XDP_PASS. Whatever cannot be parsed passes: this program never drops what it does not understand.
+ *
+ * Parsing follows Sources/ConnCore/FrameParser.swift rule for rule (the same bounds, the same truncated and
+ * malformed cases), so the XDP and pcap sources report the same attempts. Every read is preceded by a bounds
+ * check against data_end, as the verifier demands.
+ *
+ * Blocking needs only the source address, so it applies as soon as the fixed IP header is valid: a blocked
+ * source cannot slip through by sending fragments, other protocols or malformed TCP.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "conntrackr.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* The consumer is woken only once this many bytes wait in the ring buffer; below that it polls on a short
+ * timer. Waking it for every record costs a core at a few hundred thousand SYNs a second. Set by the loader. */
+const volatile uint64_t wakeup_bytes = CT_DEFAULT_WAKEUP_BYTES;
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, CT_RINGBUF_BYTES);
+} ct_events SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, CT_MAX_BLOCKED);
+    __type(key, struct ct_lpm_v4_key);
+    __type(value, struct ct_block_value);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_block_v4 SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, CT_MAX_BLOCKED);
+    __type(key, struct ct_lpm_v6_key);
+    __type(value, struct ct_block_value);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_block_v6 SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, CT_MAX_ALLOWED);
+    __type(key, struct ct_lpm_v4_key);
+    __type(value, struct ct_allow_value);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_allow_v4 SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, CT_MAX_ALLOWED);
+    __type(key, struct ct_lpm_v6_key);
+    __type(value, struct ct_allow_value);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_allow_v6 SEC(".maps");
+
+/* Pinned too, so that `conntrackr blocklist` and metrics can read it while the agent runs. */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, uint32_t);
+    __type(value, struct ct_stats);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_stats SEC(".maps");
+
+/* What the parser made of a frame past the point where blocking was decided. */
+enum verdict {
+    V_OTHER,     /* well-formed, not a connection attempt */
+    V_MALFORMED, /* truncated or contradictory headers */
+    V_ATTEMPT,   /* a SYN without ACK */
+};
+
+/* Big-endian loads byte by byte: packet data has no alignment guarantee. */
+static __always_inline uint16_t load_be16(const uint8_t *p)
+{
+    return (uint16_t)((uint16_t)p[0] << 8 | p[1]);
+}
+
+static __always_inline int is_vlan(uint16_t ethertype)
+{
+    return ethertype == 0x8100 || ethertype == 0x88A8 || ethertype == 0x9100;
+}
+
+/* Whether a packet whose source matches `key` must be dropped: a blocked, unexpired prefix holds it and no
+ * allowlisted prefix does. The block map is looked up first because almost every packet misses it, which
+ * saves the allowlist lookup on the common path; the allowlist still wins whenever both match. */
+static __always_inline int must_drop(void *block_map, void *allow_map, const void *key, struct ct_stats *stats)
+{
+    struct ct_block_value *block = bpf_map_lookup_elem(block_map, key);
+    if (!block)
+        return 0;
+    uint64_t expires = block->expires_ns;
+    if (expires != 0 && bpf_ktime_get_boot_ns() >= expires) {
+        stats->expired_hits++;
+        return 0;
+    }
+    if (bpf_map_lookup_elem(allow_map, key)) {
+        stats->allow_overrides++;
+        return 0;
+    }
+    /* The entry is shared by all CPUs. */
+    __sync_fetch_and_add(&block->packets, 1);
+    stats->dropped++;
+    return 1;
+}
+
+/* TCP at `tcp`: a connection attempt when SYN is set and ACK is clear. Reads ports into the event fields. */
+static __always_inline enum verdict parse_tcp(const uint8_t *tcp, const void *end, uint16_t *sport,
+                                              uint16_t *dport)
+{
+    if ((const void *)(tcp + 20) > end)
+        return V_MALFORMED;
+    if ((tcp[12] >> 4) < 5)
+        return V_MALFORMED;
+    uint8_t flags = tcp[13];
+    if (!(flags & 0x02) || (flags & 0x10))
+        return V_OTHER;
+    *sport = load_be16(tcp);
+    *dport = load_be16(tcp + 2);
+    return V_ATTEMPT;
+}
+
+/* Reserves, fills and submits one event. Returns 0, or -1 when the ring buffer is full. */
+static __always_inline int report(const uint8_t *saddr, const uint8_t *daddr, int family, uint16_t sport,
+                                  uint16_t dport, uint32_t ifindex)
+{
+    struct ct_event *event = bpf_ringbuf_reserve(&ct_events, sizeof(*event), 0);
+    if (!event)
+        return -1;
+    event->time_ns = bpf_ktime_get_boot_ns();
+    if (family == CT_FAMILY_IPV4) {
+        /* IPv4-mapped form: 80 zero bits, 16 one bits, the address. */
+        __builtin_memset(event->saddr, 0, 10);
+        __builtin_memset(event->daddr, 0, 10);
+        event->saddr[10] = 0xFF;
+        event->saddr[11] = 0xFF;
+        event->daddr[10] = 0xFF;
+        event->daddr[11] = 0xFF;
+        __builtin_memcpy(event->saddr + 12, saddr, 4);
+        __builtin_memcpy(event->daddr + 12, daddr, 4);
+    } else {
+        __builtin_memcpy(event->saddr, saddr, 16);
+        __builtin_memcpy(event->daddr, daddr, 16);
+    }
+    event->sport = sport;
+    event->dport = dport;
+    event->ifindex = ifindex;
+    event->family = (uint8_t)family;
+    __builtin_memset(event->pad, 0, sizeof(event->pad));
+    /* The reservation already counts in the available data. */
+    uint64_t waiting = bpf_ringbuf_query(&ct_events, BPF_RB_AVAIL_DATA);
+    bpf_ringbuf_submit(event, waiting >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+    return 0;
+}
+
+/* IPv4 at `ip` (FrameParser.classifyIPv4). Returns XDP_DROP for blocked sources, else XDP_PASS. */
+static __always_inline int handle_ipv4(struct xdp_md *ctx, const uint8_t *ip, const void *end,
+                                       struct ct_stats *stats)
+{
+    if ((const void *)(ip + 20) > end)
+        goto malformed;
+    uint8_t version_ihl = ip[0];
+    uint32_t header_length = (uint32_t)(version_ihl & 0x0F) * 4;
+    if ((version_ihl >> 4) != 4 || header_length < 20)
+        goto malformed;
+    uint32_t total_length = load_be16(ip + 2);
+    if (total_length < header_length)
+        goto malformed;
+
+    struct ct_lpm_v4_key key = { .prefixlen = 32 };
+    __builtin_memcpy(key.addr, ip + 12, 4);
+    if (must_drop(&ct_block_v4, &ct_allow_v4, &key, stats))
+        return XDP_DROP;
+
+    if (ip[9] != 6) /* not TCP */
+        return XDP_PASS;
+    if (load_be16(ip + 6) & 0x1FFF) /* a later fragment: no TCP header here */
+        return XDP_PASS;
+    const uint8_t *tcp = ip + header_length;
+    if ((const void *)tcp > end)
+        goto malformed;
+    if (total_length < header_length + 20) /* the IP header says the TCP header is not all there */
+        goto malformed;
+
+    uint16_t sport = 0, dport = 0;
+    switch (parse_tcp(tcp, end, &sport, &dport)) {
+    case V_ATTEMPT:
+        break;
+    case V_MALFORMED:
+        goto malformed;
+    default:
+        return XDP_PASS;
+    }
+    stats->syns++;
+    if (report(ip + 12, ip + 16, CT_FAMILY_IPV4, sport, dport, ctx->ingress_ifindex) == 0)
+        stats->events++;
+    else
+        stats->ringbuf_full++;
+    return XDP_PASS;
+
+malformed:
+    stats->malformed++;
+    return XDP_PASS;
+}
+
+/* IPv6 at `ip` (FrameParser.classifyIPv6). Returns XDP_DROP for blocked sources, else XDP_PASS. */
+static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, const void *end,
+                                       struct ct_stats *stats)
+{
+    if ((const void *)(ip + 40) > end)
+        goto malformed;
+    if ((ip[0] >> 4) != 6)
+        goto malformed;
+
+    struct ct_lpm_v6_key key = { .prefixlen = 128 };
+    __builtin_memcpy(key.addr, ip + 8, 16);
+    if (must_drop(&ct_block_v6, &ct_allow_v6, &key, stats))
+        return XDP_DROP;
+
+    uint8_t next_header = ip[6];
+    uint32_t offset = 40;
+    /* One pass more than the limit: the header past the limit is still checked (truncated, later fragment)
+     * before the chain is judged too long, exactly as the Swift parser does. */
+#pragma unroll
+    for (int followed = 0; followed <= CT_MAX_IPV6_EXTENSION_HEADERS; followed++) {
+        if (next_header == 6)
+            break;
+        /* Each header is at most 2048 bytes, so offset stays under 40 + 6 * 2048; the mask only tells the
+         * verifier so. */
+        const uint8_t *header = ip + (offset & 0x3FFF);
+        uint32_t length;
+        if (next_header == 0 || next_header == 43 || next_header == 60) {
+            /* hop-by-hop, routing, destination options: length in 8-byte units past the first 8 */
+            if ((const void *)(header + 2) > end)
+                goto malformed;
+            length = ((uint32_t)header[1] + 1) * 8;
+        } else if (next_header == 44) {
+            /* fragment: only the first fragment carries the TCP header */
+            if ((const void *)(header + 8) > end)
+                goto malformed;
+            if (load_be16(header + 2) & 0xFFF8)
+                return XDP_PASS;
+            length = 8;
+        } else if (next_header == 51) {
+            /* authentication header: length in 4-byte units minus 2 */
+            if ((const void *)(header + 2) > end)
+                goto malformed;
+            length = ((uint32_t)header[1] + 2) * 4;
+        } else {
+            return XDP_PASS; /* no next header, ESP, UDP, ICMPv6, ... */
+        }
+        if (followed == CT_MAX_IPV6_EXTENSION_HEADERS)
+            goto malformed; /* too many headers */
+        next_header = header[0];
+        offset += length;
+    }
+    /* Here next_header is TCP: every other way out of the loop returned. */
+    uint32_t payload_length = load_be16(ip + 4);
+    if (payload_length + 40 < offset + 20)
+        goto malformed;
+
+    uint16_t sport = 0, dport = 0;
+    switch (parse_tcp(ip + (offset & 0x3FFF), end, &sport, &dport)) {
+    case V_ATTEMPT:
+        break;
+    case V_MALFORMED:
+        goto malformed;
+    default:
+        return XDP_PASS;
+    }
+    stats->syns++;
+    if (report(ip + 8, ip + 24, CT_FAMILY_IPV6, sport, dport, ctx->ingress_ifindex) == 0)
+        stats->events++;
+    else
+        stats->ringbuf_full++;
+    return XDP_PASS;
+
+malformed:
+    stats->malformed++;
+    return XDP_PASS;
+}
+
+SEC("xdp")
+int conntrackr_xdp(struct xdp_md *ctx)
+{
+    const uint8_t *data = (const uint8_t *)(long)ctx->data;
+    const void *end = (const void *)(long)ctx->data_end;
+    uint32_t zero = 0;
+    struct ct_stats *stats = bpf_map_lookup_elem(&ct_stats, &zero);
+    if (!stats)
+        return XDP_PASS; /* cannot happen: a one-entry array always has entry 0 */
+    stats->frames++;
+
+    if ((const void *)(data + 14) > end) {
+        stats->malformed++;
+        return XDP_PASS;
+    }
+    uint16_t ethertype = load_be16(data + 12);
+    uint32_t offset = 14;
+#pragma unroll
+    for (int tags = 0; tags <= CT_MAX_VLAN_TAGS; tags++) {
+        if (!is_vlan(ethertype))
+            break;
+        if (tags == CT_MAX_VLAN_TAGS || (const void *)(data + offset + 4) > end) {
+            stats->malformed++; /* too many tags, or cut short */
+            return XDP_PASS;
+        }
+        ethertype = load_be16(data + offset + 2);
+        offset += 4;
+    }
+    if (ethertype == 0x0800)
+        return handle_ipv4(ctx, data + offset, end, stats);
+    if (ethertype == 0x86DD)
+        return handle_ipv6(ctx, data + offset, end, stats);
+    return XDP_PASS;
+}
