@@ -120,14 +120,7 @@ let package = Package(
             dependencies: ["ConnCore", "ConnBlock", "ConnTesting"],
             resources: [.copy("Fixtures")]
         ),
-        .testTarget(
-            name: "ConnFleetTests",
-            dependencies: [
-                "ConnCore", "ConnFleet", "ConnTesting",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
-        ),
+        .testTarget(name: "ConnFleetTests", dependencies: ["ConnCore", "ConnFleet", "ConnTesting"]),
         .testTarget(
             name: "ConnMetricsTests",
             dependencies: [

@@ -95,7 +95,7 @@ final class EtcdServer: @unchecked Sendable {
         peerPort = peer
     }
 
-    /// Starts etcd and waits until it answers (10 seconds at most).
+    /// Starts etcd and waits until it answers (30 seconds at most).
     func start() async throws {
         guard let binary = Self.binary else { throw FleetError(.unavailable, Self.unavailableReason!) }
         let process = Process()
@@ -120,7 +120,7 @@ final class EtcdServer: @unchecked Sendable {
         self.process = process
         let ready = try await withEtcdStore(clientConfiguration) { probe in
             let clock = ContinuousClock()
-            let deadline = clock.now + .seconds(10)
+            let deadline = clock.now + .seconds(30)
             while clock.now < deadline, process.isRunning {
                 if (try? await probe.checkHealth()) != nil { return true }
                 try await Task.sleep(for: .milliseconds(50))

@@ -79,7 +79,7 @@ struct FleetServiceTests {
             #expect(published.reason == .portScan)
             #expect(stored.lease != 0)
             #expect(store.ttl(ofLease: stored.lease) == .seconds(90))
-            #expect(agent.metrics.value(of: .fleetPublications) == 1)
+            #expect(await eventually { agent.metrics.value(of: .fleetPublications) == 1 })
             // Its own publication comes back through the watch and changes nothing.
             try await Task.sleep(for: .milliseconds(100))
             #expect(agent.blocker.entry(for: IPPrefix(host: scanner))?.origin == .local)
@@ -105,13 +105,16 @@ struct FleetServiceTests {
             #expect(await eventually { agent.service.isConnected })
             let lease = try await store.grantLease(ttl: .seconds(600))
             try await put(record("198.51.100.20", host: "a"), lease: lease)
-            #expect(await eventually { agent.fleetEntry("198.51.100.20") != nil })
+            // Events are handed out last, after the blocker and the metrics.
+            #expect(await eventually { agent.events.blocked.count == 1 })
+            #expect(agent.fleetEntry("198.51.100.20") != nil)
             #expect(agent.events.blocked.map(\.origin) == [.fleet])
             #expect(agent.metrics.value(of: .blocks(.fleet)) == 1)
             #expect(agent.service.revision == store.revision)
 
             store.expireLease(lease)  // as etcd does when the TTL ends
-            #expect(await eventually { agent.blocker.entry(for: IPPrefix("198.51.100.20")!) == nil })
+            #expect(await eventually { agent.events.unblocked.count == 1 })
+            #expect(agent.blocker.entry(for: IPPrefix("198.51.100.20")!) == nil)
             #expect(agent.events.unblocked.map(\.0) == [IPPrefix("198.51.100.20")!])
             #expect(agent.events.unblocked.map(\.1) == [.removed])
             #expect(agent.metrics.value(of: .unblocks(.removed)) == 1)
@@ -124,7 +127,8 @@ struct FleetServiceTests {
         try await whileRunning([agent.service]) {
             #expect(await eventually { agent.service.isConnected })
             try await put(record("198.51.100.30", host: "a"))
-            #expect(await eventually { agent.metrics.value(of: .fleetRefused) == 1 })
+            #expect(await eventually { agent.events.notBlocked.count == 1 })
+            #expect(agent.metrics.value(of: .fleetRefused) == 1)
             #expect(agent.blocker.entry(for: IPPrefix("198.51.100.30")!) == nil)
             #expect(agent.events.notBlocked.first?.1.hasPrefix("allowlisted") == true)
             #expect(agent.events.blocked.isEmpty)
@@ -164,7 +168,8 @@ struct FleetServiceTests {
         try await whileRunning([agent.service]) {
             #expect(await eventually { agent.service.isConnected })
             try await put(record("198.51.100.51", host: "a"))
-            #expect(await eventually { agent.fleetEntry("198.51.100.51") != nil })
+            #expect(await eventually { agent.events.blocked.count == 2 })
+            #expect(agent.fleetEntry("198.51.100.51") != nil)
             try await Task.sleep(for: .milliseconds(100))
             // Replayed, the put and delete of .52 would block and lift it again; the service skips them.
             #expect(agent.events.blocked.map(\.prefix) == [IPPrefix("198.51.100.50")!, IPPrefix("198.51.100.51")!])
@@ -182,13 +187,13 @@ struct FleetServiceTests {
 
             store.isAvailable = false
             #expect(await eventually { !agent.service.isConnected })
-            #expect(agent.metrics.value(of: .fleetConnected) == 0)
+            #expect(await eventually { agent.metrics.value(of: .fleetConnected) == 0 })
             store.expireLease(lease)  // the key lapses while this agent cannot see it
             store.isAvailable = true
 
             #expect(await eventually { agent.blocker.entry(for: IPPrefix("198.51.100.60")!) == nil })
+            #expect(await eventually { agent.metrics.value(of: .fleetConnected) == 1 })
             #expect(agent.service.isConnected)
-            #expect(agent.metrics.value(of: .fleetConnected) == 1)
             #expect(store.calls.list >= 2)
         }
     }
@@ -211,7 +216,7 @@ struct FleetServiceTests {
             store.isAvailable = true
             #expect(await eventually { store.keys == [keys.key(for: IPPrefix(host: scanner))] })
             #expect(agent.service.queuedPublications == 0)
-            #expect(agent.metrics.value(of: .fleetPublications) == 1)
+            #expect(await eventually { agent.metrics.value(of: .fleetPublications) == 1 })
         }
     }
 
@@ -227,7 +232,7 @@ struct FleetServiceTests {
             store.isAvailable = true
             let newest = sources.suffix(3).map { keys.key(for: IPPrefix(host: $0)) }.sorted()
             #expect(await eventually { store.keys == newest })
-            #expect(agent.metrics.value(of: .fleetPublications) == 3)
+            #expect(await eventually { agent.metrics.value(of: .fleetPublications) == 3 })
         }
     }
 
@@ -283,9 +288,9 @@ struct FleetServiceTests {
             #expect(agent.events.notBlocked.map(\.1) == ["rate_limited"])
 
             clock.advance(by: .seconds(61))
-            #expect(await eventually { (try? agent.blocker.entries().count) == 2 })
+            #expect(await eventually { agent.events.blocked.count == 2 })
+            #expect((try? agent.blocker.entries().count) == 2)
             #expect(agent.metrics.value(of: .fleetRefused) == 1)  // reported once
-            #expect(agent.events.blocked.count == 2)
         }
     }
 
@@ -295,7 +300,8 @@ struct FleetServiceTests {
         try await whileRunning([a.service, b.service]) {
             #expect(await eventually { a.service.isConnected && b.service.isConnected })
             _ = a.controller.handle(scan())
-            #expect(await eventually { b.fleetEntry(scanner.description) != nil })
+            #expect(await eventually { b.events.blocked.count == 1 })
+            #expect(b.fleetEntry(scanner.description) != nil)
             #expect(a.blocker.entry(for: IPPrefix(host: scanner))?.origin == .local)
             #expect(b.events.blocked.map(\.prefix) == [IPPrefix(host: scanner)])
         }

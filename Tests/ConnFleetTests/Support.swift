@@ -62,8 +62,11 @@ final class TestClock: Sendable {
 }
 
 /// Waits until `condition` holds, checking every 10 ms; `false` if it still does not after `timeout`.
+///
+/// The default is generous because every test target shares one process: suites that block their threads (sleeps
+/// in synchronous kernel tests) can starve the concurrency pool for seconds. Passing tests return at once.
 func eventually(
-    within timeout: Duration = .seconds(5),
+    within timeout: Duration = .seconds(30),
     _ condition: () throws -> Bool
 ) async rethrows -> Bool {
     let clock = ContinuousClock()
