@@ -43,6 +43,8 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wall", "-Wno-unused-function"])],
             linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
         ),
+        // Capability dropping: prctl and capset are variadic or unwrapped in Swift's Glibc.
+        .target(name: "CPrivileges"),
         .target(
             name: "ConnCapture",
             dependencies: [
@@ -89,7 +91,7 @@ let package = Package(
         .executableTarget(
             name: "conntrackr",
             dependencies: [
-                "ConnCore", "ConnCapture", "ConnBlock", "ConnMetrics", "ConnFleet",
+                "ConnCore", "ConnCapture", "ConnBlock", "ConnMetrics", "ConnFleet", "CPrivileges",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -44,10 +44,13 @@ struct Agent {
         let source: any PacketSource
         switch settings.source {
         case .pcap:
-            source = PcapLiveSource(
+            let pcap = PcapLiveSource(
                 configuration: .init(interface: interface, destinations: destinations),
                 logger: logger
             )
+            // Open now, so privileges and the interface fail the start with one line, before privileges drop.
+            try pcap.open()
+            source = pcap
         case .xdp:
             let xdp = XDPSource(
                 configuration: .init(

@@ -35,6 +35,18 @@ struct RunCommand: AsyncParsableCommand {
         } catch {
             exitWithFailure(error)
         }
+        // Everything privileged is done (program attached, capture open, port bound): keep only what is still used.
+        do {
+            let kept = Capability.keptAfterStartUp(settings)
+            try dropPrivileges(keeping: kept)
+            logger.info(
+                "privileges dropped",
+                metadata: ["kept": "\(kept.map(\.name).sorted().joined(separator: ","))", "no_new_privs": "1"]
+            )
+        } catch {
+            agent.shutDown()
+            exitWithFailure(error)
+        }
         let outcome: (any Error)?
         do {
             try await agent.run()
