@@ -449,8 +449,9 @@ struct XDPProgramTests {
         let idle = try clock.measure { try program.poll(timeout: .milliseconds(150)) { _ in } }
         #expect(idle >= .milliseconds(140), "an idle poll waits for its timeout")
         program.wake()
-        let woken = try clock.measure { try program.poll(timeout: .seconds(5)) { _ in } }
-        #expect(woken < .seconds(1))
+        // Woken, it returns long before its 60 s timeout (the margin keeps a loaded machine from mattering).
+        let woken = try clock.measure { try program.poll(timeout: .seconds(60)) { _ in } }
+        #expect(woken < .seconds(20))
     }
 
     @Test func recordsBelowTheWakeUpThresholdWaitForTheTimer() throws {
@@ -483,9 +484,9 @@ struct XDPProgramTests {
             _ = try? program.testRun(frame, repeat: 200)
         }
         var count = 0
-        let waited = try clock.measure { count = try program.poll(timeout: .seconds(5)) { _ in } }
+        let waited = try clock.measure { count = try program.poll(timeout: .seconds(60)) { _ in } }
         #expect(count > 0)
-        #expect(waited < .seconds(2), "the program woke the reader")
+        #expect(waited < .seconds(20), "the program woke the reader long before the 60 s timeout")
     }
 
     // MARK: Errors
