@@ -1,3 +1,4 @@
+import ConnTesting
 import Foundation
 import FuzzSupport
 import Testing
@@ -84,7 +85,7 @@ struct FuzzRegressionTests {
 
     @Test("Random inserts, lookups and removals agree with a dictionary", arguments: 0..<24)
     func tableAgainstDictionary(run: Int) {
-        var random = SeededRandom(seed: UInt64(run))  // the same operations on every run of the test
+        var random = SplitMix64(seed: UInt64(run))  // the same operations on every run of the test
         let capacity = [1, 2, 7, 16, 33, 64][run % 6]
         let table = RecencyTable<Key, Void>(capacity: capacity, seed: UInt64(run))
         var model: [UInt64: Int32] = [:]

@@ -10,7 +10,7 @@ public struct DifferentialFrames: Sendable {
         case committed, random, mutated, malformed
     }
 
-    private var random: SeededRandom
+    private var random: SplitMix64
     private let committed: [[UInt8]]
     private var nextCommitted = 0
     /// Recent frames to mutate, besides the committed ones.
@@ -24,7 +24,7 @@ public struct DifferentialFrames: Sendable {
 
     /// - Parameter committed: frames given first, as they are (those outside the length limits are skipped).
     public init(seed: UInt64, committed: [[UInt8]]) {
-        random = SeededRandom(seed: seed)
+        random = SplitMix64(seed: seed)
         self.committed = committed.filter { (Self.minLength...Self.maxLength).contains($0.count) }
     }
 
