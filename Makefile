@@ -13,6 +13,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 include bpf/bpf.mk
 include deploy/image.mk
+include Tests/Fuzz/fuzz.mk
 
 all: build
 
@@ -48,6 +49,7 @@ e2e: test-deps release
 test: test-deps
 	$(MAKE) bpf-check
 	$(MAKE) unit
+	$(MAKE) fuzz-smoke
 	$(MAKE) e2e
 	$(MAKE) container-test
 
@@ -55,4 +57,4 @@ bench: test-deps release
 	Tests/bench/run-bench.sh $(BIN_RELEASE)
 
 clean:
-	rm -rf .build bench-out
+	rm -rf .build .build-fuzz bench-out
