@@ -31,8 +31,11 @@ test-deps: deps
 build: deps
 	$(SWIFT) build $(SWIFT_FLAGS)
 
+# One release build serves `run`, the end-to-end tests and the container image: the agent with the Swift
+# standard library linked in (no Swift runtime needed where it runs).
+RELEASE_FLAGS := -c release --static-swift-stdlib
 release: deps
-	$(SWIFT) build -c release $(SWIFT_FLAGS)
+	$(SWIFT) build $(RELEASE_FLAGS) --product conntrackr $(SWIFT_FLAGS)
 
 # Monitors this host's default interface (needs root, or CAP_NET_RAW and CAP_NET_ADMIN for pcap).
 run: release
@@ -54,6 +57,7 @@ test: test-deps
 	$(MAKE) container-test
 
 bench: test-deps release
+	$(SWIFT) build $(RELEASE_FLAGS) --product conntrackr-synth $(SWIFT_FLAGS)
 	Tests/bench/run-bench.sh $(BIN_RELEASE)
 
 clean:
