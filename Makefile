@@ -6,12 +6,13 @@ BIN_DEBUG := .build/debug/conntrackr
 BIN_RELEASE := .build/release/conntrackr
 # Debian packages the build and the tests need (installed when missing).
 BUILD_PACKAGES := libpcap-dev libbpf-dev libelf-dev zlib1g-dev clang-14 llvm-14 bpftool pkg-config time
-TEST_PACKAGES := iproute2 nmap hping3 tcpdump netsniff-ng nftables prometheus etcd-server python3 ethtool curl
+TEST_PACKAGES := iproute2 nmap hping3 tcpdump netsniff-ng nftables prometheus etcd-server etcd-client openssl python3 python3-yaml ethtool curl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: all deps test-deps build release run test unit e2e bench lint clean
 
 include bpf/bpf.mk
+include deploy/image.mk
 
 all: build
 
@@ -48,6 +49,7 @@ test: test-deps
 	$(MAKE) bpf-check
 	$(MAKE) unit
 	$(MAKE) e2e
+	$(MAKE) container-test
 
 bench: test-deps release
 	Tests/bench/run-bench.sh $(BIN_RELEASE)

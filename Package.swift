@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "ConnBlock", targets: ["ConnBlock"]),
         .library(name: "ConnMetrics", targets: ["ConnMetrics"]),
         .library(name: "ConnTesting", targets: ["ConnTesting"]),
+        .library(name: "ConnFleet", targets: ["ConnFleet"]),
         .executable(name: "conntrackr", targets: ["conntrackr"]),
     ],
     dependencies: [
@@ -21,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // Pure Swift: addresses, frames, parser, tracker, detector, events, protocols, pipeline.
@@ -40,6 +43,8 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wall", "-Wno-unused-function"])],
             linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
         ),
+        // Capability dropping: prctl and capset are variadic or unwrapped in Swift's Glibc.
+        .target(name: "CPrivileges"),
         .target(
             name: "ConnCapture",
             dependencies: [
@@ -65,6 +70,19 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Fleet mode: blocks shared across hosts through etcd's v3 JSON gateway.
+        .target(
+            name: "ConnFleet",
+            dependencies: [
+                "ConnCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // Test kit for embedders and our own tests: frame builders, a pcap writer, in-memory sinks.
         .target(
             name: "ConnTesting",
@@ -73,7 +91,7 @@ let package = Package(
         .executableTarget(
             name: "conntrackr",
             dependencies: [
-                "ConnCore", "ConnCapture", "ConnBlock", "ConnMetrics",
+                "ConnCore", "ConnCapture", "ConnBlock", "ConnMetrics", "ConnFleet", "CPrivileges",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -104,6 +122,7 @@ let package = Package(
             dependencies: ["ConnCore", "ConnBlock", "ConnTesting"],
             resources: [.copy("Fixtures")]
         ),
+        .testTarget(name: "ConnFleetTests", dependencies: ["ConnCore", "ConnFleet", "ConnTesting"]),
         .testTarget(
             name: "ConnMetricsTests",
             dependencies: [

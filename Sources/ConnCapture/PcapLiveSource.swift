@@ -48,15 +48,26 @@ public final class PcapLiveSource: PacketSource {
         self.logger = logger
     }
 
+    /// Opens the capture and installs the filter now, so that start-up errors (privileges, interface) surface
+    /// before services start and the privileges it needs can be dropped afterwards; ``run(into:)`` does it
+    /// otherwise. Does nothing when already open.
+    public func open() throws {
+        try activeHandle.withLock { active in
+            guard active == nil else { return }
+            let handle = try activate()
+            try installFilter(on: handle)
+            active = handle
+        }
+    }
+
     public func run(into pipeline: ConnectionPipeline) throws {
-        let handle = try activate()
-        activeHandle.withLock { $0 = handle }
+        try open()
+        guard let handle = activeHandle.withLock({ $0 }) else { return }
         defer {
             activeHandle.withLock { $0 = nil }
             pipeline.finish()
         }
         let linkType = try handle.linkType(describing: configuration.interface)
-        try installFilter(on: handle)
         logger.info(
             "capture started",
             metadata: ["source": "pcap", "interface": "\(configuration.interface)", "link": "\(linkType)"]

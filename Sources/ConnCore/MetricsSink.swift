@@ -18,6 +18,14 @@ public enum CounterMetric: Hashable, Sendable {
     case eventsDropped
     /// Frames the pipeline examined.
     case framesProcessed
+    /// Blocks this agent published to the fleet store.
+    case fleetPublications
+    /// Publications dropped unpublished: the queue kept while the fleet store was unreachable was full, or the
+    /// store rejected them.
+    case fleetPublicationsDropped
+    /// Blocks learned from the fleet that local policy refused (allowlist, caps, rate limit). Learned blocks that
+    /// were applied count as ``blocks(_:)`` with origin `fleet`.
+    case fleetRefused
 }
 
 /// A gauge the pipeline sets.
@@ -27,6 +35,8 @@ public enum GaugeMetric: Hashable, Sendable {
     case blockedSources
     /// 1 while a capture is running, 0 otherwise.
     case captureRunning
+    /// 1 while fleet mode is connected to its store (listed and watching), 0 otherwise.
+    case fleetConnected
 }
 
 /// Where the pipeline reports its counts. Implementations must be cheap: the pipeline batches its updates, but

@@ -138,6 +138,30 @@ extension MetricFamily {
         help: "1 while a capture is running, 0 otherwise.",
         label: nil
     )
+    static let fleetConnected = MetricFamily(
+        baseName: "fleet_connected",
+        kind: .gauge,
+        help: "1 while fleet mode is connected to etcd (listed and watching), 0 otherwise.",
+        label: nil
+    )
+    static let fleetPublications = MetricFamily(
+        baseName: "fleet_publications",
+        kind: .counter,
+        help: "Blocks this agent published to the fleet.",
+        label: nil
+    )
+    static let fleetPublicationsDropped = MetricFamily(
+        baseName: "fleet_publications_dropped",
+        kind: .counter,
+        help: "Blocks never published: the queue kept while etcd was unreachable was full, or etcd rejected them.",
+        label: nil
+    )
+    static let fleetRefused = MetricFamily(
+        baseName: "fleet_refused",
+        kind: .counter,
+        help: "Blocks learned from the fleet that local policy refused (allowlist, caps, rate limit).",
+        label: nil
+    )
     static let buildInfo = MetricFamily(
         baseName: "build_info",
         kind: .gauge,
@@ -149,6 +173,7 @@ extension MetricFamily {
     static let all: [MetricFamily] = [
         .newConnections, .portScans, .blocks, .unblocks, .blocksRefused, .blockedSources, .blockedPackets,
         .captureDropped, .malformedFrames, .trackedPairs, .trackedPairsEvicted, .trackedConnections,
-        .trackedConnectionsEvicted, .eventsDropped, .frames, .captureRunning, .buildInfo,
+        .trackedConnectionsEvicted, .eventsDropped, .frames, .captureRunning, .fleetConnected, .fleetPublications,
+        .fleetPublicationsDropped, .fleetRefused, .buildInfo,
     ]
 }

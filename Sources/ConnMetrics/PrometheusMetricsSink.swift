@@ -199,6 +199,10 @@ struct SeriesTable: Sendable {
     let trackedConnections: Gauge
     let blockedSources: Gauge
     let captureRunning: Gauge
+    let fleetConnected: Gauge
+    let fleetPublications: Counter
+    let fleetPublicationsDropped: Counter
+    let fleetRefused: Counter
 
     init(registry: PrometheusCollectorRegistry) {
         newConnections = MetricFamily.newConnections.makeCounter(in: registry)
@@ -228,6 +232,10 @@ struct SeriesTable: Sendable {
         trackedConnections = MetricFamily.trackedConnections.makeGauge(in: registry)
         blockedSources = MetricFamily.blockedSources.makeGauge(in: registry)
         captureRunning = MetricFamily.captureRunning.makeGauge(in: registry)
+        fleetConnected = MetricFamily.fleetConnected.makeGauge(in: registry)
+        fleetPublications = MetricFamily.fleetPublications.makeCounter(in: registry)
+        fleetPublicationsDropped = MetricFamily.fleetPublicationsDropped.makeCounter(in: registry)
+        fleetRefused = MetricFamily.fleetRefused.makeCounter(in: registry)
     }
 
     func counter(for metric: CounterMetric) -> Counter {
@@ -246,6 +254,9 @@ struct SeriesTable: Sendable {
         case .trackedConnectionsEvicted: trackedConnectionsEvicted
         case .eventsDropped: eventsDropped
         case .framesProcessed: frames
+        case .fleetPublications: fleetPublications
+        case .fleetPublicationsDropped: fleetPublicationsDropped
+        case .fleetRefused: fleetRefused
         }
     }
 
@@ -255,6 +266,7 @@ struct SeriesTable: Sendable {
         case .trackedConnections: trackedConnections
         case .blockedSources: blockedSources
         case .captureRunning: captureRunning
+        case .fleetConnected: fleetConnected
         }
     }
 }

@@ -17,10 +17,10 @@ struct Agent {
     /// Cleanup that must run after the services stop (detaching, removing tables), in order.
     let cleanups: [@Sendable () -> Void]
 
-    static func assemble(settings: AgentSettings, configFile: String?, logger: Logger) async throws -> Agent {
-        guard let interface = settings.interface ?? HostNetwork.defaultRouteInterface() else {
-            throw ConntrackrError(.noSuchInterface, "no default route to pick an interface from: pass --interface")
-        }
+    /// The second phase of start-up, unprivileged: output, pipeline, metrics and services around `parts`.
+    static func assemble(parts: PrivilegedParts, settings: AgentSettings, configFile: String?, logger: Logger) async throws
+        -> Agent
+    {
         let metrics = PrometheusMetricsSink(version: BuildInfo.version)
         let metricsAddress = try MetricsAddress(parsing: settings.metricsAddress)
         // Live output must never stall capture: a slow reader loses events (counted), not packets.
@@ -28,11 +28,21 @@ struct Agent {
         metrics.addScrapeHook(name: "event writer") { scrape in
             scrape.setTotal(.eventsDropped, to: UInt64(writer.droppedEvents))
         }
-        var cleanups: [@Sendable () -> Void] = []
-
-        let blocking = try makeBlocking(
-            settings: settings, interface: interface, metrics: metrics, cleanups: &cleanups, logger: logger
-        )
+        let blocking = parts.blocker.map {
+            BlockController(blocker: $0, policy: settings.blockPolicy, allowlist: parts.allowlist, metrics: metrics)
+        }
+        if let blocker = parts.blocker {
+            metrics.addScrapeHook(name: "blocklist") { scrape in
+                scrape.set(.blockedSources, to: try blocker.entries().count)
+            }
+        }
+        if let xdp = parts.source as? XDPSource {
+            metrics.addScrapeHook(name: "xdp statistics") { scrape in
+                guard let statistics = try xdp.statistics() else { return }
+                scrape.setTotal(.framesProcessed, to: statistics.frames)
+                scrape.setBlockedPacketsTotal(statistics.dropped)
+            }
+        }
         let pipeline = ConnectionPipeline(
             configuration: settings.pipelineConfiguration,
             events: writer,
@@ -40,34 +50,7 @@ struct Agent {
             metrics: metrics,
             logger: logger
         )
-        let destinations = settings.allDestinations ? nil : try HostAddresses.current()
-        let source: any PacketSource
-        switch settings.source {
-        case .pcap:
-            source = PcapLiveSource(
-                configuration: .init(interface: interface, destinations: destinations),
-                logger: logger
-            )
-        case .xdp:
-            let xdp = XDPSource(
-                configuration: .init(
-                    interface: interface,
-                    mode: XDPProgram.AttachMode(rawValue: settings.xdpMode.rawValue) ?? .auto,
-                    pinRoot: settings.pinDirectory,
-                    destinations: destinations
-                ),
-                logger: logger
-            )
-            // Attach now, so privileges, bpffs and a busy interface fail the start with one line.
-            try xdp.attach()
-            metrics.addScrapeHook(name: "xdp statistics") { scrape in
-                guard let statistics = try xdp.statistics() else { return }
-                scrape.setTotal(.framesProcessed, to: statistics.frames)
-                scrape.setBlockedPacketsTotal(statistics.dropped)
-            }
-            source = xdp
-        }
-        let capture = CaptureService(source: source, pipeline: pipeline, logger: logger)
+        let capture = CaptureService(source: parts.source, pipeline: pipeline, logger: logger)
         metrics.addScrapeHook(name: "capture state") { scrape in
             scrape.set(.captureRunning, to: capture.isRunning ? 1 : 0)
         }
@@ -80,7 +63,11 @@ struct Agent {
         ]
         if let blocking {
             services.append(
-                .init(service: AllowlistReloader(settings: settings, configFile: configFile, blocking: blocking, logger: logger))
+                .init(
+                    service: AllowlistReloader(
+                        settings: settings, configFile: configFile, blocking: blocking, logger: logger
+                    )
+                )
             )
         }
         if case .endpoint(let endpoint) = metricsAddress {
@@ -100,57 +87,7 @@ struct Agent {
             logger: logger
         )
         configuration.maximumGracefulShutdownDuration = .seconds(5)
-        return Agent(writer: writer, group: ServiceGroup(configuration: configuration), cleanups: cleanups)
-    }
-
-    /// The blocker the settings ask for, with its allowlist installed, or `nil` to detect only.
-    private static func makeBlocking(
-        settings: AgentSettings,
-        interface: String,
-        metrics: PrometheusMetricsSink,
-        cleanups: inout [@Sendable () -> Void],
-        logger: Logger
-    ) throws -> BlockController? {
-        guard settings.block != .none else { return nil }
-        let allowlist = try HostAllowlist(settings: settings).build()
-        let blocker: any Blocker
-        switch settings.block {
-        case .none:
-            return nil
-        case .xdp:
-            let xdpBlocker = try XDPBlocker(pinRoot: settings.pinDirectory)
-            try xdpBlocker.maps.syncAllowlist(allowlist)
-            if settings.source != .xdp {
-                // Blocking in XDP needs the program on the interface even when libpcap captures.
-                let program = try XDPProgram(pinRoot: settings.pinDirectory)
-                let mode = try program.attach(
-                    to: interface, mode: XDPProgram.AttachMode(rawValue: settings.xdpMode.rawValue) ?? .auto
-                )
-                logger.info("XDP program attached for blocking", metadata: ["interface": "\(interface)", "mode": "\(mode)"])
-                cleanups.append { program.detach() }
-            }
-            if settings.flushOnExit {
-                let maps = xdpBlocker.maps
-                cleanups.append { _ = try? maps.flushBlocks() }
-            }
-            metrics.addScrapeHook(name: "xdp blocklist") { scrape in
-                scrape.set(.blockedSources, to: try xdpBlocker.entries().count)
-            }
-            blocker = xdpBlocker
-        case .nftables:
-            let nftables = try NftablesBlocker()
-            try nftables.createTable(allowing: allowlist)
-            cleanups.append { try? nftables.removeTable() }
-            metrics.addScrapeHook(name: "nftables blocklist") { scrape in
-                scrape.set(.blockedSources, to: try nftables.entries().count)
-            }
-            blocker = nftables
-        }
-        logger.info(
-            "blocking scanners",
-            metadata: ["blocker": "\(blocker.name)", "allowlisted": "\(allowlist.entries.count)"]
-        )
-        return BlockController(blocker: blocker, policy: settings.blockPolicy, allowlist: allowlist, metrics: metrics)
+        return Agent(writer: writer, group: ServiceGroup(configuration: configuration), cleanups: parts.cleanups)
     }
 
     func run() async throws {

@@ -8,7 +8,7 @@ import Glibc
 
 /// The `conntrackr` command: composes the library's parts; it decides nothing the library could.
 @main
-struct Conntrackr: AsyncParsableCommand {
+struct Conntrackr: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "conntrackr",
         abstract: "Watch inbound TCP connection attempts, detect port scans, and block scanners.",

@@ -1,17 +1,17 @@
 import ArgumentParser
-import ConnCapture
 import ConnCore
-import ConnMetrics
+import Dispatch
 import Logging
-import ServiceLifecycle
-import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// `conntrackr run`: monitors this host until SIGINT or SIGTERM.
-struct RunCommand: AsyncParsableCommand {
+///
+/// Synchronous on purpose: the privileged part of start-up and the capability drop happen before any other thread
+/// exists; only then does the agent start its services.
+struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Monitor this host's inbound connection attempts until SIGINT or SIGTERM."
@@ -19,7 +19,7 @@ struct RunCommand: AsyncParsableCommand {
 
     @OptionGroup var options: RunOptions
 
-    func run() async throws {
+    func run() {
         let settings: AgentSettings
         do {
             settings = try options.resolve()
@@ -29,20 +29,62 @@ struct RunCommand: AsyncParsableCommand {
         bootstrapLogging(level: settings.logLevel, format: settings.logFormat)
         signal(SIGPIPE, SIG_IGN)
         let logger = Logger(label: "conntrackr")
-        let agent: Agent
+
+        let parts: PrivilegedParts
         do {
-            agent = try await Agent.assemble(settings: settings, configFile: options.config, logger: logger)
+            parts = try PrivilegedParts.open(settings: settings, logger: logger)
         } catch {
             exitWithFailure(error)
         }
-        let outcome: (any Error)?
         do {
-            try await agent.run()
-            outcome = nil
+            let kept = Capability.keptAfterStartUp(settings)
+            try dropPrivileges(keeping: kept)
+            logger.info(
+                "privileges dropped",
+                metadata: ["kept": "\(kept.map(\.name).sorted().joined(separator: ","))", "no_new_privs": "1"]
+            )
         } catch {
-            outcome = error
+            for cleanup in parts.cleanups { cleanup() }
+            exitWithFailure(error)
         }
-        agent.shutDown()
-        if let outcome { exitWithFailure(outcome) }
+
+        let failure = runAsync {
+            let agent: Agent
+            do {
+                agent = try await Agent.assemble(
+                    parts: parts, settings: settings, configFile: options.config, logger: logger
+                )
+            } catch {
+                for cleanup in parts.cleanups { cleanup() }
+                return error
+            }
+            var outcome: (any Error)?
+            do {
+                try await agent.run()
+            } catch {
+                outcome = error
+            }
+            agent.shutDown()
+            return outcome
+        }
+        if let failure { exitWithFailure(failure) }
     }
+}
+
+/// Runs `body` on Swift concurrency's executors and waits for it on this (the main) thread.
+private func runAsync(_ body: @escaping @Sendable () async -> (any Error)?) -> (any Error)? {
+    let done = DispatchSemaphore(value: 0)
+    let result = ResultBox()
+    Task {
+        result.error = await body()
+        done.signal()
+    }
+    done.wait()
+    return result.error
+}
+
+/// Carries the outcome from the task to the waiting main thread.
+private final class ResultBox: @unchecked Sendable {
+    // @unchecked: written once by the task before it signals, read by the main thread after the wait.
+    var error: (any Error)?
 }

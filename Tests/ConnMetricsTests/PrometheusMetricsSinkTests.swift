@@ -31,6 +31,10 @@ struct PrometheusMetricsSinkTests {
         ("conntrackr_events_dropped_total", "counter", [[:]]),
         ("conntrackr_frames_total", "counter", [[:]]),
         ("conntrackr_capture_running", "gauge", [[:]]),
+        ("conntrackr_fleet_connected", "gauge", [[:]]),
+        ("conntrackr_fleet_publications_total", "counter", [[:]]),
+        ("conntrackr_fleet_publications_dropped_total", "counter", [[:]]),
+        ("conntrackr_fleet_refused_total", "counter", [[:]]),
     ]
 
     @Test func everyFamilyHasItsTypeAndHelpAndStartsAtZero() throws {
@@ -67,6 +71,9 @@ struct PrometheusMetricsSinkTests {
         (.trackedConnectionsEvicted, "conntrackr_tracked_connections_evicted_total", [:]),
         (.eventsDropped, "conntrackr_events_dropped_total", [:]),
         (.framesProcessed, "conntrackr_frames_total", [:]),
+        (.fleetPublications, "conntrackr_fleet_publications_total", [:]),
+        (.fleetPublicationsDropped, "conntrackr_fleet_publications_dropped_total", [:]),
+        (.fleetRefused, "conntrackr_fleet_refused_total", [:]),
     ]
 
     @Test(arguments: counterCases)
@@ -85,6 +92,7 @@ struct PrometheusMetricsSinkTests {
         (.trackedConnections, "conntrackr_tracked_connections"),
         (.blockedSources, "conntrackr_blocked_sources"),
         (.captureRunning, "conntrackr_capture_running"),
+        (.fleetConnected, "conntrackr_fleet_connected"),
     ]
 
     @Test(arguments: gaugeCases)

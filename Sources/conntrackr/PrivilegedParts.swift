@@ -1,0 +1,79 @@
+import ConnBlock
+import ConnCapture
+import ConnCore
+import Logging
+
+/// The first phase of start-up: everything that needs privileges, done while the process still has one thread, so
+/// that dropping capabilities afterwards covers the whole process (capabilities are per thread, and threads made
+/// later inherit the dropped set).
+struct PrivilegedParts {
+    let source: any PacketSource
+    let blocker: (any Blocker)?
+    let allowlist: Allowlist
+    /// Undo what was set up in the kernel, in order, when the agent stops.
+    let cleanups: [@Sendable () -> Void]
+
+    static func open(settings: AgentSettings, logger: Logger) throws -> PrivilegedParts {
+        guard let interface = settings.interface ?? HostNetwork.defaultRouteInterface() else {
+            throw ConntrackrError(.noSuchInterface, "no default route to pick an interface from: pass --interface")
+        }
+        var cleanups: [@Sendable () -> Void] = []
+        let allowlist = try HostAllowlist(settings: settings).build()
+        let destinations = settings.allDestinations ? nil : try HostAddresses.current()
+        let mode = XDPProgram.AttachMode(rawValue: settings.xdpMode.rawValue) ?? .auto
+
+        let source: any PacketSource
+        switch settings.source {
+        case .pcap:
+            let pcap = PcapLiveSource(
+                configuration: .init(interface: interface, destinations: destinations),
+                logger: logger
+            )
+            try pcap.open()
+            source = pcap
+        case .xdp:
+            let xdp = XDPSource(
+                configuration: .init(
+                    interface: interface, mode: mode, pinRoot: settings.pinDirectory, destinations: destinations
+                ),
+                logger: logger
+            )
+            try xdp.attach()
+            source = xdp
+        }
+
+        let blocker: (any Blocker)?
+        switch settings.block {
+        case .none:
+            blocker = nil
+        case .xdp:
+            let xdpBlocker = try XDPBlocker(pinRoot: settings.pinDirectory)
+            try xdpBlocker.maps.syncAllowlist(allowlist)
+            if settings.source != .xdp {
+                // Blocking in XDP needs the program on the interface even when libpcap captures.
+                let program = try XDPProgram(pinRoot: settings.pinDirectory)
+                let attached = try program.attach(to: interface, mode: mode)
+                logger.info(
+                    "XDP program attached for blocking", metadata: ["interface": "\(interface)", "mode": "\(attached)"]
+                )
+                cleanups.append { program.detach() }
+            }
+            if settings.flushOnExit {
+                let maps = xdpBlocker.maps
+                cleanups.append { _ = try? maps.flushBlocks() }
+            }
+            blocker = xdpBlocker
+        case .nftables:
+            let nftables = try NftablesBlocker()
+            try nftables.createTable(allowing: allowlist)
+            cleanups.append { try? nftables.removeTable() }
+            blocker = nftables
+        }
+        if let blocker {
+            logger.info(
+                "blocking scanners", metadata: ["blocker": "\(blocker.name)", "allowlisted": "\(allowlist.entries.count)"]
+            )
+        }
+        return PrivilegedParts(source: source, blocker: blocker, allowlist: allowlist, cleanups: cleanups)
+    }
+}

@@ -1,0 +1,187 @@
+import ConnCore
+import ConnFleet
+import Testing
+
+@Suite("Fleet reconciliation")
+struct FleetReconcilerTests {
+    let now = Timestamp(seconds: 1_800_000_000)
+
+    func entry(_ prefix: String, origin: BlockOrigin, expiresIn seconds: Int64? = 600) -> BlockEntry {
+        BlockEntry(
+            prefix: IPPrefix(prefix)!,
+            reason: .portScan,
+            origin: origin,
+            since: now,
+            expires: seconds.map { now + .seconds($0) }
+        )
+    }
+
+    func listed(_ prefix: String, expiresIn seconds: Int64? = 600) -> FleetRecord {
+        FleetRecord(
+            prefix: IPPrefix(prefix)!,
+            host: "other",
+            reason: .portScan,
+            ports: [22, 80],
+            since: now,
+            expires: seconds.map { now + .seconds($0) }
+        )
+    }
+
+    @Test func addsWhatIsMissingAndRemovesFleetBlocksNoLongerListed() {
+        let local = [
+            entry("198.51.100.1", origin: .fleet),  // listed: kept
+            entry("198.51.100.2", origin: .fleet),  // gone from the store: removed
+            entry("198.51.100.3", origin: .local),  // this agent's own: never touched
+        ]
+        let records = [listed("198.51.100.1"), listed("198.51.100.4"), listed("2001:db8:1::/64")]
+        let plan = FleetReconciler.reconcile(local: local, listed: records, now: now)
+        #expect(plan.add.map(\.prefix) == [IPPrefix("198.51.100.4")!, IPPrefix("2001:db8:1::/64")!])
+        #expect(plan.add.allSatisfy { $0.origin == .fleet })
+        #expect(plan.remove == [IPPrefix("198.51.100.2")!])
+    }
+
+    @Test func aLocalBlockIsNeverReplacedOrRemovedByTheFleet() {
+        let local = [entry("198.51.100.3", origin: .local, expiresIn: 10)]
+        #expect(FleetReconciler.reconcile(local: local, listed: [listed("198.51.100.3")], now: now).isEmpty)
+        #expect(FleetReconciler.reconcile(local: local, listed: [], now: now).isEmpty)
+        let update = FleetReconciler.update(
+            local: local,
+            changes: [(IPPrefix("198.51.100.3")!, nil)],
+            now: now
+        )
+        #expect(update.isEmpty)
+    }
+
+    @Test func aRecordAlreadyAppliedChangesNothing() {
+        let record = listed("198.51.100.1")
+        let local = [record.learnedEntry]
+        #expect(FleetReconciler.reconcile(local: local, listed: [record], now: now).isEmpty)
+        #expect(FleetReconciler.update(local: local, changes: [(record.prefix, record)], now: now).isEmpty)
+    }
+
+    @Test func aRepublishedBlockWithANewExpiryReplacesTheFleetEntry() {
+        let local = [listed("198.51.100.1", expiresIn: 60).learnedEntry]
+        let again = listed("198.51.100.1", expiresIn: 3600)
+        let plan = FleetReconciler.update(local: local, changes: [(again.prefix, again)], now: now)
+        #expect(plan.add == [again.learnedEntry])
+        #expect(plan.remove.isEmpty)
+    }
+
+    @Test func expiredRecordsAreNotAddedAndLeaveTheSweepToLiftTheirEntries() {
+        let expired = listed("198.51.100.1", expiresIn: -1)
+        #expect(FleetReconciler.reconcile(local: [], listed: [expired], now: now).isEmpty)
+        let local = [listed("198.51.100.1", expiresIn: -1).learnedEntry]
+        #expect(FleetReconciler.reconcile(local: local, listed: [expired], now: now).isEmpty)
+    }
+
+    @Test func permanentRecordsAreAddedWithoutExpiry() {
+        let plan = FleetReconciler.reconcile(local: [], listed: [listed("198.51.100.9", expiresIn: nil)], now: now)
+        #expect(plan.add.count == 1)
+        #expect(plan.add.first?.expires == nil)
+    }
+
+    @Test func ofAPrefixListedTwiceTheLaterExpiryWins() {
+        let short = listed("198.51.100.1", expiresIn: 60)
+        let long = listed("198.51.100.1", expiresIn: 600)
+        for order in [[short, long], [long, short]] {
+            let plan = FleetReconciler.reconcile(local: [], listed: order, now: now)
+            #expect(plan.add == [long.learnedEntry])
+        }
+    }
+
+    @Test func theLastChangeOfAPrefixInABatchDecides() {
+        let record = listed("198.51.100.1")
+        let prefix = record.prefix
+        // Put then delete: nothing to add.
+        #expect(FleetReconciler.update(local: [], changes: [(prefix, record), (prefix, nil)], now: now).isEmpty)
+        // Delete then put of a fleet entry: it stays (the same record changes nothing).
+        let local = [record.learnedEntry]
+        #expect(FleetReconciler.update(local: local, changes: [(prefix, nil), (prefix, record)], now: now).isEmpty)
+        // Put then delete of a fleet entry: removed.
+        let plan = FleetReconciler.update(local: local, changes: [(prefix, record), (prefix, nil)], now: now)
+        #expect(plan.remove == [prefix])
+        #expect(plan.add.isEmpty)
+    }
+
+    @Test func deletesOfUnknownPrefixesAreIgnored() {
+        let plan = FleetReconciler.update(local: [], changes: [(IPPrefix("198.51.100.1")!, nil)], now: now)
+        #expect(plan.isEmpty)
+    }
+}
+
+@Suite("Fleet records and keys")
+struct FleetRecordTests {
+    @Test func aRecordSurvivesTheJSONRoundTrip() throws {
+        let original = record("2001:db8:5::/64", host: "web-1")
+        let decoded = try FleetRecord(decoding: original.encoded())
+        #expect(decoded == original)
+        let text = String(decoding: original.encoded(), as: UTF8.self)
+        #expect(text.contains(#""prefix":"2001:db8:5::/64""#))
+        #expect(text.contains(#""host":"web-1""#))
+        #expect(text.contains(#""reason":"port_scan""#))
+        #expect(text.contains(#""ports":[22,80,443,8080]"#))
+        #expect(text.contains(#""time":""#))
+    }
+
+    @Test func aPermanentRecordHasNoExpiry() throws {
+        let permanent = record("198.51.100.1", ttl: nil)
+        let text = String(decoding: permanent.encoded(), as: UTF8.self)
+        #expect(!text.contains("expires_ns"))
+        #expect(try FleetRecord(decoding: permanent.encoded()).expires == nil)
+    }
+
+    @Test(arguments: [
+        "", "not json", "{}", #"{"prefix":"300.1.1.1/32","host":"a","reason":"port_scan","since_ns":1}"#,
+        #"{"prefix":"198.51.100.1/33","host":"a","reason":"port_scan","since_ns":1}"#,
+        #"{"prefix":"198.51.100.1/32","host":"a","reason":"port_scan","since_ns":"x"}"#,
+        #"{"prefix":"198.51.100.1/32","host":"a","reason":"port_scan","since_ns":1,"ports":[70000]}"#,
+        #"[1,2,3]"#,
+    ])
+    func malformedRecordsAreErrorsNotCrashes(text: String) {
+        #expect(throws: FleetError.self) { try FleetRecord(decoding: Array(text.utf8)) }
+    }
+
+    @Test func anUnknownReasonStillBlocks() throws {
+        let text = #"{"prefix":"198.51.100.1/32","host":"a","reason":"brute_force","since_ns":5}"#
+        let decoded = try FleetRecord(decoding: Array(text.utf8))
+        #expect(decoded.prefix == IPPrefix("198.51.100.1/32"))
+        #expect(decoded.ports.isEmpty)
+        #expect(decoded.expires == nil)
+    }
+
+    @Test(arguments: [
+        ("198.51.100.7/32", "/conntrackr/blocks/198.51.100.7_32"),
+        ("198.51.100.0/24", "/conntrackr/blocks/198.51.100.0_24"),
+        ("2001:db8::/64", "/conntrackr/blocks/2001:db8::_64"),
+    ])
+    func keysNameTheirPrefix(prefix: String, key: String) {
+        let keys = FleetKeys(prefix: "/conntrackr/blocks")
+        #expect(keys.prefix == "/conntrackr/blocks/")
+        #expect(keys.key(for: IPPrefix(prefix)!) == key)
+        #expect(keys.blockedPrefix(fromKey: key) == IPPrefix(prefix))
+    }
+
+    @Test(arguments: ["/conntrackr/blocks/", "/conntrackr/blocks/junk", "/other/198.51.100.7_32", ""])
+    func keysThatNameNoPrefixAreRecognised(key: String) {
+        #expect(FleetKeys(prefix: "/conntrackr/blocks/").blockedPrefix(fromKey: key) == nil)
+    }
+
+    @Test func backoffDoublesUpToItsCap() {
+        let configuration = FleetConfiguration(
+            etcd: EtcdConfiguration(endpoints: ["http://127.0.0.1:2379"]),
+            hostName: "a",
+            initialBackoff: .milliseconds(100),
+            maxBackoff: .seconds(1)
+        )
+        let delays = (0..<7).map { configuration.backoff(afterFailures: $0) }
+        #expect(
+            delays == [
+                .milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800),
+                .seconds(1), .seconds(1), .seconds(1),
+            ]
+        )
+        #expect(configuration.backoff(afterFailures: 1_000_000) == .seconds(1))
+        #expect(configuration.backoff(afterFailures: 3, jitter: 0.5) == .milliseconds(400))
+        #expect(configuration.backoff(afterFailures: 3, jitter: 0) == .milliseconds(400))  // jitter floors at 0.5
+    }
+}
