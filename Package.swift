@@ -104,7 +104,14 @@ let package = Package(
             name: "conntrackr-synth",
             dependencies: ["ConnCore", "ConnTesting"]
         ),
-        .testTarget(name: "ConnCoreTests", dependencies: ["ConnCore", "ConnTesting"]),
+        .testTarget(
+            name: "ConnCoreTests",
+            dependencies: [
+                "ConnCore", "ConnTesting",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "ConnCaptureTests",
             dependencies: ["ConnCore", "ConnCapture", "ConnBlock", "ConnTesting"],
