@@ -192,9 +192,10 @@ fi
 # ---------------------------------------------------------------------------------------------------------------
 # Report
 
-python3 - "$results" "$runs" "$step" "$paced" "$((SECONDS - started))" "$BENCH_NICE" >"$report" <<'EOF'
+python3 - "$results" "$runs" "$step" "$paced" "$((SECONDS - started))" "$BENCH_NICE" \
+    "$( ((${BENCH_NAPI_FIFO:-0})) && echo SCHED_FIFO || echo SCHED_OTHER)" >"$report" <<'EOF'
 import collections, statistics, sys
-path, runs, step, paced, elapsed, nice = sys.argv[1:7]
+path, runs, step, paced, elapsed, nice, napi_policy = sys.argv[1:8]
 rows = [line.rstrip("\n").split("\t") for line in open(path)]
 med = lambda xs: statistics.median(xs) if xs else float("nan")
 
@@ -246,23 +247,26 @@ if capture:
 drop = collections.defaultdict(list)
 for r in rows:
     if r[0] == "drop":
+        # offered, sent, drops/s, NAPI core fraction
         drop[(r[1], int(r[2]), r[3])].append((float(r[5]), float(r[7]), float(r[8])))
 if drop:
     print(f"\n### Dropping blocked sources on the same veth (median of {runs} runs, {step} s each)\n")
-    print(f"| drop point | blocked entries | drops/s, generator unpaced | offered | victim NAPI core at {rate(int(paced))}/s |")
+    print("| drop point | blocked entries | drops/s, generator unpaced | offered | victim CPU per dropped packet "
+          f"(paced at {rate(int(paced))}/s) |")
     print("|---|---|---|---|---|")
     summary = {}
     for entries in sorted({e for _, e, _ in drop}):
-        for point, name in (("xdp", "XDP (conntrackr)"), ("nft", "nftables set, raw prerouting")):
+        for point, name in (("xdp", "XDP (conntrackr's program)"), ("nft", "nftables set, raw prerouting")):
             full, slow = drop.get((point, entries, "max"), []), drop.get((point, entries, "paced"), [])
-            drops, offered, cpu = med([d for _, d, _ in full]), med([o for o, _, _ in full]), med([c for _, _, c in slow])
-            summary[(point, entries)] = (drops, cpu)
-            print(f"| {name} | {entries:,} | {rate(drops)} | {rate(offered)} | {cpu * 100:.0f}% |")
+            drops, offered = med([d for _, d, _ in full]), med([o for o, _, _ in full])
+            per_packet = med([c * 1e9 / d for _, d, c in slow if d > 0])
+            summary[(point, entries)] = (drops, per_packet)
+            print(f"| {name} | {entries:,} | {rate(drops)} | {rate(offered)} | {per_packet:.0f} ns |")
+    print()
     for entries in sorted({e for _, e, _ in drop}):
         (xd, xc), (nd, nc) = summary[("xdp", entries)], summary[("nft", entries)]
-        print(f"\n{entries:,} entries: XDP drops {xd / nd:.1f}x the rate of nftables"
-              + (f", at {xc / nc:.2f}x its CPU per packet" if nc > 0 else "") + ".", end="")
-    print()
-print(f"\n(bench lab: generator on CPU 0, victim NAPI thread on CPU 1, nice {nice}; {elapsed} s in all.)")
+        print(f"{entries:,} {'entry' if entries == 1 else 'entries'}: XDP drops {xd / nd:.1f}x as many packets a "
+              f"second as nftables, at {xc / nc:.2f}x its CPU per packet.  ")
+print(f"\n(bench lab: generator on CPU 0, victim NAPI thread on CPU 1 ({napi_policy}), nice {nice}; {elapsed} s in all.)")
 EOF
 cat "$report"

@@ -45,7 +45,7 @@ bench_agent_start agent "$LAB_TMP/out.fifo" "" --source xdp --block xdp --format
     --max-blocks-per-minute "$blocks_per_minute" --allow "$allowed_net"
 agent=$BENCH_AGENT_PID
 
-lab_spawn attacker client python3 "$E2E_REPO/Tests/bench/benign_client.py" --duration $((seconds + 2)) --timeout 3 \
+lab_spawn attacker client python3 "$E2E_REPO/Tests/bench/benign_client.py" --duration $((seconds + 2)) --timeout 10 \
     "$LAB_VICTIM_IP4/$LAB_VICTIM_IP6" "$port" "$LAB_CLIENT_IP4" "$LAB_CLIENT_IP6"
 client=$LAB_LAST_PID
 bench_generate_bg "$LAB_TMP/gen.out" "$rate" "$seconds" "$pool"
