@@ -54,6 +54,7 @@ lab_spawn attacker client python3 "$here/benign_client.py" --duration "$client_s
 client=$LAB_LAST_PID
 sleep 1 # the client's first connection before the flood
 cpu0=$(bench_process_ns "$agent")
+napi0=$(bench_thread_ns "$BENCH_NAPI_PID")
 t0=$(bench_now_ns)
 bench_generate_bg "$LAB_TMP/gen.out" "$rate" "$seconds" "$sources"
 
@@ -78,6 +79,7 @@ lab_forget_pid "$BENCH_GEN_PID"
 read -r sent gen_seconds offered <"$LAB_TMP/gen.out" || fail "synflood failed: $(tail -n 2 "$LAB_TMP/synflood.err")"
 t1=$(bench_now_ns)
 cpu1=$(bench_process_ns "$agent")
+napi1=$(bench_thread_ns "$BENCH_NAPI_PID")
 lab_wait_exit "$client" 30 || fail "the benign client did not finish"
 client_status=$LAB_EXIT_STATUS
 client_summary=$(tail -n 1 "$LAB_TMP/client.out")
@@ -103,12 +105,12 @@ log_lines=$(cat "$LAB_TMP/err.count" 2>/dev/null || echo "?")
 
 python3 - "$seconds" "$sent" "$gen_seconds" "$offered" "$sources" "$frames" "$new" "$scans" "$blocks" "$limited" \
     "$ringbuf" "$out_dropped" "$pairs_evicted" "$conns_evicted" "$blocked_packets" "$hwm" "$peak_rss" \
-    "$((cpu1 - cpu0))" "$((t1 - t0))" "$lines" "$log_lines" "$scrapes" "$answered" "$client_summary" <<'EOF'
+    "$((cpu1 - cpu0))" "$((t1 - t0))" "$((napi1 - napi0))" "$lines" "$log_lines" "$scrapes" "$answered" "$client_summary" <<'EOF'
 import math, sys
 a = sys.argv[1:]
 (seconds, sent, gen_seconds, offered, pool, frames, new, scans, blocks, limited, ringbuf, out_dropped,
- pairs_evicted, conns_evicted, blocked_packets, hwm, peak_rss, cpu_ns, wall_ns) = (float(x) for x in a[:19])
-lines, log_lines, scrapes, answered, client = a[19:]
+ pairs_evicted, conns_evicted, blocked_packets, hwm, peak_rss, cpu_ns, wall_ns, napi_ns) = (float(x) for x in a[:20])
+lines, log_lines, scrapes, answered, client = a[20:]
 distinct = pool * (1 - math.exp(-sent / pool))
 n = lambda x: f"{x:,.0f}"
 print(f"\n### Spoofed SYN flood against `run --source xdp --block xdp`, default settings\n")
@@ -118,7 +120,8 @@ print(f"| flood | {n(sent)} SYNs in {gen_seconds:.1f} s ({offered / 1e6:.2f} M/s
 print(f"| frames the XDP program saw | {n(frames)} ({frames / sent * 100:.1f}% of those sent; the rest found "
       "the victim's veth ring full) |")
 print(f"| agent peak RSS (VmHWM) | {hwm / 1024:.0f} MiB (highest VmRSS sampled each second: {peak_rss / 1024:.0f} MiB) |")
-print(f"| agent CPU | {cpu_ns / wall_ns * 100:.0f}% of one core |")
+print(f"| agent CPU | {cpu_ns / wall_ns * 100:.0f}% of one core (the victim's receive path, NAPI thread: "
+      f"{napi_ns / wall_ns * 100:.0f}%) |")
 print(f"| new connections reported | {n(new)}; {n(scans)} port scans; output: {lines} lines |")
 print(f"| events lost, counted | ring buffer full: {n(ringbuf)}; output behind: {n(out_dropped)} |")
 print(f"| evictions | tracked pairs: {n(pairs_evicted)}; tracked connections: {n(conns_evicted)} |")

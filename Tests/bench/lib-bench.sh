@@ -84,7 +84,7 @@ bench_process_ns() {
     local tick
     tick=$(getconf CLK_TCK)
     # Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
-    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk -v t="$tick" '{printf "%d\n", ($12 + $13) * 1e9 / t}' ||
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk -v t="$tick" '{printf "%.0f\n", ($12 + $13) * 1e9 / t}' ||
         echo 0
 }
 bench_now_ns() { date +%s%N; }
@@ -96,7 +96,7 @@ bench_now_ns() { date +%s%N; }
 bench_generate() { # RATE SECONDS [COUNT] [SRC] [EXTRA-SYNFLOOD-OPTIONS...]
     local rate=$1 seconds=$2 count=${3:-16777216} src=${4:-$BENCH_FLOOD_BASE} out packets
     shift $(($# < 4 ? $# : 4))
-    packets=$(awk -v r="$rate" -v s="$seconds" 'BEGIN {printf "%d\n", (r > 0 ? r * s + 64 : 100000000 * s)}')
+    packets=$(awk -v r="$rate" -v s="$seconds" 'BEGIN {printf "%.0f\n", (r > 0 ? int(r * s) + 64 : 100000000 * s)}')
     out=$(timeout -k 5 "$(awk -v s="$seconds" 'BEGIN {print int(s) + 30}')" \
         ip netns exec "$LAB_NS_ATTACKER" nice -n "$BENCH_NICE" taskset -c "$BENCH_GEN_CPU" "$SYNFLOOD" \
         --interface "$LAB_IF_ATTACKER" --spare "${BENCH_SPARE:-$LAB_IF_SPARE}" --dst-mac "$LAB_VICTIM_MAC" \

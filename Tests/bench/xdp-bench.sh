@@ -214,7 +214,7 @@ if capture:
     print("| target SYN/s | XDP: offered | XDP: lost | pcap: offered | pcap: lost | victim NAPI core XDP / pcap "
           "| agent CPU XDP / pcap |")
     print("|---|---|---|---|---|---|---|")
-    lossless = {}
+    lossless, capture_lossless = {}, {}
     for target in sorted({t for _, t in capture}):
         cells = {}
         for source in ("xdp", "pcap"):
@@ -226,8 +226,11 @@ if capture:
                      counted=pick(lambda r: r["counted"] / r["sent"]),
                      silent=pick(lambda r: r["delivered"] - r["reported"] - r["counted"]),
                      napi=pick(lambda r: r["napi"]), agent=pick(lambda r: r["agent"]))
+            c["capture_lost"] = pick(lambda r: r["delivered"] - r["reported"])
             if runs_ and c["lost"] <= 0:
                 lossless[source] = max(lossless.get(source, 0), c["offered"])
+            if runs_ and c["capture_lost"] <= 0:
+                capture_lossless[source] = max(capture_lossless.get(source, 0), c["offered"])
             cells[source] = c
 
         def lost(c):
@@ -240,9 +243,13 @@ if capture:
         print(f"| {rate(target)} | {rate(x['offered'])} | {lost(x)} | {rate(p['offered'])} | {lost(p)} | "
               f"{x['napi'] * 100:.0f}% / {p['napi'] * 100:.0f}% | {x['agent'] * 100:.0f}% / {p['agent'] * 100:.0f}% |")
     print(f"\nHighest offered rate without a lost event: XDP {rate(lossless.get('xdp', 0))} SYN/s, "
-          f"pcap {rate(lossless.get('pcap', 0))} SYN/s. \"ring\": frames the victim's veth never took off its ring "
-          "(its core was saturated), which no capture can see; \"counted\": drops the agent counted (libpcap's, or "
-          "ring buffer full); \"uncounted\": lost inside the agent without a count (a bug if ever non-zero).")
+          f"pcap {rate(lossless.get('pcap', 0))} SYN/s. Highest offered rate at which the capture itself lost "
+          f"nothing (every frame the victim took off its ring was reported): XDP "
+          f"{rate(capture_lossless.get('xdp', 0))} SYN/s, pcap {rate(capture_lossless.get('pcap', 0))} SYN/s.  ")
+    print("\"ring\": frames the victim's veth never took off its ring because its core was saturated (the same "
+          "receive path for both sources, before either capture); \"counted\": drops the agent counted (libpcap's, "
+          "or XDP ring buffer full); \"uncounted\": lost inside the agent without a count (a bug if ever "
+          "non-zero).")
 
 drop = collections.defaultdict(list)
 for r in rows:
