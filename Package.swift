@@ -119,7 +119,14 @@ let package = Package(
             dependencies: ["FuzzSupport", "ConnCore", "ConnTesting", "CPcap"],
             path: "Sources/Fuzz/FuzzSeeds"
         ),
-        .testTarget(name: "ConnCoreTests", dependencies: ["ConnCore", "ConnTesting", "FuzzSupport"]),
+        .testTarget(
+            name: "ConnCoreTests",
+            dependencies: [
+                "ConnCore", "ConnTesting", "FuzzSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "ConnCaptureTests",
             dependencies: ["ConnCore", "ConnCapture", "ConnBlock", "ConnTesting", "FuzzSupport"],

@@ -55,6 +55,11 @@ public final class ConnectionPipeline {
     private let queuedAttempts = UnsafeMutablePointer<ConnectionAttempt>.allocate(capacity: queueCapacity)
     private var queuedCount = 0
     private static let queueCapacity = 32
+    /// When each kind of refusal (allowlisted, rate_limited, ...) was last logged, and how many went unlogged since.
+    private var refusalLog: [Substring: (logged: Int64, unlogged: Int)] = [:]
+    /// Scanners not blocked are all reported as events and counted, but logged at most once per kind in this many
+    /// nanoseconds: a forged storm that the block rate limit refuses would otherwise write a log line per source.
+    static let refusalLogInterval: Int64 = 10_000_000_000
 
     /// Makes a pipeline.
     /// - Parameters:
@@ -146,12 +151,28 @@ public final class ConnectionPipeline {
         events.emit(.portScan(scan))
         if let blocking {
             for event in blocking.handle(scan) {
-                if case .notBlocked(let source, let reason, _) = event {
-                    logger.notice("scanner not blocked", metadata: ["source": "\(source)", "reason": "\(reason)"])
+                if case .notBlocked(let source, let reason, let time) = event {
+                    logRefusal(of: source, reason: reason, at: time)
                 }
                 events.emit(event)
             }
         }
+    }
+
+    /// Logs a scanner that was not blocked, unless one of the same kind was logged less than
+    /// ``refusalLogInterval`` ago; the next line of that kind says how many were left out meanwhile.
+    private func logRefusal(of source: IPAddress, reason: String, at time: Timestamp) {
+        let kind = reason.prefix { $0 != ":" }  // "allowlisted: host 192.0.2.1/32" is of kind "allowlisted"
+        if let last = refusalLog[kind], time.nanoseconds &- last.logged < Self.refusalLogInterval {
+            refusalLog[kind]?.unlogged += 1
+            return
+        }
+        var metadata: Logger.Metadata = ["source": "\(source)", "reason": "\(reason)"]
+        if let unlogged = refusalLog[kind]?.unlogged, unlogged > 0 {
+            metadata["unlogged_since_last"] = "\(unlogged)"
+        }
+        logger.notice("scanner not blocked", metadata: metadata)
+        refusalLog[kind] = (time.nanoseconds, 0)
     }
 
     /// Records frames or records the capture lost before the pipeline saw them.
