@@ -56,9 +56,12 @@ test: test-deps
 	$(MAKE) e2e
 	$(MAKE) container-test
 
+# Speed and memory goals are checked here, never as timed assertions in tests. Each part prints Markdown tables.
 bench: test-deps release
 	$(SWIFT) build $(RELEASE_FLAGS) --product conntrackr-synth $(SWIFT_FLAGS)
 	Tests/bench/run-bench.sh $(BIN_RELEASE)
+	Tests/bench/xdp-bench.sh $(BIN_RELEASE)
+	Tests/bench/flood-bench.sh $(BIN_RELEASE)
 
 clean:
 	rm -rf .build .build-fuzz bench-out
