@@ -17,13 +17,18 @@ public enum AllowFile: Sendable {
     public static func parse(_ contents: [UInt8], path: String) throws(ConntrackrError) -> [IPPrefix] {
         var prefixes: [IPPrefix] = []
         for (number, line) in TextFile.lines(contents) {
-            let content = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-            let words = content.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            // Bytes, not Characters: a "#", space or tab followed by a combining mark is one Character that is
+            // none of them, and would turn a comment into an error (found by the allowlist fuzzer).
+            let bytes = Array(line.utf8)
+            let content = bytes.prefix { $0 != UInt8(ascii: "#") }
+            let words = content.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") })
             if words.isEmpty { continue }
-            guard words.count == 1, let prefix = parsePrefix(words[0]) else {
+            guard words.count == 1, let prefix = parsePrefix(Substring(String(decoding: words[0], as: UTF8.self)))
+            else {
+                let shown = Substring(String(decoding: content, as: UTF8.self))
                 throw ConntrackrError(
                     .invalidConfiguration,
-                    "\(path):\(number): expected one address or CIDR, found '\(printable(content))'"
+                    "\(path):\(number): expected one address or CIDR, found '\(printable(shown))'"
                 )
             }
             prefixes.append(prefix)

@@ -4,6 +4,18 @@ import Foundation
 import Testing
 
 @Suite struct AllowFileTests {
+    /// FuzzAllowlist, `Regressions/FuzzAllowlist/comment-with-combining-mark`: "#" followed by a combining mark is
+    /// one Swift Character that is not "#", so the comment was read as a bad line.
+    @Test func commentsAndSeparatorsAreBytesNotCharacters() throws {
+        let combining = "\u{0610}"
+        let good = Array("#\(combining) a comment\n198.51.100.0/24\t#\(combining)\n \(combining)".utf8)
+        let error = #expect(throws: ConntrackrError.self) { try AllowFile.parse(good, path: "allow.txt") }
+        // The comments are ignored; only the last line (a lone combining mark) is bad.
+        #expect(error?.message.hasPrefix("allow.txt:3: ") == true, "\(error?.message ?? "")")
+        let prefixes = try AllowFile.parse(Array("#\(combining)x\n198.51.100.0/24 #\(combining)\n".utf8), path: "a")
+        #expect(prefixes == [prefix("198.51.100.0/24")])
+    }
+
     @Test func readsAddressesCIDRsCommentsBlankLinesAndCRLF() throws {
         let prefixes = try AllowFile.load(path: fixturePath("allow-good.txt"))
         #expect(
