@@ -17,6 +17,24 @@ public struct EventFormatter: Sendable {
 
     /// Appends `event` and a newline to `buffer`.
     public mutating func append(_ event: ConnEvent, to buffer: inout [UInt8]) {
+        var line = LineBuffer(capacity: 256)
+        append(event, to: &line)
+        buffer.append(contentsOf: line.bytes)
+    }
+
+    /// The line for `event`, without its newline.
+    public mutating func line(for event: ConnEvent) -> String {
+        var line = LineBuffer(capacity: 256)
+        switch format {
+        case .text: appendText(event, to: &line)
+        case .json: appendJSON(event, to: &line)
+        }
+        return line.text
+    }
+
+    /// Appends `event` and a newline to `buffer`.
+    @inline(__always)
+    mutating func append(_ event: ConnEvent, to buffer: inout LineBuffer) {
         switch format {
         case .text: appendText(event, to: &buffer)
         case .json: appendJSON(event, to: &buffer)
@@ -24,60 +42,52 @@ public struct EventFormatter: Sendable {
         buffer.append(UInt8(ascii: "\n"))
     }
 
-    /// The line for `event`, without its newline.
-    public mutating func line(for event: ConnEvent) -> String {
-        var buffer: [UInt8] = []
-        append(event, to: &buffer)
-        buffer.removeLast()
-        return String(decoding: buffer, as: UTF8.self)
-    }
-
     // MARK: Text
 
-    private mutating func appendText(_ event: ConnEvent, to buffer: inout [UInt8]) {
+    private mutating func appendText(_ event: ConnEvent, to buffer: inout LineBuffer) {
         clock.appendLocal(event.time, to: &buffer)
-        buffer.append(contentsOf: ": ".utf8)
+        buffer.append(": ")
         switch event {
         case .newConnection(let attempt):
-            buffer.append(contentsOf: "New connection: ".utf8)
+            buffer.append("New connection: ")
             appendEndpoint(attempt.source, attempt.sourcePort, to: &buffer)
-            buffer.append(contentsOf: " -> ".utf8)
+            buffer.append(" -> ")
             appendEndpoint(attempt.destination, attempt.destinationPort, to: &buffer)
         case .portScan(let scan):
-            buffer.append(contentsOf: "Port scan detected: ".utf8)
+            buffer.append("Port scan detected: ")
             scan.source.appendText(to: &buffer)
-            buffer.append(contentsOf: " -> ".utf8)
+            buffer.append(" -> ")
             scan.destination.appendText(to: &buffer)
-            buffer.append(contentsOf: " on ports ".utf8)
+            buffer.append(" on ports ")
             for (index, port) in scan.ports.enumerated() {
                 if index > 0 { buffer.append(UInt8(ascii: ",")) }
-                appendDecimal(UInt32(port), to: &buffer)
+                buffer.appendDecimal(UInt32(port))
             }
         case .blocked(let entry, _):
-            buffer.append(contentsOf: "Blocked: ".utf8)
-            buffer.append(contentsOf: entry.prefix.compactDescription.utf8)
-            buffer.append(contentsOf: " (".utf8)
-            buffer.append(contentsOf: entry.reason.rawValue.replacing("_", with: " ").utf8)
-            if entry.origin == .fleet { buffer.append(contentsOf: ", from fleet".utf8) }
+            buffer.append("Blocked: ")
+            buffer.append(contentsOf: entry.prefix.compactDescription)
+            buffer.append(" (")
+            buffer.append(contentsOf: entry.reason.rawValue.replacing("_", with: " "))
+            if entry.origin == .fleet { buffer.append(", from fleet") }
             if let expires = entry.expires {
-                buffer.append(contentsOf: ", until ".utf8)
+                buffer.append(", until ")
                 clock.appendLocal(expires, to: &buffer)
             } else {
-                buffer.append(contentsOf: ", permanent".utf8)
+                buffer.append(", permanent")
             }
             buffer.append(UInt8(ascii: ")"))
         case .unblocked(let prefix, let reason, _):
-            buffer.append(contentsOf: "Unblocked: ".utf8)
-            buffer.append(contentsOf: prefix.compactDescription.utf8)
-            buffer.append(contentsOf: " (\(reason.rawValue))".utf8)
+            buffer.append("Unblocked: ")
+            buffer.append(contentsOf: prefix.compactDescription)
+            buffer.append(contentsOf: " (\(reason.rawValue))")
         case .notBlocked(let source, let reason, _):
-            buffer.append(contentsOf: "Not blocked: ".utf8)
+            buffer.append("Not blocked: ")
             source.appendText(to: &buffer)
-            buffer.append(contentsOf: " (\(reason))".utf8)
+            buffer.append(contentsOf: " (\(reason))")
         }
     }
 
-    private func appendEndpoint(_ address: IPAddress, _ port: UInt16, to buffer: inout [UInt8]) {
+    private func appendEndpoint(_ address: IPAddress, _ port: UInt16, to buffer: inout LineBuffer) {
         if address.isIPv4 {
             address.appendText(to: &buffer)
         } else {
@@ -86,76 +96,76 @@ public struct EventFormatter: Sendable {
             buffer.append(UInt8(ascii: "]"))
         }
         buffer.append(UInt8(ascii: ":"))
-        appendDecimal(UInt32(port), to: &buffer)
+        buffer.appendDecimal(UInt32(port))
     }
 
     // MARK: JSON
 
-    private mutating func appendJSON(_ event: ConnEvent, to buffer: inout [UInt8]) {
-        buffer.append(contentsOf: #"{"time":""#.utf8)
+    private mutating func appendJSON(_ event: ConnEvent, to buffer: inout LineBuffer) {
+        buffer.append(#"{"time":""#)
         clock.appendRFC3339(event.time, to: &buffer)
         switch event {
         case .newConnection(let attempt):
-            buffer.append(contentsOf: #"","event":"new_connection","src":""#.utf8)
+            buffer.append(#"","event":"new_connection","src":""#)
             attempt.source.appendText(to: &buffer)
-            buffer.append(contentsOf: #"","src_port":"#.utf8)
-            appendDecimal(UInt32(attempt.sourcePort), to: &buffer)
-            buffer.append(contentsOf: #","dst":""#.utf8)
+            buffer.append(#"","src_port":"#)
+            buffer.appendDecimal(UInt32(attempt.sourcePort))
+            buffer.append(#","dst":""#)
             attempt.destination.appendText(to: &buffer)
-            buffer.append(contentsOf: #"","dst_port":"#.utf8)
-            appendDecimal(UInt32(attempt.destinationPort), to: &buffer)
+            buffer.append(#"","dst_port":"#)
+            buffer.appendDecimal(UInt32(attempt.destinationPort))
             buffer.append(UInt8(ascii: "}"))
         case .portScan(let scan):
-            buffer.append(contentsOf: #"","event":"port_scan","src":""#.utf8)
+            buffer.append(#"","event":"port_scan","src":""#)
             scan.source.appendText(to: &buffer)
-            buffer.append(contentsOf: #"","dst":""#.utf8)
+            buffer.append(#"","dst":""#)
             scan.destination.appendText(to: &buffer)
-            buffer.append(contentsOf: #"","ports":["#.utf8)
+            buffer.append(#"","ports":["#)
             for (index, port) in scan.ports.enumerated() {
                 if index > 0 { buffer.append(UInt8(ascii: ",")) }
-                appendDecimal(UInt32(port), to: &buffer)
+                buffer.appendDecimal(UInt32(port))
             }
-            buffer.append(contentsOf: "]}".utf8)
+            buffer.append("]}")
         case .blocked(let entry, _):
-            buffer.append(contentsOf: #"","event":"blocked","src":""#.utf8)
-            buffer.append(contentsOf: entry.prefix.description.utf8)
-            buffer.append(contentsOf: #"","reason":""#.utf8)
-            buffer.append(contentsOf: entry.reason.rawValue.utf8)
-            buffer.append(contentsOf: #"","origin":""#.utf8)
-            buffer.append(contentsOf: entry.origin.rawValue.utf8)
-            buffer.append(contentsOf: #"","expires":"#.utf8)
+            buffer.append(#"","event":"blocked","src":""#)
+            buffer.append(contentsOf: entry.prefix.description)
+            buffer.append(#"","reason":""#)
+            buffer.append(contentsOf: entry.reason.rawValue)
+            buffer.append(#"","origin":""#)
+            buffer.append(contentsOf: entry.origin.rawValue)
+            buffer.append(#"","expires":"#)
             if let expires = entry.expires {
                 buffer.append(UInt8(ascii: "\""))
                 clock.appendRFC3339(expires, to: &buffer)
-                buffer.append(contentsOf: "\"}".utf8)
+                buffer.append("\"}")
             } else {
-                buffer.append(contentsOf: "null}".utf8)
+                buffer.append("null}")
             }
         case .unblocked(let prefix, let reason, _):
-            buffer.append(contentsOf: #"","event":"unblocked","src":""#.utf8)
-            buffer.append(contentsOf: prefix.description.utf8)
-            buffer.append(contentsOf: #"","reason":""#.utf8)
-            buffer.append(contentsOf: reason.rawValue.utf8)
-            buffer.append(contentsOf: "\"}".utf8)
+            buffer.append(#"","event":"unblocked","src":""#)
+            buffer.append(contentsOf: prefix.description)
+            buffer.append(#"","reason":""#)
+            buffer.append(contentsOf: reason.rawValue)
+            buffer.append("\"}")
         case .notBlocked(let source, let reason, _):
-            buffer.append(contentsOf: #"","event":"not_blocked","src":""#.utf8)
+            buffer.append(#"","event":"not_blocked","src":""#)
             source.appendText(to: &buffer)
-            buffer.append(contentsOf: #"","reason":""#.utf8)
+            buffer.append(#"","reason":""#)
             appendJSONEscaped(reason, to: &buffer)
-            buffer.append(contentsOf: "\"}".utf8)
+            buffer.append("\"}")
         }
     }
 
-    private func appendJSONEscaped(_ text: String, to buffer: inout [UInt8]) {
+    private func appendJSONEscaped(_ text: String, to buffer: inout LineBuffer) {
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
                 buffer.append(UInt8(ascii: "\\"))
                 buffer.append(byte)
             case 0..<0x20:
-                buffer.append(contentsOf: "\\u00".utf8)
-                appendHex(UInt16(byte >> 4), to: &buffer)
-                appendHex(UInt16(byte & 0xF), to: &buffer)
+                buffer.append("\\u00")
+                buffer.appendHex(UInt16(byte >> 4))
+                buffer.appendHex(UInt16(byte & 0xF))
             default:
                 buffer.append(byte)
             }

@@ -30,9 +30,13 @@ public final class EventWriter: EventSink, @unchecked Sendable {
 
     private let fileDescriptor: Int32
     private let policy: Policy
-    private var formatter: EventFormatter
-    private var pending: [UInt8] = []
-    private var pendingEvents = 0
+    // The capture thread's own state, touched for every event: `@exclusivity(unchecked)` spares the runtime
+    // exclusivity bookkeeping that an inout access to a class property costs on each call.
+    @exclusivity(unchecked) private var formatter: EventFormatter
+    @exclusivity(unchecked) private var pending = LineBuffer(capacity: EventWriter.batchBytes + 1024)
+    /// Output is handed on in batches of about this many bytes.
+    private static let batchBytes = 1 << 16
+    @exclusivity(unchecked) private var pendingEvents = 0
     private let queue = Mutex(Queue())
     private let signal = WakeSignal()
     private var writerThread: pthread_t?
@@ -48,28 +52,27 @@ public final class EventWriter: EventSink, @unchecked Sendable {
         self.fileDescriptor = fileDescriptor
         self.formatter = EventFormatter(format: format)
         self.policy = policy
-        pending.reserveCapacity(1 << 16)
         if case .dropWhenBehind = policy { startWriterThread() }
     }
 
     public func emit(_ event: ConnEvent) {
         formatter.append(event, to: &pending)
         pendingEvents += 1
-        if pending.count >= 1 << 16 { flush() }
+        if pending.count >= Self.batchBytes { flush() }
     }
 
     public func flush() {
         guard !pending.isEmpty else { return }
         switch policy {
         case .lossless:
-            if writeFully(pending) {
+            if writeFully(pending.bytes) {
                 writtenCount.add(pendingEvents, ordering: .relaxed)
             } else {
                 droppedCount.add(pendingEvents, ordering: .relaxed)
             }
-            pending.removeAll(keepingCapacity: true)
+            pending.removeAll()
         case .dropWhenBehind(let maxQueuedBytes):
-            let chunk = pending
+            let chunk = Array(pending.bytes)
             let accepted = queue.withLock { state -> Bool in
                 guard !state.writerFailed, state.queuedBytes + chunk.count <= maxQueuedBytes else { return false }
                 state.chunks.append(chunk)
@@ -82,7 +85,7 @@ public final class EventWriter: EventSink, @unchecked Sendable {
             } else {
                 droppedCount.add(pendingEvents, ordering: .relaxed)
             }
-            pending.removeAll(keepingCapacity: true)
+            pending.removeAll()
         }
         pendingEvents = 0
     }
@@ -119,7 +122,7 @@ public final class EventWriter: EventSink, @unchecked Sendable {
                 state.queuedBytes = 0
                 return (taken, state.closed)
             }
-            for chunk in chunks where !writeFully(chunk) {
+            for chunk in chunks where !chunk.withUnsafeBytes({ writeFully($0) }) {
                 queue.withLock { $0.writerFailed = true }
             }
             if closed && chunks.isEmpty { return }
@@ -127,24 +130,22 @@ public final class EventWriter: EventSink, @unchecked Sendable {
         }
     }
 
-    /// Writes all of `bytes`, retrying short writes and interrupts; `false` when the reader is gone.
-    private func writeFully(_ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let written = write(fileDescriptor, raw.baseAddress! + offset, raw.count - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    if errno == EAGAIN {
-                        usleep(1000)
-                        continue
-                    }
-                    return false
+    /// Writes all of `raw`, retrying short writes and interrupts; `false` when the reader is gone.
+    private func writeFully(_ raw: UnsafeRawBufferPointer) -> Bool {
+        var offset = 0
+        while offset < raw.count {
+            let written = write(fileDescriptor, raw.baseAddress! + offset, raw.count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN {
+                    usleep(1000)
+                    continue
                 }
-                offset += written
+                return false
             }
-            return true
+            offset += written
         }
+        return true
     }
 }
 

@@ -102,33 +102,31 @@ public struct IPAddress: Hashable, Sendable, Comparable, BitwiseCopyable {
 extension IPAddress: CustomStringConvertible {
     /// Dotted quad for IPv4, RFC 5952 canonical text for IPv6.
     public var description: String {
-        var text: [UInt8] = []
-        text.reserveCapacity(39)
+        var text = LineBuffer(capacity: 64)
         appendText(to: &text)
-        return String(decoding: text, as: UTF8.self)
+        return text.text
     }
 
-    /// Appends the textual form to a byte buffer without allocating a `String`.
-    public func appendText(to buffer: inout [UInt8]) {
-        if let v4 = ipv4Value {
-            for shift in stride(from: 24, through: 0, by: -8) {
-                appendDecimal(UInt32(v4 >> UInt32(shift)) & 0xFF, to: &buffer)
-                if shift != 0 { buffer.append(UInt8(ascii: ".")) }
-            }
+    /// Appends the textual form to a line without allocating.
+    @inline(__always)
+    func appendText(to buffer: inout LineBuffer) {
+        guard isIPv4 else {
+            appendIPv6Text(to: &buffer)
             return
         }
-        appendIPv6Text(to: &buffer)
+        buffer.appendIPv4(UInt32(truncatingIfNeeded: low))
     }
 
-    private func appendIPv6Text(to buffer: inout [UInt8]) {
-        var groups: [UInt16] = []
-        groups.reserveCapacity(8)
-        for shift in stride(from: 48, through: 0, by: -16) { groups.append(UInt16(truncatingIfNeeded: high >> UInt64(shift))) }
-        for shift in stride(from: 48, through: 0, by: -16) { groups.append(UInt16(truncatingIfNeeded: low >> UInt64(shift))) }
+    /// The 16-bit group `index` (0 to 7) of the address.
+    private func group(_ index: Int) -> UInt16 {
+        UInt16(truncatingIfNeeded: (index < 4 ? high : low) >> UInt64(48 - 16 * (index % 4)))
+    }
+
+    private func appendIPv6Text(to buffer: inout LineBuffer) {
         // RFC 5952: compress the longest run of two or more zero groups, the first one on a tie.
         var bestStart = -1, bestLength = 0, runStart = -1
         for index in 0...8 {
-            if index < 8 && groups[index] == 0 {
+            if index < 8 && group(index) == 0 {
                 if runStart < 0 { runStart = index }
             } else if runStart >= 0 {
                 let length = index - runStart
@@ -144,42 +142,9 @@ extension IPAddress: CustomStringConvertible {
                 index += bestLength
                 continue
             }
-            appendHex(groups[index], to: &buffer)
+            buffer.appendHex(group(index))
             if index < 7 { buffer.append(UInt8(ascii: ":")) }
             index += 1
-        }
-    }
-}
-
-@inline(__always)
-func appendDecimal(_ value: UInt32, to buffer: inout [UInt8]) {
-    let zero = UInt8(ascii: "0")
-    if value < 10 {
-        buffer.append(zero + UInt8(value))
-        return
-    }
-    var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    var count = 0
-    var remaining = value
-    withUnsafeMutableBytes(of: &digits) { raw in
-        while remaining > 0 {
-            raw[9 - count] = zero + UInt8(remaining % 10)
-            remaining /= 10
-            count += 1
-        }
-        buffer.append(contentsOf: raw[(10 - count)...])
-    }
-}
-
-@inline(__always)
-func appendHex(_ value: UInt16, to buffer: inout [UInt8]) {
-    let digits: StaticString = "0123456789abcdef"
-    var started = false
-    for shift in stride(from: 12, through: 0, by: -4) {
-        let nibble = Int(value >> UInt16(shift) & 0xF)
-        if nibble != 0 || started || shift == 0 {
-            started = true
-            buffer.append(digits.utf8Start[nibble])
         }
     }
 }
