@@ -45,15 +45,17 @@ public final class ConnectionPipeline {
     private let metrics: any MetricsSink
     private let logger: Logger
     private let retransmits: RetransmitFilter
-    public private(set) var statistics = Statistics()
-    private var unreported = Statistics()
-    private var unreportedMalformed: [MalformedReason: Int] = [:]
+    // Updated for every frame from the capture thread only; `@exclusivity(unchecked)` spares the runtime
+    // exclusivity bookkeeping of each modification of a class property.
+    @exclusivity(unchecked) public private(set) var statistics = Statistics()
+    @exclusivity(unchecked) private var unreported = Statistics()
+    @exclusivity(unchecked) private var unreportedMalformed: [MalformedReason: Int] = [:]
     private var reportedEvictions = (pairs: 0, connections: 0)
     private var lastSweep: Timestamp?  // nil until the first sweep, which runs at the first end of batch
-    private var lastTime = Timestamp(nanoseconds: 0)
+    @exclusivity(unchecked) private var lastTime = Timestamp(nanoseconds: 0)
     /// Attempts waiting to be processed together (see ``drainQueuedAttempts()``).
     private let queuedAttempts = UnsafeMutablePointer<ConnectionAttempt>.allocate(capacity: queueCapacity)
-    private var queuedCount = 0
+    @exclusivity(unchecked) private var queuedCount = 0
     private static let queueCapacity = 32
     /// When each kind of refusal (allowlisted, rate_limited, ...) was last logged, and how many went unlogged since.
     private var refusalLog: [Substring: (logged: Int64, unlogged: Int)] = [:]

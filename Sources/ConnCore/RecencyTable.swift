@@ -40,7 +40,10 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
     private let seed: UInt64
     /// Folds the loads made by ``warm(_:)`` so the optimiser cannot drop them.
     private var warmSink: UInt64 = 0
-    private let entries: UnsafeMutablePointer<Entry>
+    /// Entries at ``entryStride`` bytes apart from a cache-line boundary, so no entry straddles two lines: a lookup
+    /// then costs one miss, and ``warm(_:visit:)`` fetches the very line the lookup will read.
+    private let entryStorage: UnsafeMutableRawPointer
+    private let entryStride: Int
     private var buckets: UnsafeMutablePointer<UInt64>
     private var bucketMask: Int
     private var freeHead: Int32 = -1
@@ -56,29 +59,40 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
         precondition(capacity > 0 && capacity < Int(Int32.max), "a recency table holds 1 to 2^31-2 keys")
         self.capacity = capacity
         self.seed = seed
-        entries = .allocate(capacity: capacity)
+        let size = MemoryLayout<Entry>.stride
+        // A power of two up to a line (so entries tile lines), whole lines beyond.
+        entryStride = size <= 64 ? 1 << (Int.bitWidth - (size - 1).leadingZeroBitCount) : (size + 63) & ~63
+        entryStorage = .allocate(byteCount: capacity * entryStride, alignment: 64)
         bucketMask = 15
         buckets = .allocate(capacity: 16)
         buckets.initialize(repeating: 0, count: 16)
     }
 
     deinit {
-        entries.deallocate()
+        entryStorage.deallocate()
         buckets.deallocate()
     }
 
+    @inline(__always)
+    private func entry(_ slot: Int) -> UnsafeMutablePointer<Entry> {
+        (entryStorage + slot * entryStride).assumingMemoryBound(to: Entry.self)
+    }
+
+    @inline(__always)
+    private func entry(_ slot: Int32) -> UnsafeMutablePointer<Entry> { entry(Int(slot)) }
+
     /// The key in a slot that is in use.
     @inline(__always)
-    func key(at slot: Int32) -> Key { entries[Int(slot)].key }
+    func key(at slot: Int32) -> Key { entry(slot).pointee.key }
 
     /// When a slot in use was last touched, in nanoseconds.
     @inline(__always)
-    func lastSeen(_ slot: Int32) -> Int64 { entries[Int(slot)].lastSeen }
+    func lastSeen(_ slot: Int32) -> Int64 { entry(slot).pointee.lastSeen }
 
     /// The caller's data of a slot in use.
     @inline(__always)
     func value(_ slot: Int32) -> UnsafeMutablePointer<Value> {
-        UnsafeMutableRawPointer(entries + Int(slot)).advanced(by: MemoryLayout<Entry>.offset(of: \Entry.value)!)
+        UnsafeMutableRawPointer(entry(slot)).advanced(by: MemoryLayout<Entry>.offset(of: \Entry.value)!)
             .assumingMemoryBound(to: Value.self)
     }
 
@@ -93,7 +107,7 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
             if bucket == 0 { return nil }
             if bucket & 0xFFFF_FFFF_0000_0000 == tag {
                 let slot = Int32(truncatingIfNeeded: bucket & 0xFFFF_FFFF) - 1
-                if entries[Int(slot)].key == key { return slot }
+                if entry(slot).pointee.key == key { return slot }
             }
             index = (index + 1) & bucketMask
         }
@@ -101,32 +115,26 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
 
     /// Loads the buckets, then the entries, that lookups of `keys` will need, with no dependency between one key's
     /// loads and the next, so the processor fetches the cache lines in parallel instead of one miss at a time.
-    /// `visit` is called with each slot found, so callers can warm their own per-slot storage.
+    /// Each level (buckets, entries, recency neighbours) is issued for the whole batch before the next, so a batch
+    /// waits about three memory latencies, not three per key. `visit` is called with each slot found, so callers
+    /// can warm their own per-slot storage.
     func warm(_ keys: UnsafeBufferPointer<Key>, visit: (Int32) -> Void = { _ in }) {
         var folded: UInt64 = 0
-        var found: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
-        withUnsafeMutableBytes(of: &found) { raw in
-            let slots = raw.bindMemory(to: UInt64.self)
-            var start = 0
-            while start < keys.count {
-                let end = min(start + slots.count, keys.count)
-                for index in start..<end {
-                    let hash = keys[index].hash(seed: seed)
-                    slots[index - start] = buckets[Int(truncatingIfNeeded: hash) & bucketMask]
-                }
-                for index in 0..<(end - start) where slots[index] != 0 {
-                    let slot = Int(slots[index] & 0xFFFF_FFFF) - 1
-                    slots[index] = UInt64(slot)
-                    folded &+= UInt64(bitPattern: entries[slot].lastSeen)
-                }
-                // A touch unlinks the entry: its neighbours in the recency list are written too.
-                for index in 0..<(end - start) where slots[index] != 0 {
-                    let entry = entries[Int(slots[index])]
-                    if entry.newer >= 0 { folded &+= UInt64(bitPattern: entries[Int(entry.newer)].lastSeen) }
-                    if entry.older >= 0 { folded &+= UInt64(bitPattern: entries[Int(entry.older)].lastSeen) }
-                    visit(Int32(truncatingIfNeeded: slots[index]))
-                }
-                start = end
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: keys.count) { slots in
+            for (index, key) in keys.enumerated() {
+                // A bucket holds its slot + 1, so an empty bucket gives -1: nothing to warm.
+                let bucket = buckets[Int(truncatingIfNeeded: key.hash(seed: seed)) & bucketMask]
+                slots.initializeElement(at: index, to: Int32(truncatingIfNeeded: bucket & 0xFFFF_FFFF) &- 1)
+            }
+            for slot in slots where slot >= 0 {
+                folded &+= UInt64(bitPattern: entry(slot).pointee.lastSeen)
+            }
+            // A touch unlinks the entry: its neighbours in the recency list are written too.
+            for slot in slots where slot >= 0 {
+                let found = entry(slot).pointee
+                if found.newer >= 0 { folded &+= UInt64(bitPattern: entry(found.newer).pointee.lastSeen) }
+                if found.older >= 0 { folded &+= UInt64(bitPattern: entry(found.older).pointee.lastSeen) }
+                visit(slot)
             }
         }
         warmSink &+= folded
@@ -137,7 +145,7 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
     func insert(_ key: Key, value: Value, at time: Int64) -> (slot: Int32, evicted: Key?) {
         var evicted: Key?
         if count == capacity {
-            evicted = entries[Int(oldest)].key
+            evicted = entry(oldest).pointee.key
             remove(slot: oldest)
         }
         // Grow before the new slot is in use: the rehash places every slot in use, so growing after would
@@ -146,12 +154,12 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
         let slot: Int32
         if freeHead >= 0 {
             slot = freeHead
-            freeHead = entries[Int(slot)].newer
+            freeHead = entry(slot).pointee.newer
         } else {
             slot = Int32(highWater)
             highWater += 1
         }
-        (entries + Int(slot)).initialize(to: Entry(key: key, lastSeen: time, newer: -1, older: -1, value: value))
+        entry(slot).initialize(to: Entry(key: key, lastSeen: time, newer: -1, older: -1, value: value))
         count += 1
         place(slot, hash: key.hash(seed: seed))
         linkAsNewest(slot)
@@ -161,7 +169,7 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
     /// Marks a slot as seen at `time` and makes it the newest.
     @inline(__always)
     func touch(_ slot: Int32, at time: Int64) {
-        if time > entries[Int(slot)].lastSeen { entries[Int(slot)].lastSeen = time }
+        if time > entry(slot).pointee.lastSeen { entry(slot).pointee.lastSeen = time }
         guard slot != newest else { return }
         unlink(slot)
         linkAsNewest(slot)
@@ -171,8 +179,8 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
     func remove(slot: Int32) {
         unlink(slot)
         removeFromBuckets(slot)
-        entries[Int(slot)].newer = freeHead
-        entries[Int(slot)].older = Self.freeMarker
+        entry(slot).pointee.newer = freeHead
+        entry(slot).pointee.older = Self.freeMarker
         freeHead = slot
         count -= 1
     }
@@ -187,8 +195,8 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
         buckets.initialize(repeating: 0, count: newCount)
         bucketMask = newCount - 1
         // Walk the entries in memory order rather than chase each bucket's slot across memory.
-        for slot in 0..<highWater where entries[slot].older != Self.freeMarker {
-            place(Int32(slot), hash: entries[slot].key.hash(seed: seed))
+        for slot in 0..<highWater where entry(slot).pointee.older != Self.freeMarker {
+            place(Int32(slot), hash: entry(slot).pointee.key.hash(seed: seed))
         }
         _ = oldCount
         oldBuckets.deallocate()
@@ -203,14 +211,14 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
 
     private func removeFromBuckets(_ slot: Int32) {
         let marker = UInt64(slot + 1)
-        var index = Int(truncatingIfNeeded: entries[Int(slot)].key.hash(seed: seed)) & bucketMask
+        var index = Int(truncatingIfNeeded: entry(slot).pointee.key.hash(seed: seed)) & bucketMask
         while buckets[index] & 0xFFFF_FFFF != marker { index = (index + 1) & bucketMask }
         // Backward-shift deletion: move later members of the probe run into the hole when their home allows it.
         var hole = index
         var next = (hole + 1) & bucketMask
         while buckets[next] != 0 {
             let movedSlot = Int(buckets[next] & 0xFFFF_FFFF) - 1
-            let home = Int(truncatingIfNeeded: entries[movedSlot].key.hash(seed: seed)) & bucketMask
+            let home = Int(truncatingIfNeeded: entry(movedSlot).pointee.key.hash(seed: seed)) & bucketMask
             // `next` may fill the hole unless its home lies cyclically in (hole, next].
             let homeAfterHole = hole <= next ? (home > hole && home <= next) : (home > hole || home <= next)
             if !homeAfterHole {
@@ -226,17 +234,17 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
 
     @inline(__always)
     private func unlink(_ slot: Int32) {
-        let newerSlot = entries[Int(slot)].newer
-        let olderSlot = entries[Int(slot)].older
-        if newerSlot >= 0 { entries[Int(newerSlot)].older = olderSlot } else { newest = olderSlot }
-        if olderSlot >= 0 { entries[Int(olderSlot)].newer = newerSlot } else { oldest = newerSlot }
+        let newerSlot = entry(slot).pointee.newer
+        let olderSlot = entry(slot).pointee.older
+        if newerSlot >= 0 { entry(newerSlot).pointee.older = olderSlot } else { newest = olderSlot }
+        if olderSlot >= 0 { entry(olderSlot).pointee.newer = newerSlot } else { oldest = newerSlot }
     }
 
     @inline(__always)
     private func linkAsNewest(_ slot: Int32) {
-        entries[Int(slot)].older = newest
-        entries[Int(slot)].newer = -1
-        if newest >= 0 { entries[Int(newest)].newer = slot }
+        entry(slot).pointee.older = newest
+        entry(slot).pointee.newer = -1
+        if newest >= 0 { entry(newest).pointee.newer = slot }
         newest = slot
         if oldest < 0 { oldest = slot }
     }

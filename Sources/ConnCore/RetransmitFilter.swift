@@ -20,11 +20,13 @@ public final class RetransmitFilter {
     public let capacity: Int
     private let windowNanoseconds: Int64
     private let seed: UInt64
-    private var current: FingerprintTable
-    private var previous: FingerprintTable
-    private var generationStart: Int64?
+    // Touched for every SYN from the capture thread only; `@exclusivity(unchecked)` spares the runtime exclusivity
+    // bookkeeping of each mutating call on a class property.
+    @exclusivity(unchecked) private var current: FingerprintTable
+    @exclusivity(unchecked) private var previous: FingerprintTable
+    @exclusivity(unchecked) private var generationStart: Int64?
     /// 4-tuples not remembered because a generation was full, since the filter was made.
-    public private(set) var evictions = 0
+    @exclusivity(unchecked) public private(set) var evictions = 0
 
     /// Bytes of memory per remembered 4-tuple (a slot is 16 bytes and at most half the slots are used).
     public static let bytesPerEntry = 32

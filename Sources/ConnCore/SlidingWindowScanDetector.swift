@@ -9,7 +9,7 @@
 ///   destination) for a whole window.
 /// - Memory is bounded: at most ``ScanRule/maxTrackedPairs`` pairs, the least recently active evicted first, and
 ///   `portThreshold + 1` ports per pair. With the default threshold a pair costs ``bytesPerPair(portThreshold:)``
-///   bytes (about 130), so a million pairs need about 130 MB.
+///   bytes (160: a cache line of key and state, one of ports, and its buckets), so a million pairs need 160 MB.
 public final class SlidingWindowScanDetector: ScanDetector {
     struct Pair: RecencyKey {
         var source: IPAddress
@@ -33,10 +33,11 @@ public final class SlidingWindowScanDetector: ScanDetector {
     }
 
     private let table: RecencyTable<Pair, PairState>
-    // Reserved for every slot up front; pages are committed only as slots are handed out.
-    // Per slot, `portsPerPair` entries each: the port and when it was last reached.
-    private let ports: UnsafeMutablePointer<UInt16>
-    private let portTimes: UnsafeMutablePointer<Int64>
+    /// Per slot, one record of `portsPerPair` times (when each port was last reached) followed by the ports,
+    /// padded to whole cache lines so a pair's ports cost one miss. Reserved for every slot up front; pages are
+    /// committed only as slots are handed out.
+    private let portRecords: UnsafeMutableRawPointer
+    private let portRecordStride: Int
     public private(set) var evictedPairs = 0
     /// Folds the loads made by ``warm(_:)`` so the optimiser cannot drop them.
     private var warmSink: Int64 = 0
@@ -44,8 +45,12 @@ public final class SlidingWindowScanDetector: ScanDetector {
 
     /// Bytes used per tracked pair at a given threshold, counting the hash table at its highest load.
     public static func bytesPerPair(portThreshold: Int) -> Int {
-        let key = MemoryLayout<Pair>.stride + 8 + 4 + 4 + 4 * 4  // key, last seen, links, buckets
-        return key + 2 + 1 + (portThreshold + 1) * (2 + 8)
+        // A 64-byte entry (key, last seen, links, state), up to 4 buckets of 8 bytes, and the port record.
+        64 + 4 * 8 + portRecordStride(portsPerPair: portThreshold + 1)
+    }
+
+    private static func portRecordStride(portsPerPair: Int) -> Int {
+        (portsPerPair * (MemoryLayout<Int64>.stride + MemoryLayout<UInt16>.stride) + 63) & ~63
     }
 
     public init(rule: ScanRule = ScanRule()) {
@@ -54,13 +59,25 @@ public final class SlidingWindowScanDetector: ScanDetector {
         self.windowNanoseconds = rule.window.nanosecondsClamped
         self.portsPerPair = rule.portThreshold + 1
         self.table = RecencyTable(capacity: rule.maxTrackedPairs)
-        ports = .allocate(capacity: rule.maxTrackedPairs * portsPerPair)
-        portTimes = .allocate(capacity: rule.maxTrackedPairs * portsPerPair)
+        portRecordStride = Self.portRecordStride(portsPerPair: portsPerPair)
+        portRecords = .allocate(byteCount: rule.maxTrackedPairs * portRecordStride, alignment: 64)
     }
 
     deinit {
-        ports.deallocate()
-        portTimes.deallocate()
+        portRecords.deallocate()
+    }
+
+    /// When each port of a slot's record was last reached.
+    @inline(__always)
+    private func portTimes(_ slot: Int) -> UnsafeMutablePointer<Int64> {
+        (portRecords + slot * portRecordStride).assumingMemoryBound(to: Int64.self)
+    }
+
+    /// The ports of a slot's record.
+    @inline(__always)
+    private func ports(_ slot: Int) -> UnsafeMutablePointer<UInt16> {
+        (portRecords + slot * portRecordStride + portsPerPair * MemoryLayout<Int64>.stride)
+            .assumingMemoryBound(to: UInt16.self)
     }
 
     public var trackedPairs: Int { table.count }
@@ -72,7 +89,7 @@ public final class SlidingWindowScanDetector: ScanDetector {
             }
             var folded: Int64 = 0
             table.warm(UnsafeBufferPointer(keys)) { slot in
-                folded &+= portTimes[Int(slot) * portsPerPair] &+ Int64(ports[Int(slot) * portsPerPair])
+                folded &+= portTimes(Int(slot)).pointee
             }
             warmSink &+= folded
         }
@@ -107,27 +124,28 @@ public final class SlidingWindowScanDetector: ScanDetector {
         state: UnsafeMutablePointer<PairState>,
         attempt: ConnectionAttempt
     ) -> PortScan? {
-        let base = slot * portsPerPair
+        let ports = ports(slot)
+        let portTimes = portTimes(slot)
         var count = Int(state.pointee.portCount)
         var seen = false
         var index = 0
         // Drop ports that left the window, and refresh this port if it is already held.
         while index < count {
-            if now &- portTimes[base + index] >= windowNanoseconds {
+            if now &- portTimes[index] >= windowNanoseconds {
                 count -= 1
-                ports[base + index] = ports[base + count]
-                portTimes[base + index] = portTimes[base + count]
+                ports[index] = ports[count]
+                portTimes[index] = portTimes[count]
                 continue
             }
-            if ports[base + index] == port {
-                portTimes[base + index] = max(portTimes[base + index], now)
+            if ports[index] == port {
+                portTimes[index] = max(portTimes[index], now)
                 seen = true
             }
             index += 1
         }
         if !seen {
-            ports[base + count] = port
-            portTimes[base + count] = now
+            ports[count] = port
+            portTimes[count] = now
             count += 1
         }
         guard count > rule.portThreshold else {
@@ -136,7 +154,7 @@ public final class SlidingWindowScanDetector: ScanDetector {
         }
         // No port list is needed until the pair has been quiet for a window.
         state.pointee = PairState(portCount: 0, reported: true)
-        let reached = UnsafeBufferPointer(start: ports + base, count: count).sorted()
+        let reached = UnsafeBufferPointer(start: ports, count: count).sorted()
         return PortScan(time: attempt.time, source: attempt.source, destination: attempt.destination, ports: reached)
     }
 
