@@ -2,6 +2,10 @@ import CPcap
 public import ConnCore
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Replays a capture file (pcap or pcapng, read by libpcap) through the pipeline with the file's own timestamps.
 ///
 /// Every SYN without ACK in the file counts as an attempt from its source to its destination, whatever the
@@ -51,17 +55,28 @@ public final class PcapFileSource: PacketSource {
     public func stop() { stopRequested.store(true, ordering: .relaxed) }
 
     private func open() throws -> PcapHandle {
+        // libpcap reads each record with two `fread`s; with stdio's default buffer (one file-system block, 4 KiB)
+        // that is a read(2) for every 4 KiB of capture. A 1 MiB buffer cuts the system calls 256-fold.
+        // As with tcpdump -r -, "-" is standard input.
+        guard let file = path == "-" ? fdopen(STDIN_FILENO, "rb") : fopen(path, "rb") else {
+            throw ConntrackrError(.unreadableCapture, "cannot read capture \(path): \(String(cString: strerror(errno)))")
+        }
+        // glibc ignores the size unless it is given the buffer too.
+        let readBuffer = UnsafeMutableRawPointer.allocate(byteCount: Self.readBufferBytes, alignment: 64)
+        setvbuf(file, readBuffer.assumingMemoryBound(to: CChar.self), _IOFBF, Self.readBufferBytes)
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
-        guard
-            let raw = pcap_open_offline_with_tstamp_precision(
-                path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer
-            )
+        guard let raw = pcap_fopen_offline_with_tstamp_precision(file, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer)
         else {
+            fclose(file)  // libpcap takes the file only when it succeeds
+            readBuffer.deallocate()
             let reason = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             // libpcap names the file itself in some messages.
             let detail = reason.hasPrefix(path) ? String(reason.dropFirst(path.count).drop { $0 == ":" || $0 == " " }) : reason
             throw ConntrackrError(.unreadableCapture, "cannot read capture \(path): \(detail)")
         }
-        return PcapHandle(raw)
+        return PcapHandle(raw, freeingAfterClose: readBuffer)
     }
+
+    /// The stdio buffer libpcap reads the capture through.
+    static let readBufferBytes = 1 << 20
 }

@@ -10,10 +10,18 @@ import Glibc  // timeval's members (MemberImportVisibility)
 final class PcapHandle: @unchecked Sendable {
     // @unchecked: the handle is driven by the capture thread only; `pcap_breakloop` is the documented exception.
     let raw: OpaquePointer
+    /// Memory libpcap uses until it is closed (a capture file's stdio buffer), freed after closing.
+    private let ownedBuffer: UnsafeMutableRawPointer?
 
-    init(_ raw: OpaquePointer) { self.raw = raw }
+    init(_ raw: OpaquePointer, freeingAfterClose ownedBuffer: UnsafeMutableRawPointer? = nil) {
+        self.raw = raw
+        self.ownedBuffer = ownedBuffer
+    }
 
-    deinit { pcap_close(raw) }
+    deinit {
+        pcap_close(raw)
+        ownedBuffer?.deallocate()
+    }
 
     /// libpcap's last error text for this handle.
     var lastError: String { String(cString: pcap_geterr(raw)) }
