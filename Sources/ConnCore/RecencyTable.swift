@@ -62,15 +62,14 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
         let size = MemoryLayout<Entry>.stride
         // A power of two up to a line (so entries tile lines), whole lines beyond.
         entryStride = size <= 64 ? 1 << (Int.bitWidth - (size - 1).leadingZeroBitCount) : (size + 63) & ~63
-        entryStorage = .allocate(byteCount: capacity * entryStride, alignment: 64)
+        entryStorage = TableMemory.allocateZeroed(byteCount: capacity * entryStride)
         bucketMask = 15
-        buckets = .allocate(capacity: 16)
-        buckets.initialize(repeating: 0, count: 16)
+        buckets = Self.allocateBuckets(16)
     }
 
     deinit {
-        entryStorage.deallocate()
-        buckets.deallocate()
+        TableMemory.deallocate(entryStorage, byteCount: capacity * entryStride)
+        TableMemory.deallocate(UnsafeMutableRawPointer(buckets), byteCount: (bucketMask + 1) * 8)
     }
 
     @inline(__always)
@@ -120,11 +119,15 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
     /// can warm their own per-slot storage.
     func warm(_ keys: UnsafeBufferPointer<Key>, visit: (Int32) -> Void = { _ in }) {
         var folded: UInt64 = 0
-        withUnsafeTemporaryAllocation(of: Int32.self, capacity: keys.count) { slots in
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: keys.count) { slots in
+            // Hash first, then load: a loop of bare loads keeps them all in the processor's window at once, where
+            // hashing between them would leave room for only a few.
             for (index, key) in keys.enumerated() {
+                slots.initializeElement(at: index, to: Int(truncatingIfNeeded: key.hash(seed: seed)) & bucketMask)
+            }
+            for index in slots.indices {
                 // A bucket holds its slot + 1, so an empty bucket gives -1: nothing to warm.
-                let bucket = buckets[Int(truncatingIfNeeded: key.hash(seed: seed)) & bucketMask]
-                slots.initializeElement(at: index, to: Int32(truncatingIfNeeded: bucket & 0xFFFF_FFFF) &- 1)
+                slots[index] = Int(buckets[slots[index]] & 0xFFFF_FFFF) - 1
             }
             for slot in slots where slot >= 0 {
                 folded &+= UInt64(bitPattern: entry(slot).pointee.lastSeen)
@@ -134,7 +137,7 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
                 let found = entry(slot).pointee
                 if found.newer >= 0 { folded &+= UInt64(bitPattern: entry(found.newer).pointee.lastSeen) }
                 if found.older >= 0 { folded &+= UInt64(bitPattern: entry(found.older).pointee.lastSeen) }
-                visit(slot)
+                visit(Int32(truncatingIfNeeded: slot))
             }
         }
         warmSink &+= folded
@@ -187,19 +190,22 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
 
     // MARK: Buckets
 
+    /// `count` empty buckets.
+    private static func allocateBuckets(_ count: Int) -> UnsafeMutablePointer<UInt64> {
+        TableMemory.allocateZeroed(byteCount: count * 8).bindMemory(to: UInt64.self, capacity: count)
+    }
+
     private func growBuckets() {
         let oldBuckets = buckets
         let oldCount = bucketMask + 1
         let newCount = oldCount * 2
-        buckets = .allocate(capacity: newCount)
-        buckets.initialize(repeating: 0, count: newCount)
+        buckets = Self.allocateBuckets(newCount)
         bucketMask = newCount - 1
         // Walk the entries in memory order rather than chase each bucket's slot across memory.
         for slot in 0..<highWater where entry(slot).pointee.older != Self.freeMarker {
             place(Int32(slot), hash: entry(slot).pointee.key.hash(seed: seed))
         }
-        _ = oldCount
-        oldBuckets.deallocate()
+        TableMemory.deallocate(UnsafeMutableRawPointer(oldBuckets), byteCount: oldCount * 8)
     }
 
     @inline(__always)

@@ -60,11 +60,11 @@ public final class SlidingWindowScanDetector: ScanDetector {
         self.portsPerPair = rule.portThreshold + 1
         self.table = RecencyTable(capacity: rule.maxTrackedPairs)
         portRecordStride = Self.portRecordStride(portsPerPair: portsPerPair)
-        portRecords = .allocate(byteCount: rule.maxTrackedPairs * portRecordStride, alignment: 64)
+        portRecords = TableMemory.allocateZeroed(byteCount: rule.maxTrackedPairs * portRecordStride)
     }
 
     deinit {
-        portRecords.deallocate()
+        TableMemory.deallocate(portRecords, byteCount: rule.maxTrackedPairs * portRecordStride)
     }
 
     /// When each port of a slot's record was last reached.
