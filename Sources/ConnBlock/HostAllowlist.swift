@@ -53,7 +53,8 @@ public struct HostAllowlist: Hashable, Sendable {
             entries.append(Allowlist.Entry(prefix: prefix, reason: reason))
         }
         for address in hostAddresses where !address.isLoopback { add(IPPrefix(host: address), "host address") }
-        let gateways = try DefaultGateways.read(ipv4RouteTable: ipv4RouteTable, ipv6RouteTable: ipv6RouteTable)
+        let routes = try DefaultRoutes.read(ipv4RouteTable: ipv4RouteTable, ipv6RouteTable: ipv6RouteTable)
+        let gateways = DefaultRoutes.gateways(routes)
         for gateway in gateways { add(IPPrefix(host: gateway), "gateway") }
         for prefix in allowed { add(prefix, "configured") }
         for path in allowFiles {

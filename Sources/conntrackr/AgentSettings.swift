@@ -42,9 +42,9 @@ struct AgentSettings: Sendable {
     mutating func load(configurationFile path: String) throws {
         let text: String
         do {
-            text = try HostNetwork.readText(path)
+            text = String(decoding: try TextFile.contents(of: path), as: UTF8.self)
         } catch {
-            throw ConntrackrError(.invalidConfiguration, "cannot read configuration file \(path)")
+            throw ConntrackrError(.invalidConfiguration, "cannot read configuration file \(path): \(error.text)")
         }
         let document: Any?
         do {

@@ -14,7 +14,7 @@ struct PrivilegedParts {
     let cleanups: [@Sendable () -> Void]
 
     static func open(settings: AgentSettings, logger: Logger) throws -> PrivilegedParts {
-        guard let interface = settings.interface ?? HostNetwork.defaultRouteInterface() else {
+        guard let interface = try settings.interface ?? DefaultRoutes.preferredInterface(DefaultRoutes.read()) else {
             throw ConntrackrError(.noSuchInterface, "no default route to pick an interface from: pass --interface")
         }
         var cleanups: [@Sendable () -> Void] = []

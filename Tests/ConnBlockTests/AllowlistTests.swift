@@ -95,49 +95,61 @@ import Testing
     }
 }
 
-@Suite struct DefaultGatewayTests {
+@Suite struct DefaultRouteTests {
     @Test func ipv4DefaultRoutesWithAGatewayAndUp() throws {
-        let gateways = DefaultGateways.ipv4(routeTable: try fixtureBytes("route"))
-        #expect(gateways == [address("203.0.113.1"), address("198.51.100.1")])
+        let routes = DefaultRoutes.ipv4(routeTable: try fixtureBytes("route"))
+        #expect(DefaultRoutes.gateways(routes) == [address("203.0.113.1"), address("198.51.100.1")])
+        // eth2's route is down; wg0's has no gateway but still carries traffic.
+        #expect(routes.map(\.interface) == ["eth0", "wg0", "eth1", "eth0.100"])
+        #expect(routes.map(\.metric) == [100, 50, 200, 400])
     }
 
     @Test func ipv6DefaultRoutesSkipRejectAndUnreachable() throws {
-        let gateways = DefaultGateways.ipv6(routeTable: try fixtureBytes("ipv6_route"))
-        #expect(gateways == [address("fe80::1"), address("2001:db8:0:2::1")])
+        let routes = DefaultRoutes.ipv6(routeTable: try fixtureBytes("ipv6_route"))
+        #expect(DefaultRoutes.gateways(routes) == [address("fe80::1"), address("2001:db8:0:2::1")])
+        #expect(routes.map(\.interface) == ["eth0", "eth1", "eth2"])
     }
 
-    @Test func missingTablesMeanNoGateways() throws {
+    @Test func theDefaultInterfaceHasTheLowestMetricIPv4First() throws {
+        let ipv4 = DefaultRoutes.ipv4(routeTable: try fixtureBytes("route"))
+        let ipv6 = DefaultRoutes.ipv6(routeTable: try fixtureBytes("ipv6_route"))
+        #expect(DefaultRoutes.preferredInterface(ipv6 + ipv4) == "wg0")
+        #expect(DefaultRoutes.preferredInterface(ipv6) == "eth0")  // eth0 and eth1 tie at 1024: the first listed
+        #expect(DefaultRoutes.preferredInterface([]) == nil)
+    }
+
+    @Test func missingTablesMeanNoRoutes() throws {
         #expect(
-            try DefaultGateways.read(ipv4RouteTable: "/nonexistent/route", ipv6RouteTable: "/nonexistent/ipv6").isEmpty
+            try DefaultRoutes.read(ipv4RouteTable: "/nonexistent/route", ipv6RouteTable: "/nonexistent/ipv6").isEmpty
         )
     }
 
     @Test func anUnreadableTableIsAnError() {
         // A directory cannot be read as a file.
         #expect(throws: ConntrackrError.self) {
-            try DefaultGateways.read(ipv4RouteTable: fixturePath(""), ipv6RouteTable: "/nonexistent")
+            try DefaultRoutes.read(ipv4RouteTable: fixturePath(""), ipv6RouteTable: "/nonexistent")
         }
     }
 
     @Test func junkNeverCrashes() {
         for _ in 0..<200 {
             let bytes = (0..<200).map { _ in UInt8.random(in: 0...255) }
-            _ = DefaultGateways.ipv4(routeTable: bytes)
-            _ = DefaultGateways.ipv6(routeTable: bytes)
+            _ = DefaultRoutes.ipv4(routeTable: bytes)
+            _ = DefaultRoutes.ipv6(routeTable: bytes)
         }
     }
 
     /// The parser agrees with iproute2 about this machine's own default routes (main table).
     @Test func agreesWithIPRouteOnThisHost() throws {
-        let ours = try DefaultGateways.read()
-        let theirs = try ipRouteDefaultGateways("-4") + ipRouteDefaultGateways("-6")
-        #expect(Set(ours) == Set(theirs))
+        let ours = try DefaultRoutes.read()
+        let theirs = try ipRouteDefaults("-4") + ipRouteDefaults("-6")
+        #expect(Set(DefaultRoutes.gateways(ours)) == Set(theirs.compactMap { ($0["gateway"] as? String).flatMap(IPAddress.init) }))
+        #expect(Set(ours.map(\.interface)) == Set(theirs.compactMap { $0["dev"] as? String }))
     }
 
-    private func ipRouteDefaultGateways(_ family: String) throws -> [IPAddress] {
+    private func ipRouteDefaults(_ family: String) throws -> [[String: Any]] {
         let output = try shell(["ip", "-j", family, "route", "show", "default", "table", "main"])
-        let routes = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]] ?? []
-        return routes.compactMap { ($0["gateway"] as? String).flatMap(IPAddress.init) }
+        return try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]] ?? []
     }
 }
 

@@ -72,6 +72,6 @@ struct AgentSettingsTests {
         let error = #expect(throws: ConntrackrError.self) {
             try RunOptions.parse(["--config", "/nonexistent/conntrackr.yaml"]).resolve()
         }
-        #expect(error?.message == "cannot read configuration file /nonexistent/conntrackr.yaml")
+        #expect(error?.message == "cannot read configuration file /nonexistent/conntrackr.yaml: No such file or directory")
     }
 }

@@ -1,5 +1,3 @@
-import ConnCore
-
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -7,17 +5,18 @@ import Darwin
 #endif
 
 /// Reading small text files (allowlists, /proc tables) with errors a user can act on.
-enum TextFile {
+public enum TextFile: Sendable {
     /// Why a read failed: the errno, so callers can treat a missing file differently from an unreadable one.
-    struct ReadError: Error {
-        var path: String
-        var errno: Int32
+    public struct ReadError: Error {
+        public var path: String
+        public var errno: Int32
 
-        var text: String { String(cString: strerror(errno)) }
+        /// The system's description of ``errno``.
+        public var text: String { String(cString: strerror(errno)) }
     }
 
     /// The bytes of `path`, at most `limit` of them (a larger file is an `EFBIG` error rather than a memory spike).
-    static func contents(of path: String, limit: Int = 16 << 20) throws(ReadError) -> [UInt8] {
+    public static func contents(of path: String, limit: Int = 16 << 20) throws(ReadError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw ReadError(path: path, errno: errno) }
         defer { close(fd) }
@@ -38,7 +37,7 @@ enum TextFile {
 
     /// Splits bytes into lines on `\n`, dropping a trailing `\r`, numbered from 1. (Splitting a `String` on
     /// `"\n"` would miss CRLF endings, which Swift treats as one character.)
-    static func lines(_ bytes: [UInt8]) -> [(number: Int, text: String)] {
+    public static func lines(_ bytes: [UInt8]) -> [(number: Int, text: String)] {
         bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated().map { index, line in
             let trimmed = line.last == UInt8(ascii: "\r") ? line.dropLast() : line
             return (index + 1, String(decoding: trimmed, as: UTF8.self))
