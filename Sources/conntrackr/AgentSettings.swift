@@ -33,7 +33,8 @@ struct AgentSettings: Sendable {
     var maxTrackedPairs = 1_000_000
     var maxTrackedConnections = 1_000_000
     var allDestinations = false
-    var fleetEtcd: [String] = []
+    /// The `fleet-*` keys of the file; the `--fleet-*` flags override them one by one.
+    var fleetFile = FleetFileSettings()
     /// Fleet mode, when endpoints are given (by flag or file).
     var fleet: FleetConfiguration?
 
@@ -120,7 +121,14 @@ struct AgentSettings: Sendable {
         case "max-tracked-pairs": maxTrackedPairs = try integer()
         case "max-tracked-connections": maxTrackedConnections = try integer()
         case "all-destinations": allDestinations = try boolean()
-        case "fleet-etcd": fleetEtcd = try list().flatMap { $0.split(separator: ",").map(String.init) }
+        case "fleet-etcd": fleetFile.etcd = try list().flatMap { $0.split(separator: ",").map(String.init) }
+        case "fleet-prefix": fleetFile.prefix = try string()
+        case "fleet-ca": fleetFile.caFile = try string()
+        case "fleet-cert": fleetFile.certificateFile = try string()
+        case "fleet-key": fleetFile.keyFile = try string()
+        case "fleet-user": fleetFile.user = try string()
+        case "fleet-password": fleetFile.password = try string()
+        case "fleet-host-name": fleetFile.hostName = try string()
         default:
             throw ConntrackrError(.invalidConfiguration, "\(file): unknown setting \(key)")
         }
@@ -167,3 +175,14 @@ struct AgentSettings: Sendable {
     }
 }
 
+/// The fleet settings a configuration file may hold, under the names of their flags.
+struct FleetFileSettings: Sendable {
+    var etcd: [String] = []
+    var prefix: String?
+    var caFile: String?
+    var certificateFile: String?
+    var keyFile: String?
+    var user: String?
+    var password: String?
+    var hostName: String?
+}

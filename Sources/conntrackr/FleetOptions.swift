@@ -18,8 +18,11 @@ struct FleetOptions: ParsableArguments {
     )
     var etcd: String?
 
-    @Option(name: .customLong("fleet-prefix"), help: "The etcd key prefix blocks are shared under.")
-    var prefix = "/conntrackr/blocks/"
+    @Option(
+        name: .customLong("fleet-prefix"),
+        help: "The etcd key prefix blocks are shared under (default: /conntrackr/blocks/)."
+    )
+    var prefix: String?
 
     @Option(
         name: .customLong("fleet-ca"),
@@ -57,49 +60,56 @@ struct FleetOptions: ParsableArguments {
     )
     var hostName: String?
 
+    static let defaultPrefix = "/conntrackr/blocks/"
+
     func validate() throws {
-        if let etcd, endpoints(etcd).isEmpty { throw ValidationError("--fleet-etcd needs at least one endpoint") }
-        if !prefix.hasPrefix("/") || prefix.count < 2 {
-            throw ValidationError("--fleet-prefix must start with / and name a prefix, such as /conntrackr/blocks/")
-        }
-        if (certificateFile == nil) != (keyFile == nil) {
-            throw ValidationError("--fleet-cert and --fleet-key go together: give both or neither")
-        }
-        if user == nil, password != nil { throw ValidationError("--fleet-password needs --fleet-user") }
-        if user != nil, resolvedPassword == nil {
-            throw ValidationError("--fleet-user needs --fleet-password or CONNTRACKR_FLEET_PASSWORD")
-        }
-        if let hostName, hostName.isEmpty { throw ValidationError("--fleet-host-name must not be empty") }
+        if let etcd, splitEndpoints([etcd]).isEmpty { throw ValidationError("--fleet-etcd needs at least one endpoint") }
     }
 
-    private func endpoints(_ list: String) -> [String] {
-        list.split(separator: ",").map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty }
-    }
-
-    private var resolvedPassword: String? {
-        password ?? getenv("CONNTRACKR_FLEET_PASSWORD").map { String(cString: $0) }
+    private func splitEndpoints(_ lists: [String]) -> [String] {
+        lists.flatMap { $0.split(separator: ",") }.map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty }
     }
 
     /// The fleet settings, or `nil` when fleet mode is off (no endpoint from `--fleet-etcd` or the file).
-    /// - Parameter fileEndpoints: the configuration file's `fleet-etcd`; `--fleet-etcd` overrides it.
-    /// - Throws: ``ConnCore/ConntrackrError`` when other `--fleet-*` flags are given without any endpoint.
-    func configuration(fileEndpoints: [String] = []) throws -> FleetConfiguration? {
-        let endpoints = etcd.map(endpoints) ?? fileEndpoints.flatMap(endpoints)
+    /// - Parameter file: the configuration file's `fleet-*` settings; each `--fleet-*` flag overrides its own.
+    /// - Throws: ``ConnCore/ConntrackrError`` for settings that do not fit together, or fleet settings without any
+    ///   endpoint.
+    func configuration(file: FleetFileSettings = FleetFileSettings()) throws -> FleetConfiguration? {
+        func invalid(_ message: String) -> ConntrackrError { ConntrackrError(.invalidConfiguration, message) }
+        let endpoints = etcd.map { splitEndpoints([$0]) } ?? splitEndpoints(file.etcd)
+        let prefix = prefix ?? file.prefix ?? Self.defaultPrefix
+        let caFile = caFile ?? file.caFile
+        let certificateFile = certificateFile ?? file.certificateFile
+        let keyFile = keyFile ?? file.keyFile
+        let user = user ?? file.user
+        let password = password ?? getenv("CONNTRACKR_FLEET_PASSWORD").map { String(cString: $0) } ?? file.password
+        let hostName = hostName ?? file.hostName
         guard !endpoints.isEmpty else {
             let others: [(String, Bool)] = [
-                ("--fleet-ca", caFile != nil), ("--fleet-cert", certificateFile != nil),
-                ("--fleet-key", keyFile != nil),
-                ("--fleet-user", user != nil), ("--fleet-host-name", hostName != nil),
+                ("fleet-prefix", prefix != Self.defaultPrefix), ("fleet-ca", caFile != nil),
+                ("fleet-cert", certificateFile != nil), ("fleet-key", keyFile != nil), ("fleet-user", user != nil),
+                ("fleet-password", self.password != nil || file.password != nil), ("fleet-host-name", hostName != nil),
             ]
             if let (name, _) = others.first(where: \.1) {
-                throw ConntrackrError(.invalidConfiguration, "\(name) needs --fleet-etcd (or fleet-etcd in the file)")
+                throw invalid("\(name) needs fleet-etcd (--fleet-etcd or in the configuration file)")
             }
             return nil
         }
+        guard prefix.hasPrefix("/"), prefix.count >= 2 else {
+            throw invalid("fleet-prefix must start with / and name a prefix, such as \(Self.defaultPrefix)")
+        }
+        guard (certificateFile == nil) == (keyFile == nil) else {
+            throw invalid("fleet-cert and fleet-key go together: give both or neither")
+        }
+        if user == nil, self.password != nil || file.password != nil { throw invalid("fleet-password needs fleet-user") }
+        if user != nil, password == nil {
+            throw invalid("fleet-user needs fleet-password (flag, file, or CONNTRACKR_FLEET_PASSWORD)")
+        }
+        if let hostName, hostName.isEmpty { throw invalid("fleet-host-name must not be empty") }
         let tls: EtcdConfiguration.TLS? =
             caFile == nil && certificateFile == nil
             ? nil : EtcdConfiguration.TLS(caFile: caFile, certificateFile: certificateFile, keyFile: keyFile)
-        let credentials = user.map { EtcdConfiguration.Credentials(user: $0, password: resolvedPassword ?? "") }
+        let credentials = user.map { EtcdConfiguration.Credentials(user: $0, password: password ?? "") }
         return FleetConfiguration(
             etcd: EtcdConfiguration(endpoints: endpoints, tls: tls, credentials: credentials),
             keyPrefix: prefix,

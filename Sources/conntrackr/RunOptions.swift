@@ -110,7 +110,7 @@ struct RunOptions: ParsableArguments {
         if let maxTrackedConnections { settings.maxTrackedConnections = maxTrackedConnections }
         if let allDestinations { settings.allDestinations = allDestinations }
         try settings.validate()
-        settings.fleet = try fleet.configuration(fileEndpoints: settings.fleetEtcd)
+        settings.fleet = try fleet.configuration(file: settings.fleetFile)
         return settings
     }
 }

@@ -1,7 +1,12 @@
 import ArgumentParser
 import ConnCore
+import ConnFleet
 import ConnTesting
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @testable import conntrackr
 
@@ -73,5 +78,69 @@ struct AgentSettingsTests {
             try RunOptions.parse(["--config", "/nonexistent/conntrackr.yaml"]).resolve()
         }
         #expect(error?.message == "cannot read configuration file /nonexistent/conntrackr.yaml: No such file or directory")
+    }
+}
+
+@Suite("Fleet settings")
+struct FleetSettingsTests {
+    let settings = AgentSettingsTests()
+
+    @Test("Every fleet flag has a key in the file, and each flag wins over its key")
+    func fileThenFlags() throws {
+        let config = """
+            fleet-etcd: [https://203.0.113.10:2379, "https://203.0.113.11:2379"]
+            fleet-prefix: /lab/blocks/
+            fleet-ca: /etc/conntrackr/etcd-ca.pem
+            fleet-cert: /etc/conntrackr/client.pem
+            fleet-key: /etc/conntrackr/client-key.pem
+            fleet-user: agent
+            fleet-password: from-file
+            fleet-host-name: edge-1
+            """
+        let fromFile = try #require(try settings.resolve([], config: config).fleet)
+        #expect(fromFile.etcd.endpoints == ["https://203.0.113.10:2379", "https://203.0.113.11:2379"])
+        #expect(fromFile.keyPrefix == "/lab/blocks/")
+        #expect(fromFile.etcd.tls?.caFile == "/etc/conntrackr/etcd-ca.pem")
+        #expect(fromFile.etcd.tls?.certificateFile == "/etc/conntrackr/client.pem")
+        #expect(fromFile.etcd.tls?.keyFile == "/etc/conntrackr/client-key.pem")
+        #expect(fromFile.etcd.credentials?.user == "agent")
+        #expect(fromFile.etcd.credentials?.password == "from-file")
+        #expect(fromFile.hostName == "edge-1")
+
+        let overridden = try #require(
+            try settings.resolve(
+                ["--fleet-etcd", "http://198.51.100.9:2379", "--fleet-user", "other", "--fleet-password", "from-flag",
+                 "--fleet-host-name", "edge-2"],
+                config: config
+            ).fleet
+        )
+        #expect(overridden.etcd.endpoints == ["http://198.51.100.9:2379"])
+        #expect(overridden.etcd.credentials == .init(user: "other", password: "from-flag"))
+        #expect(overridden.hostName == "edge-2")
+        #expect(overridden.keyPrefix == "/lab/blocks/")  // not overridden: still the file's
+        #expect(overridden.etcd.tls?.keyFile == "/etc/conntrackr/client-key.pem")
+    }
+
+    @Test("Without an endpoint fleet mode is off")
+    func off() throws {
+        #expect(try settings.resolve([]).fleet == nil)
+    }
+
+    @Test("Settings that do not fit together fail with one line, wherever they come from", arguments: [
+        ([], "fleet-user: agent\n", "fleet-user needs fleet-etcd"),
+        (["--fleet-ca", "/ca.pem"], "", "fleet-ca needs fleet-etcd"),
+        (["--fleet-etcd", "http://203.0.113.10:2379"], "fleet-cert: /c.pem\n", "fleet-cert and fleet-key go together"),
+        (["--fleet-key", "/k.pem"], "fleet-etcd: http://203.0.113.10:2379\n", "fleet-cert and fleet-key go together"),
+        (["--fleet-etcd", "http://203.0.113.10:2379"], "fleet-password: secret\n", "fleet-password needs fleet-user"),
+        (["--fleet-etcd", "http://203.0.113.10:2379", "--fleet-user", "agent"], "", "fleet-user needs fleet-password"),
+        (["--fleet-etcd", "http://203.0.113.10:2379"], "fleet-prefix: blocks\n", "fleet-prefix must start with /"),
+        (["--fleet-etcd", "http://203.0.113.10:2379"], "fleet-host-name: \"\"\n", "fleet-host-name must not be empty"),
+    ] as [([String], String, String)])
+    func mismatched(arguments: [String], config: String, message: String) {
+        // The password may also come from the environment; this test must not see one.
+        unsetenv("CONNTRACKR_FLEET_PASSWORD")
+        let error = #expect(throws: ConntrackrError.self) { try settings.resolve(arguments, config: config) }
+        #expect(error?.message.contains(message) == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("\n") == false)
     }
 }
