@@ -185,11 +185,13 @@ public final class EtcdStore: FleetStore {
         }
     }
 
-    public func delete(key: String) async throws {
-        let _: EmptyResponse = try await call(
+    @discardableResult
+    public func delete(key: String) async throws -> Bool {
+        let response: DeleteRangeResponse = try await call(
             "/v3/kv/deleterange",
             DeleteRangeRequest(key: Self.base64(Array(key.utf8)))
         )
+        return (response.deleted.flatMap { Int64($0) } ?? 0) > 0
     }
 
     public func checkHealth() async throws {
@@ -521,6 +523,11 @@ private struct RangeResponse: Decodable {
 
 private struct DeleteRangeRequest: Encodable {
     var key: String
+}
+
+private struct DeleteRangeResponse: Decodable {
+    /// How many keys went, as a decimal string (the gateway's JSON for int64); absent when none did.
+    var deleted: String?
 }
 
 private struct WatchRequest: Encodable {

@@ -3,7 +3,10 @@ public import ConnCore
 /// Decides how the local blocklist must change to match what the fleet store holds. Pure: no store, no blocker.
 ///
 /// The rules, per prefix, given the local entry and the fleet's record for it:
-/// - a local entry of this agent's own (origin `local`) is never touched by the fleet;
+/// - a local entry of this agent's own (origin `local`) is never touched by the fleet, with one exception: when
+///   the watch sees this agent's own record for it deleted more than ``expiryMargin`` before the block expires,
+///   someone lifted the block fleet-wide (`conntrackr blocklist remove --fleet-etcd ...`, `etcdctl del`), and the
+///   entry goes too. Nearer its expiry, a deletion is the lease lapsing and the local sweep lifts it as `expired`;
 /// - a record not yet expired, with no local entry: add it, as a `fleet` entry;
 /// - a record with a `fleet` entry whose expiry differs: replace the entry (a host published the block again);
 /// - a `fleet` entry with no record: remove it (its lease lapsed or someone deleted it);
@@ -42,12 +45,18 @@ public enum FleetReconciler: Sendable {
         return plan.sorted()
     }
 
+    /// How near its expiry a local block must be for the deletion of its own record to count as the lease lapsing
+    /// rather than a fleet-wide unblock (lease expiry and the local sweep each run up to a second late).
+    public static let expiryMargin: Duration = .seconds(3)
+
     /// The plan for changes seen by a watch, in order: the last change of each prefix decides it.
     /// - Parameters:
     ///   - changes: each prefix with its new record, or `nil` when its key was deleted.
+    ///   - withdrawn: for deleted keys that held this agent's own record, that record.
     public static func update(
         local: [BlockEntry],
         changes: [(prefix: IPPrefix, record: FleetRecord?)],
+        withdrawn: [IPPrefix: FleetRecord] = [:],
         now: Timestamp
     ) -> Plan {
         var last: [IPPrefix: FleetRecord?] = [:]
@@ -55,9 +64,23 @@ public enum FleetReconciler: Sendable {
         let localByPrefix = Dictionary(local.map { ($0.prefix, $0) }, uniquingKeysWith: { first, _ in first })
         var plan = Plan()
         for (prefix, record) in last {
+            if let local = localByPrefix[prefix], local.origin != .fleet {
+                if record == nil, let own = withdrawn[prefix], isUnblock(of: local, withdrawing: own, now: now) {
+                    plan.remove.append(prefix)
+                }
+                continue
+            }
             decide(local: localByPrefix[prefix], record: record, now: now, into: &plan)
         }
         return plan.sorted()
+    }
+
+    /// Whether deleting `own`, this agent's record, lifts its local block `local`: it must be the record of that
+    /// very block (same expiry), deleted well before the block expires.
+    private static func isUnblock(of local: BlockEntry, withdrawing own: FleetRecord, now: Timestamp) -> Bool {
+        guard own.learnedEntry.expires == local.expires else { return false }
+        guard let expires = local.expires else { return true }
+        return expires > now + expiryMargin
     }
 
     private static func decide(local: BlockEntry?, record: FleetRecord?, now: Timestamp, into plan: inout Plan) {

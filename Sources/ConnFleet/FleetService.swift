@@ -43,6 +43,9 @@ public final class FleetService: Service, Sendable {
         var deferred: [IPPrefix: BlockEntry] = [:]
         /// Whether a dropped publication was logged since the last connection, so an outage logs one line.
         var loggedDrop = false
+        /// The keys that hold this agent's own record, as last listed or watched: a deletion of one of them before
+        /// its block expires is a fleet-wide unblock of a block this agent made (see ``FleetReconciler``).
+        var ownRecords: [IPPrefix: FleetRecord] = [:]
     }
 
     /// Makes a fleet service and registers it with `controller` to publish its blocks.
@@ -191,9 +194,11 @@ public final class FleetService: Service, Sendable {
         let records = listing.values.compactMap(record(in:))
         let local = try controller.blocker.entries()
         let plan = FleetReconciler.reconcile(local: local, listed: records, now: now())
+        let own = records.filter { $0.host == configuration.hostName }
         state.withLock {
             $0.revision = listing.revision
             $0.deferred.removeAll()
+            $0.ownRecords = Dictionary(own.map { ($0.prefix, $0) }, uniquingKeysWith: { _, later in later })
         }
         execute(plan)
     }
@@ -222,12 +227,27 @@ public final class FleetService: Service, Sendable {
                 changes.append((prefix, nil))
             }
         }
-        state.withLock { state in
+        let withdrawn = state.withLock { state in
             state.revision = newest
-            for change in changes { state.deferred.removeValue(forKey: change.prefix) }
+            var withdrawn: [IPPrefix: FleetRecord] = [:]
+            for change in changes {
+                state.deferred.removeValue(forKey: change.prefix)
+                if let record = change.record {
+                    state.ownRecords[change.prefix] = record.host == configuration.hostName ? record : nil
+                    withdrawn[change.prefix] = nil
+                } else if let own = state.ownRecords.removeValue(forKey: change.prefix) {
+                    withdrawn[change.prefix] = own
+                }
+            }
+            return withdrawn
         }
         guard !changes.isEmpty else { return }
-        let plan = FleetReconciler.update(local: try controller.blocker.entries(), changes: changes, now: now())
+        let plan = FleetReconciler.update(
+            local: try controller.blocker.entries(),
+            changes: changes,
+            withdrawn: withdrawn,
+            now: now()
+        )
         execute(plan)
     }
 

@@ -20,7 +20,9 @@ public protocol FleetStore: Sendable {
     func watch(prefix: String, fromRevision revision: Int64) -> AsyncThrowingStream<[FleetChange], any Error>
 
     /// Deletes `key`; deleting a missing key is not an error.
-    func delete(key: String) async throws
+    /// - Returns: whether there was a key to delete.
+    @discardableResult
+    func delete(key: String) async throws -> Bool
 
     /// Throws when the store cannot be reached, so that a connection that died silently is noticed.
     func checkHealth() async throws

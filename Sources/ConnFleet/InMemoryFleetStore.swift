@@ -112,13 +112,15 @@ public final class InMemoryFleetStore: FleetStore {
         return stream
     }
 
-    public func delete(key: String) async throws {
+    @discardableResult
+    public func delete(key: String) async throws -> Bool {
         try state.withLock { state in
             state.calls.delete += 1
             try state.requireAvailable()
-            guard state.values.removeValue(forKey: key) != nil else { return }
+            guard state.values.removeValue(forKey: key) != nil else { return false }
             state.revision += 1
             state.record([.delete(key: key, revision: state.revision)])
+            return true
         }
     }
 

@@ -1,6 +1,9 @@
 import ArgumentParser
 import ConnBlock
 import ConnCore
+import ConnFleet
+import Logging
+import Synchronization
 
 /// `conntrackr blocklist`: reads and edits the pinned XDP blocklist, while the agent runs or not.
 struct BlocklistCommand: ParsableCommand {
@@ -101,15 +104,35 @@ struct BlocklistCommand: ParsableCommand {
     }
 
     struct Remove: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Unblock exactly one prefix.")
+        static let configuration = CommandConfiguration(
+            abstract: "Unblock exactly one prefix.",
+            discussion: """
+                With fleet settings (--fleet-etcd, or a --config file with fleet-etcd), the block is lifted across the \
+                fleet instead: its etcd key is deleted, and every running agent, this host's included, lifts its copy.
+                """
+        )
         @OptionGroup var pins: PinOptions
         @Argument(help: "The blocked address or CIDR prefix.") var prefix: String
+        @Option(help: ArgumentHelp("The agent's configuration file, for its fleet-* settings.", valueName: "file"))
+        var config: String?
+        @OptionGroup var fleet: FleetOptions
 
         func validate() throws {
             guard IPPrefix(prefix) != nil else { throw ValidationError("\(prefix) is not an address or CIDR prefix") }
         }
 
         func run() {
+            let blocked = IPPrefix(prefix)!
+            var settings = AgentSettings()
+            do {
+                if let config { try settings.load(configurationFile: config) }
+                if let fleetConfiguration = try fleet.configuration(file: settings.fleetFile) {
+                    try Self.removeFromFleet(blocked, configuration: fleetConfiguration)
+                    return
+                }
+            } catch {
+                exitWithFailure(error)
+            }
             let maps = pins.open()
             do {
                 guard try maps.unblock(IPPrefix(prefix)!) else {
@@ -119,6 +142,29 @@ struct BlocklistCommand: ParsableCommand {
             } catch {
                 exitWithFailure(error)
             }
+        }
+
+        /// Deletes the fleet key of `blocked`; the agents' watches do the rest.
+        static func removeFromFleet(_ blocked: IPPrefix, configuration: FleetConfiguration) throws {
+            let store = try EtcdStore(configuration: configuration.etcd, logger: Logger(label: "conntrackr.blocklist"))
+            let key = FleetKeys(prefix: configuration.keyPrefix).key(for: blocked)
+            let deleted = Mutex(false)
+            let failure = runAsync {
+                var outcome: (any Error)?
+                do {
+                    let found = try await store.delete(key: key)
+                    deleted.withLock { $0 = found }
+                } catch {
+                    outcome = error
+                }
+                try? await store.shutdown()
+                return outcome
+            }
+            if let failure { throw failure }
+            guard deleted.withLock({ $0 }) else {
+                throw ConntrackrError(.invalidConfiguration, "\(blocked) has no fleet record (\(key)); without fleet settings, remove removes it here")
+            }
+            print("unblocked \(blocked) across the fleet: deleted \(key); each running agent lifts its copy")
         }
     }
 

@@ -72,7 +72,7 @@ struct RunCommand: ParsableCommand {
 }
 
 /// Runs `body` on Swift concurrency's executors and waits for it on this (the main) thread.
-private func runAsync(_ body: @escaping @Sendable () async -> (any Error)?) -> (any Error)? {
+func runAsync(_ body: @escaping @Sendable () async -> (any Error)?) -> (any Error)? {
     let done = DispatchSemaphore(value: 0)
     let result = ResultBox()
     Task {

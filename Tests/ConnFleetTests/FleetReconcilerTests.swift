@@ -107,6 +107,44 @@ struct FleetReconcilerTests {
         let plan = FleetReconciler.update(local: [], changes: [(IPPrefix("198.51.100.1")!, nil)], now: now)
         #expect(plan.isEmpty)
     }
+
+    /// This agent's own block, and the record it published for it.
+    func ownBlock(expiresIn seconds: Int64?) -> (BlockEntry, FleetRecord) {
+        let local = entry("198.51.100.9", origin: .local, expiresIn: seconds)
+        return (local, FleetRecord(entry: local, scan: nil, host: "self"))
+    }
+
+    @Test func deletingThisAgentsOwnRecordBeforeExpiryLiftsItsBlock() {
+        for seconds: Int64? in [600, nil] {
+            let (local, own) = ownBlock(expiresIn: seconds)
+            let plan = FleetReconciler.update(
+                local: [local], changes: [(local.prefix, nil)], withdrawn: [local.prefix: own], now: now
+            )
+            #expect(plan.remove == [local.prefix])
+        }
+    }
+
+    @Test func aDeletionAtExpiryIsTheLeaseLapsingAndLeftToTheSweep() {
+        let (local, own) = ownBlock(expiresIn: 2)
+        let plan = FleetReconciler.update(
+            local: [local], changes: [(local.prefix, nil)], withdrawn: [local.prefix: own], now: now
+        )
+        #expect(plan.isEmpty)
+    }
+
+    @Test func aLocalBlockStaysWhenTheDeletedRecordWasAnotherHostsOrAnotherBlocks() {
+        let (local, _) = ownBlock(expiresIn: 600)
+        // The key last held another host's record: its deletion is that record lapsing.
+        #expect(FleetReconciler.update(local: [local], changes: [(local.prefix, nil)], now: now).isEmpty)
+        // This agent's record of an earlier block of the same prefix (another expiry).
+        let (_, earlier) = ownBlock(expiresIn: 300)
+        let plan = FleetReconciler.update(
+            local: [local], changes: [(local.prefix, nil)], withdrawn: [local.prefix: earlier], now: now
+        )
+        #expect(plan.isEmpty)
+        // A full listing never lifts local blocks, whatever it lacks: publications may still be queued.
+        #expect(FleetReconciler.reconcile(local: [local], listed: [], now: now).isEmpty)
+    }
 }
 
 @Suite("Fleet records and keys")

@@ -121,6 +121,31 @@ struct FleetServiceTests {
         }
     }
 
+    @Test func deletingThisAgentsOwnKeyLiftsItsBlockAndAnotherHostsKeyDoesNot() async throws {
+        let agent = Agent("a", store: store)
+        try await whileRunning([agent.service]) {
+            #expect(await eventually { agent.service.isConnected })
+            _ = agent.controller.handle(scan())
+            let key = keys.key(for: IPPrefix(host: scanner))
+            #expect(await eventually { store.value(of: key) != nil && agent.service.revision == store.revision })
+            // Another host publishes the same scanner: the key now holds its record, and losing it lifts nothing.
+            try await put(record(scanner.description, host: "b"))
+            try await store.delete(key: key)
+            #expect(await eventually { agent.service.revision == store.revision })
+            #expect(agent.blocker.entry(for: IPPrefix(host: scanner))?.origin == .local)
+            #expect(agent.events.unblocked.isEmpty)
+
+            // This agent's own record again, then deleted by hand (`blocklist remove --fleet-etcd`): lifted here too.
+            let own = try #require(agent.blocker.entry(for: IPPrefix(host: scanner)))
+            try await put(FleetRecord(entry: own, scan: nil, host: "a"))
+            #expect(await eventually { agent.service.revision == store.revision })
+            try await store.delete(key: key)
+            #expect(await eventually { agent.events.unblocked.count == 1 })
+            #expect(agent.blocker.entry(for: IPPrefix(host: scanner)) == nil)
+            #expect(agent.events.unblocked.map(\.1) == [.removed])
+        }
+    }
+
     @Test func theAllowlistWinsOverTheFleetAndRefusalsAreCounted() async throws {
         let allowlist = Allowlist([.init(prefix: IPPrefix("198.51.100.0/24")!, reason: "configured")])
         let agent = Agent("b", store: store, allowlist: allowlist)
@@ -329,7 +354,7 @@ final class ReplayingStore: FleetStore {
     func watch(prefix: String, fromRevision revision: Int64) -> AsyncThrowingStream<[FleetChange], any Error> {
         inner.watch(prefix: prefix, fromRevision: 1)
     }
-    func delete(key: String) async throws { try await inner.delete(key: key) }
+    func delete(key: String) async throws -> Bool { try await inner.delete(key: key) }
     func checkHealth() async throws { try await inner.checkHealth() }
     func shutdown() async throws {}
 }

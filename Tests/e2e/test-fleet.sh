@@ -3,7 +3,7 @@
 # Issue 6: two victims, each running `conntrackr run --block nftables --fleet-etcd` against a real etcd in the lab.
 # A scan of victim A gets the scanner blocked on victim B, which never saw it, within a second; the block leaves
 # both when its TTL ends; with etcd stopped, A keeps capturing and blocking, and a block made meanwhile reaches B
-# once etcd is back. Usage: test-fleet.sh BINARY
+# once etcd is back; `blocklist remove --fleet-etcd` lifts a block on every agent. Usage: test-fleet.sh BINARY
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 lab_require_root
@@ -73,9 +73,34 @@ start_etcd
 wait_for_line "$b_out" "\"event\":\"blocked\",\"src\":\"$LAB_CLIENT_IP4/32\"" 30 ||
     fail "the block made while etcd was down did not reach B: $(tail -n 3 "$LAB_TMP/agent-victim2.err")"
 
+# A fleet-wide unblock: B blocks a new scan of its own and A learns it; the operator lifts it from A with
+# `blocklist remove --fleet-etcd`, which deletes the key; B lifts its own block and A its copy, long before the TTL.
+removed_before_a=$(events count "$a_out" event=unblocked src="$LAB_ATTACKER_IP4/32" reason=removed)
+removed_before_b=$(events count "$b_out" event=unblocked src="$LAB_ATTACKER_IP4/32" reason=removed)
+lab_exec attacker 60 nmap -n -Pn -sS -p 200-240 --max-retries 1 "$LAB_VICTIM2_IP4" >/dev/null
+# (Earlier lines name the attacker too: B's first block of it was a fleet one, A's a local one.)
+wait_for_line "$b_out" "\"src\":\"$LAB_ATTACKER_IP4/32\",\"reason\":\"port_scan\",\"origin\":\"local\"" 10 ||
+    fail "B did not block the second scan: $(tail -c 300 "$b_out")"
+wait_for_line "$a_out" "\"src\":\"$LAB_ATTACKER_IP4/32\",\"reason\":\"port_scan\",\"origin\":\"fleet\"" 10 ||
+    fail "A did not learn B's second block: $(tail -c 300 "$a_out")"
+removed=$(lab_exec victim 20 "$bin" blocklist remove --fleet-etcd "$etcd_url" "$LAB_ATTACKER_IP4") ||
+    fail "blocklist remove --fleet-etcd failed"
+log "$removed"
+removed_since() { # FILE COUNT-BEFORE: more "removed" unblocks of the attacker than before
+    (($(events count "$1" event=unblocked src="$LAB_ATTACKER_IP4/32" reason=removed) > $2))
+}
+wait_for 5 removed_since "$a_out" "$removed_before_a" || fail "the fleet-wide unblock did not reach A"
+wait_for 5 removed_since "$b_out" "$removed_before_b" ||
+    fail "the fleet-wide unblock did not lift B's own block: $(tail -c 300 "$b_out")"
+lab_connect attacker "$LAB_VICTIM2_IP4" 443
+# The key is gone: removing it again says so.
+if lab_exec victim 20 "$bin" blocklist remove --fleet-etcd "$etcd_url" "$LAB_ATTACKER_IP4" 2>/dev/null; then
+    fail "removing a block that has no fleet record succeeded"
+fi
+
 for v in victim victim2; do
     pid_var=pid_$v
     lab_stop "${!pid_var}" INT 5
     assert_eq "$LAB_EXIT_STATUS" 0 "exit status of the agent on $v"
 done
-log "fleet: block shared in $latency s, lifted on both at its TTL, queued while etcd was down and delivered after"
+log "fleet: block shared in $latency s, lifted on both at its TTL, queued while etcd was down and delivered after, lifted fleet-wide by blocklist remove"
