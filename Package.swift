@@ -40,7 +40,7 @@ let package = Package(
         // The BPF loader: a narrow C surface over libbpf and the generated skeleton.
         .target(
             name: "CXDP",
-            cSettings: [.unsafeFlags(["-Wall", "-Wno-unused-function"])],
+            cSettings: [.enableWarning("all"), .disableWarning("unused-function")],
             linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
         ),
         // Capability dropping: prctl and capset are variadic or unwrapped in Swift's Glibc.
@@ -162,8 +162,9 @@ for target in package.targets where [.executable, .test, .regular].contains(targ
     settings.append(.enableUpcomingFeature("MemberImportVisibility"))
     settings.append(.enableUpcomingFeature("InternalImportsByDefault"))
     if target.type == .regular {
-        // Every public type says whether it is Sendable.
-        settings.append(.unsafeFlags(["-Xfrontend", "-require-explicit-sendable"]))
+        // Every public type says whether it is Sendable. (No unsafe flags anywhere: a package that has them cannot
+        // be used as a versioned dependency, and embedding the library is the point of the split.)
+        settings.append(.treatWarning("ExplicitSendable", as: .warning))
     }
     target.swiftSettings = settings
 }
