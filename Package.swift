@@ -162,8 +162,8 @@ for target in package.targets where [.executable, .test, .regular].contains(targ
     settings.append(.enableUpcomingFeature("MemberImportVisibility"))
     settings.append(.enableUpcomingFeature("InternalImportsByDefault"))
     if target.type == .regular {
-        // Every public type says whether it is Sendable. (No unsafe flags anywhere: a package that has them cannot
-        // be used as a versioned dependency, and embedding the library is the point of the split.)
+        // Every public type says whether it is Sendable. (No unsafe flags anywhere: SwiftPM before 6.2 refuses a
+        // tagged dependency that has them, and embedding the library is the point of the split.)
         settings.append(.treatWarning("ExplicitSendable", as: .warning))
     }
     target.swiftSettings = settings
