@@ -13,6 +13,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 include bpf/bpf.mk
 include deploy/image.mk
+include Tests/Fuzz/fuzz.mk
 
 all: build
 
@@ -30,8 +31,11 @@ test-deps: deps
 build: deps
 	$(SWIFT) build $(SWIFT_FLAGS)
 
+# One release build serves `run`, the end-to-end tests and the container image: the agent with the Swift
+# standard library linked in (no Swift runtime needed where it runs).
+RELEASE_FLAGS := -c release --static-swift-stdlib
 release: deps
-	$(SWIFT) build -c release $(SWIFT_FLAGS)
+	$(SWIFT) build $(RELEASE_FLAGS) --product conntrackr $(SWIFT_FLAGS)
 
 # Monitors this host's default interface (needs root, or CAP_NET_RAW and CAP_NET_ADMIN for pcap).
 run: release
@@ -48,11 +52,16 @@ e2e: test-deps release
 test: test-deps
 	$(MAKE) bpf-check
 	$(MAKE) unit
+	$(MAKE) fuzz-smoke
 	$(MAKE) e2e
 	$(MAKE) container-test
 
+# Speed and memory goals are checked here, never as timed assertions in tests. Each part prints Markdown tables.
 bench: test-deps release
+	$(SWIFT) build $(RELEASE_FLAGS) --product conntrackr-synth $(SWIFT_FLAGS)
 	Tests/bench/run-bench.sh $(BIN_RELEASE)
+	Tests/bench/xdp-bench.sh $(BIN_RELEASE)
+	Tests/bench/flood-bench.sh $(BIN_RELEASE)
 
 clean:
-	rm -rf .build bench-out
+	rm -rf .build .build-fuzz bench-out

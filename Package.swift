@@ -104,17 +104,32 @@ let package = Package(
             name: "conntrackr-synth",
             dependencies: ["ConnCore", "ConnTesting"]
         ),
+        // Fuzzing (Tests/Fuzz/run-fuzz.sh): the properties the targets check, one libFuzzer executable per
+        // surface, and the generator of the committed seed corpus.
+        .target(
+            name: "FuzzSupport",
+            dependencies: ["ConnCore", "ConnBlock", "ConnTesting"],
+            path: "Sources/Fuzz/FuzzSupport"
+        ),
+        .executableTarget(name: "FuzzFrameParser", dependencies: ["FuzzSupport"], path: "Sources/Fuzz/FuzzFrameParser"),
+        .executableTarget(name: "FuzzPipeline", dependencies: ["FuzzSupport"], path: "Sources/Fuzz/FuzzPipeline"),
+        .executableTarget(name: "FuzzAllowlist", dependencies: ["FuzzSupport"], path: "Sources/Fuzz/FuzzAllowlist"),
+        .executableTarget(
+            name: "FuzzSeeds",
+            dependencies: ["FuzzSupport", "ConnCore", "ConnTesting", "CPcap"],
+            path: "Sources/Fuzz/FuzzSeeds"
+        ),
         .testTarget(
             name: "ConnCoreTests",
             dependencies: [
-                "ConnCore", "ConnTesting",
+                "ConnCore", "ConnTesting", "FuzzSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "ConnCaptureTests",
-            dependencies: ["ConnCore", "ConnCapture", "ConnBlock", "ConnTesting"],
+            dependencies: ["ConnCore", "ConnCapture", "ConnBlock", "ConnTesting", "FuzzSupport"],
             resources: [.copy("Captures")]
         ),
         .testTarget(

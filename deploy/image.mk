@@ -23,8 +23,7 @@ export BASE_IMAGE LOCAL_BASE_IMAGE
 .PHONY: image image-binary base-image container-deps container-test manifest-test
 
 # The binary for the image: the Swift standard library linked in, so the image needs no Swift runtime.
-image-binary: deps
-	$(SWIFT) build -c release --static-swift-stdlib --product conntrackr $(SWIFT_FLAGS)
+image-binary: release
 
 image: image-binary
 	deploy/container.sh build $(BIN_RELEASE) $(IMAGE)

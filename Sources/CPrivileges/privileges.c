@@ -21,15 +21,19 @@ static int capability_sets(struct __user_cap_data_struct data[2], int write) {
 // Capabilities, the bounding set and no_new_privs are attributes of each thread, not of the process: the drop runs
 // in every thread (here and in the signal handler below).
 static int drop_in_this_thread(uint64_t keep) {
-    // The bounding set first: dropping from it needs CAP_SETPCAP, which the next step removes.
-    for (int cap = 0; cap <= 63; cap++) {
-        if (keep & (1ULL << cap)) continue;
-        if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) != 1) continue;  // unknown to this kernel, or already gone
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return -errno;
-    }
     struct __user_cap_data_struct data[2];
     int result = capability_sets(data, 0);
     if (result != 0) return result;
+    // The bounding set first: dropping from it needs CAP_SETPCAP, which the next step removes. Without it (a
+    // container started with --cap-drop ALL, a systemd unit with CapabilityBoundingSet=) the runtime has already
+    // narrowed the bounding set, and the sets below are what is left to narrow.
+    if (data[0].effective & (1U << CAP_SETPCAP)) {
+        for (int cap = 0; cap <= 63; cap++) {
+            if (keep & (1ULL << cap)) continue;
+            if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) != 1) continue;  // unknown to this kernel, or already gone
+            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return -errno;
+        }
+    }
     for (int word = 0; word < 2; word++) {
         uint32_t mask = (uint32_t)(keep >> (32 * word));
         data[word].effective &= mask;

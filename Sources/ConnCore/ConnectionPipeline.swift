@@ -13,7 +13,8 @@ public final class ConnectionPipeline {
         public var scanRule: ScanRule
         /// A repeat of the same 4-tuple within this long is a retransmission. Default 60 seconds.
         public var retransmitWindow: Duration
-        /// The most 4-tuples remembered for the retransmission rule. Default 1,000,000.
+        /// The most 4-tuples remembered per window for the retransmission rule (two windows are kept, so up to
+        /// twice this many in all). Default 1,000,000.
         public var maxTrackedConnections: Int
 
         public init(

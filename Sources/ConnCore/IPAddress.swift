@@ -47,6 +47,8 @@ public struct IPAddress: Hashable, Sendable, Comparable, BitwiseCopyable {
 
     /// Parses dotted IPv4 or RFC 4291 IPv6 text; `nil` when the text is neither.
     public init?(_ text: String) {
+        // inet_pton reads a C string: text after a NUL would be silently ignored ("1.2.3.4\0junk").
+        guard !text.utf8.contains(0) else { return nil }
         var v4 = in_addr()
         if inet_pton(AF_INET, text, &v4) == 1 {
             self.init(ipv4: UInt32(bigEndian: v4.s_addr))
@@ -210,7 +212,11 @@ public struct IPPrefix: Hashable, Sendable, CustomStringConvertible {
             self.init(host: address)
             return
         }
-        guard let length = Int(parts[1]), parts[1].allSatisfy(\.isASCII) else { return nil }
+        // Decimal digits only: `Int` would also take a sign, and "/-0" would mean /0, everything.
+        let digits = parts[1].utf8
+        guard (1...3).contains(digits.count), digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+            let length = Int(parts[1])
+        else { return nil }
         self.init(address: address, length: length)
     }
 

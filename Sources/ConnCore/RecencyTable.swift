@@ -140,6 +140,9 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
             evicted = entries[Int(oldest)].key
             remove(slot: oldest)
         }
+        // Grow before the new slot is in use: the rehash places every slot in use, so growing after would
+        // place the new one twice, and the stale copy later resolves lookups to a freed slot.
+        if (count + 1) * 2 > bucketMask + 1 { growBuckets() }
         let slot: Int32
         if freeHead >= 0 {
             slot = freeHead
@@ -150,7 +153,6 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
         }
         (entries + Int(slot)).initialize(to: Entry(key: key, lastSeen: time, newer: -1, older: -1, value: value))
         count += 1
-        if count * 2 > bucketMask + 1 { growBuckets() }
         place(slot, hash: key.hash(seed: seed))
         linkAsNewest(slot)
         return (slot, evicted)

@@ -9,18 +9,6 @@ import ConnTesting
 import Glibc
 #endif
 
-/// SplitMix64: small, fast and reproducible across platforms.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 func fail(_ message: String) -> Never {
     let line = Array("conntrackr-synth: \(message)\n".utf8)
     _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
@@ -42,7 +30,7 @@ while arguments.count >= 2 {
 }
 guard arguments.isEmpty else { fail("unexpected argument: \(arguments[0])") }
 
-var random = SplitMix64(state: UInt64(settings["seed"]!))
+var random = SplitMix64(seed: UInt64(settings["seed"]!))
 let frames = settings["frames"]!
 let sources = max(1, settings["sources"]!)
 let scanners = min(settings["scanners"]!, sources)

@@ -1,6 +1,7 @@
 import ConnBlock
 import ConnCapture
 import ConnCore
+import ConnFleet
 import ConnMetrics
 import Logging
 import ServiceLifecycle
@@ -50,6 +51,17 @@ struct Agent {
             metrics: metrics,
             logger: logger
         )
+        // Fleet mode registers for local blocks when made, so it comes before capture starts.
+        var fleet: FleetService?
+        if let fleetConfiguration = settings.fleet {
+            guard let blocking else {
+                throw ConntrackrError(.invalidConfiguration, "--fleet-etcd needs --block xdp or --block nftables")
+            }
+            fleet = try FleetOptions.makeService(
+                configuration: fleetConfiguration, controller: blocking, inbox: pipeline.inbox, metrics: metrics,
+                logger: logger
+            )
+        }
         let capture = CaptureService(source: parts.source, pipeline: pipeline, logger: logger)
         metrics.addScrapeHook(name: "capture state") { scrape in
             scrape.set(.captureRunning, to: capture.isRunning ? 1 : 0)
@@ -61,6 +73,7 @@ struct Agent {
                 failureTerminationBehavior: .gracefullyShutdownGroup
             )
         ]
+        if let fleet { services.append(.init(service: fleet)) }
         if let blocking {
             services.append(
                 .init(

@@ -1,4 +1,5 @@
 import ConnCore
+import ConnFleet
 import Logging
 import Yams
 
@@ -33,6 +34,8 @@ struct AgentSettings: Sendable {
     var maxTrackedConnections = 1_000_000
     var allDestinations = false
     var fleetEtcd: [String] = []
+    /// Fleet mode, when endpoints are given (by flag or file).
+    var fleet: FleetConfiguration?
 
     /// Reads a YAML configuration file (JSON is YAML too) over the defaults.
     /// - Throws: ``ConntrackrError`` naming the file and the offending key.

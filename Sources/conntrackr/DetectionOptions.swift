@@ -22,27 +22,26 @@ struct DetectionOptions: ParsableArguments {
     var logLevel: Logger.Level = .info
 
     func validate() throws {
-        guard (1...ScanRule.maxPortThreshold).contains(scanPorts) else {
-            throw ValidationError("--scan-ports must be between 1 and \(ScanRule.maxPortThreshold)")
-        }
-        guard scanWindow > 0, scanWindow <= 86_400 else {
-            throw ValidationError("--scan-window must be more than 0 and at most 86400 seconds")
-        }
-        guard maxTrackedPairs > 0, maxTrackedConnections > 0 else {
-            throw ValidationError("--max-tracked-pairs and --max-tracked-connections must be positive")
+        do {
+            try settings.validate()
+        } catch let error as ConntrackrError {
+            throw ValidationError(error.message)
         }
     }
 
-    var pipelineConfiguration: ConnectionPipeline.Configuration {
-        ConnectionPipeline.Configuration(
-            scanRule: ScanRule(
-                portThreshold: scanPorts,
-                window: .nanoseconds(Int64(scanWindow * 1e9)),
-                maxTrackedPairs: maxTrackedPairs
-            ),
-            maxTrackedConnections: maxTrackedConnections
-        )
+    /// These flags as agent settings, so that `run` and `replay` share one validation and one pipeline setup.
+    var settings: AgentSettings {
+        var settings = AgentSettings()
+        settings.format = format
+        settings.scanPorts = scanPorts
+        settings.scanWindow = scanWindow
+        settings.maxTrackedPairs = maxTrackedPairs
+        settings.maxTrackedConnections = maxTrackedConnections
+        settings.logLevel = logLevel
+        return settings
     }
+
+    var pipelineConfiguration: ConnectionPipeline.Configuration { settings.pipelineConfiguration }
 }
 
 import Logging

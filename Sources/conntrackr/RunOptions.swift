@@ -71,6 +71,8 @@ struct RunOptions: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "Report attempts to any destination, not only to this host's addresses.")
     var allDestinations: Bool?
 
+    @OptionGroup var fleet: FleetOptions
+
     /// The settings in force: defaults, then the configuration file, then these flags.
     func resolve() throws -> AgentSettings {
         var settings = AgentSettings()
@@ -108,6 +110,7 @@ struct RunOptions: ParsableArguments {
         if let maxTrackedConnections { settings.maxTrackedConnections = maxTrackedConnections }
         if let allDestinations { settings.allDestinations = allDestinations }
         try settings.validate()
+        settings.fleet = try fleet.configuration(fileEndpoints: settings.fleetEtcd)
         return settings
     }
 }

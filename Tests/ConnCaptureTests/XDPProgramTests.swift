@@ -449,8 +449,9 @@ struct XDPProgramTests {
         let idle = try clock.measure { try program.poll(timeout: .milliseconds(150)) { _ in } }
         #expect(idle >= .milliseconds(140), "an idle poll waits for its timeout")
         program.wake()
-        let woken = try clock.measure { try program.poll(timeout: .seconds(5)) { _ in } }
-        #expect(woken < .seconds(1))
+        // Woken, it returns long before its 60 s timeout (the margin keeps a loaded machine from mattering).
+        let woken = try clock.measure { try program.poll(timeout: .seconds(60)) { _ in } }
+        #expect(woken < .seconds(20))
     }
 
     @Test func recordsBelowTheWakeUpThresholdWaitForTheTimer() throws {
@@ -483,9 +484,9 @@ struct XDPProgramTests {
             _ = try? program.testRun(frame, repeat: 200)
         }
         var count = 0
-        let waited = try clock.measure { count = try program.poll(timeout: .seconds(5)) { _ in } }
+        let waited = try clock.measure { count = try program.poll(timeout: .seconds(60)) { _ in } }
         #expect(count > 0)
-        #expect(waited < .seconds(2), "the program woke the reader")
+        #expect(waited < .seconds(20), "the program woke the reader long before the 60 s timeout")
     }
 
     // MARK: Errors
@@ -513,15 +514,3 @@ struct XDPProgramTests {
     }
 }
 
-/// A small deterministic generator, so that failures reproduce.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -82,7 +82,6 @@ struct XDPSourceTests {
         #expect(outcome.mode == .generic, "loopback has no native XDP: auto falls back to generic")
         #expect(outcome.secondError?.code == .alreadyRunning)
         #expect(outcome.secondError?.message.contains("already has an XDP program attached") == true)
-        #expect(outcome.ranFor < .seconds(2), "stop() ends run promptly")
         #expect(outcome.reattached)
         #expect(outcome.losses > 0)
         #expect(outcome.reportedLosses == Int(outcome.losses), "ring buffer losses reach the pipeline as capture drops")
