@@ -10,9 +10,9 @@
 #
 # Making the victim's CPU measurable (LAB-NOTES): GRO and threaded NAPI on the victim's veth put all receive work
 # (XDP, the stack, nftables) in one kernel thread, napi/IF-N, pinned to CPU 1 and read from /proc/PID/schedstat.
-# The generator runs on CPU 0; the agent where the scheduler puts it. BENCH_NICE (default 0) renices the
-# generator, the NAPI thread and the agent, and BENCH_NAPI_FIFO=1 makes the NAPI thread SCHED_FIFO, for runs on
-# a machine that other jobs share.
+# The NAPI thread is SCHED_FIFO (BENCH_NAPI_FIFO=0: SCHED_OTHER), see bench_pin_napi. The generator runs on
+# CPU 0; the agent where the scheduler puts it. BENCH_NICE (default 0) renices the generator, the NAPI thread and
+# the agent, for runs on a machine that other jobs share.
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${BENCH_NICE:=0}"
@@ -70,10 +70,11 @@ bench_pin_napi() {
     BENCH_NAPI_PID=${found[0]}
     taskset -pc "$BENCH_VICTIM_CPU" "$BENCH_NAPI_PID" >/dev/null || fail "cannot pin the NAPI thread"
     ((BENCH_NICE == 0)) || renice -n "$BENCH_NICE" -p "$BENCH_NAPI_PID" >/dev/null
-    # On a machine other jobs load, a NAPI thread at SCHED_OTHER waits its turn behind them and the veth ring
-    # (256 frames) overflows meanwhile; BENCH_NAPI_FIFO=1 gives it a softirq's precedence instead. Off by default:
-    # it starves the agent when both share the victim's core, where an overloaded kernel (ksoftirqd) shares fairly.
-    if ((${BENCH_NAPI_FIFO:-0})); then
+    # Receive work normally runs in softirq context, which preempts every task on its CPU. A NAPI thread at
+    # SCHED_OTHER instead waits its turn behind the agent (and any other job), and the veth ring (256 frames)
+    # overflows meanwhile: the capture benchmark then measures the scheduler, not the capture. SCHED_FIFO gives it
+    # back the softirq's precedence (RT throttling still leaves 5% to the rest); BENCH_NAPI_FIFO=0 turns it off.
+    if ((${BENCH_NAPI_FIFO:-1})); then
         chrt -f -p 10 "$BENCH_NAPI_PID" >/dev/null || fail "cannot make the NAPI thread SCHED_FIFO"
     fi
 }

@@ -8,7 +8,7 @@
 #
 # Settings (environment): BENCH_RUNS (3 repetitions, medians reported), BENCH_STEP_SECONDS (3),
 # BENCH_RATES (offered SYN/s of the capture ladder), BENCH_PACED_RATE (300000), BENCH_NICE (0; e.g. -10 on a
-# machine shared with other jobs), BENCH_PARTS ("capture drop").
+# machine shared with other jobs), BENCH_NAPI_FIFO (1), BENCH_PARTS ("capture drop").
 #
 # The capture ladder: sources are 16M random addresses of 2001:db8:8000::/33, random ports, each SYN a new
 # connection. An nftables rule at the raw prerouting hook drops the flood behind both captures, so the victim's
@@ -193,7 +193,7 @@ fi
 # Report
 
 python3 - "$results" "$runs" "$step" "$paced" "$((SECONDS - started))" "$BENCH_NICE" \
-    "$( ((${BENCH_NAPI_FIFO:-0})) && echo SCHED_FIFO || echo SCHED_OTHER)" >"$report" <<'EOF'
+    "$( ((${BENCH_NAPI_FIFO:-1})) && echo SCHED_FIFO || echo SCHED_OTHER)" >"$report" <<'EOF'
 import collections, statistics, sys
 path, runs, step, paced, elapsed, nice, napi_policy = sys.argv[1:8]
 rows = [line.rstrip("\n").split("\t") for line in open(path)]
@@ -214,7 +214,7 @@ if capture:
     print("| target SYN/s | XDP: offered | XDP: lost | pcap: offered | pcap: lost | victim NAPI core XDP / pcap "
           "| agent CPU XDP / pcap |")
     print("|---|---|---|---|---|---|---|")
-    lossless, capture_lossless = {}, {}
+    lossless, capture_lossless, stopped = {}, {}, set()
     for target in sorted({t for _, t in capture}):
         cells = {}
         for source in ("xdp", "pcap"):
@@ -227,25 +227,31 @@ if capture:
                      silent=pick(lambda r: r["delivered"] - r["reported"] - r["counted"]),
                      napi=pick(lambda r: r["napi"]), agent=pick(lambda r: r["agent"]))
             c["capture_lost"] = pick(lambda r: r["delivered"] - r["reported"])
-            if runs_ and c["lost"] <= 0:
-                lossless[source] = max(lossless.get(source, 0), c["offered"])
-            if runs_ and c["capture_lost"] <= 0:
-                capture_lossless[source] = max(capture_lossless.get(source, 0), c["offered"])
+            # The highest rate up to which every step was lossless (a lucky step above a lossy one does not count).
+            for table, key in ((lossless, "lost"), (capture_lossless, "capture_lost")):
+                if runs_ and (key, source) not in stopped:
+                    if c[key] <= 0:
+                        table[source] = c["offered"]
+                    else:
+                        stopped.add((key, source))
             cells[source] = c
 
         def lost(c):
             if c["lost"] <= 0:
                 return "0"
+            if c["frac"] < 1e-4:
+                return f"{c['lost']:,.0f} SYNs"
             text = f"{c['frac'] * 100:.2f}% (ring {c['unseen'] * 100:.2f}%, counted {c['counted'] * 100:.2f}%"
             return text + (f", uncounted {c['silent']:,.0f})" if c["silent"] > 0 else ")")
 
         x, p = cells["xdp"], cells["pcap"]
         print(f"| {rate(target)} | {rate(x['offered'])} | {lost(x)} | {rate(p['offered'])} | {lost(p)} | "
               f"{x['napi'] * 100:.0f}% / {p['napi'] * 100:.0f}% | {x['agent'] * 100:.0f}% / {p['agent'] * 100:.0f}% |")
-    print(f"\nHighest offered rate without a lost event: XDP {rate(lossless.get('xdp', 0))} SYN/s, "
-          f"pcap {rate(lossless.get('pcap', 0))} SYN/s. Highest offered rate at which the capture itself lost "
-          f"nothing (every frame the victim took off its ring was reported): XDP "
-          f"{rate(capture_lossless.get('xdp', 0))} SYN/s, pcap {rate(capture_lossless.get('pcap', 0))} SYN/s.  ")
+    best = lambda table, source: rate(table.get(source) or 0)
+    print(f"\nHighest offered rate up to which no event was lost: XDP {best(lossless, 'xdp')} SYN/s, pcap "
+          f"{best(lossless, 'pcap')} SYN/s. Up to which the capture itself lost nothing (every frame the victim "
+          f"took off its ring was reported): XDP {best(capture_lossless, 'xdp')} SYN/s, pcap "
+          f"{best(capture_lossless, 'pcap')} SYN/s.  ")
     print("\"ring\": frames the victim's veth never took off its ring because its core was saturated (the same "
           "receive path for both sources, before either capture); \"counted\": drops the agent counted (libpcap's, "
           "or XDP ring buffer full); \"uncounted\": lost inside the agent without a count (a bug if ever "
