@@ -35,7 +35,8 @@ struct AddressTests {
     }
 }
 
-@Suite("Event lines")
+// Serialized: two tests set TZ, which is one per process, and Swift Testing runs tests in parallel (it raced).
+@Suite("Event lines", .serialized)
 struct EventFormatTests {
     // 2021-04-28 15:28:05 UTC
     static let time = Timestamp(seconds: 1_619_623_685)
