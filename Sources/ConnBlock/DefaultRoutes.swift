@@ -70,7 +70,8 @@ public enum DefaultRoutes: Sendable {
                 fields[1].count == 8, let destination = UInt32(fields[1], radix: 16),
                 fields[2].count == 8, let gateway = UInt32(fields[2], radix: 16),
                 let flags = UInt32(fields[3], radix: 16),
-                let metric = UInt32(fields[6]),
+                // Signed on kernels that print it with %d: a metric of 2^32-1 reads "-1".
+                let metric = Int64(fields[6]).map({ UInt32(truncatingIfNeeded: $0) }),
                 fields[7].count == 8, let mask = UInt32(fields[7], radix: 16)
             else { continue }
             guard destination == 0, mask == 0, flags & routeUp != 0 else { continue }

@@ -57,8 +57,8 @@ public final class PcapFileSource: PacketSource {
     private func open() throws -> PcapHandle {
         // libpcap reads each record with two `fread`s; with stdio's default buffer (one file-system block, 4 KiB)
         // that is a read(2) for every 4 KiB of capture. A 1 MiB buffer cuts the system calls 256-fold.
-        // As with tcpdump -r -, "-" is standard input.
-        guard let file = path == "-" ? fdopen(STDIN_FILENO, "rb") : fopen(path, "rb") else {
+        // As with tcpdump -r -, "-" is standard input: a duplicate of it, since libpcap closes the file it reads.
+        guard let file = path == "-" ? Self.duplicateStandardInput() : fopen(path, "rb") else {
             throw ConntrackrError(.unreadableCapture, "cannot read capture \(path): \(String(cString: strerror(errno)))")
         }
         // glibc ignores the size unless it is given the buffer too.
@@ -75,6 +75,18 @@ public final class PcapFileSource: PacketSource {
             throw ConntrackrError(.unreadableCapture, "cannot read capture \(path): \(detail)")
         }
         return PcapHandle(raw, freeingAfterClose: readBuffer)
+    }
+
+    private static func duplicateStandardInput() -> UnsafeMutablePointer<FILE>? {
+        let descriptor = dup(STDIN_FILENO)
+        guard descriptor >= 0 else { return nil }
+        guard let file = fdopen(descriptor, "rb") else {
+            let saved = errno
+            close(descriptor)
+            errno = saved
+            return nil
+        }
+        return file
     }
 
     /// The stdio buffer libpcap reads the capture through.

@@ -38,7 +38,7 @@ struct LineBuffer: ~Copyable {
     mutating func append(_ bytes: UnsafeRawBufferPointer) {
         guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
         if capacity - count < bytes.count { grow(toHold: bytes.count) }
-        (start + count).initialize(from: source.assumingMemoryBound(to: UInt8.self), count: bytes.count)
+        UnsafeMutableRawPointer(start + count).copyMemory(from: source, byteCount: bytes.count)
         count += bytes.count
     }
 

@@ -74,7 +74,8 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
 
     @inline(__always)
     private func entry(_ slot: Int) -> UnsafeMutablePointer<Entry> {
-        (entryStorage + slot * entryStride).assumingMemoryBound(to: Entry.self)
+        // Binding is free at run time; it keeps typed access to the raw storage defined.
+        (entryStorage + slot * entryStride).bindMemory(to: Entry.self, capacity: 1)
     }
 
     @inline(__always)
@@ -91,8 +92,7 @@ final class RecencyTable<Key: RecencyKey, Value: BitwiseCopyable> {
     /// The caller's data of a slot in use.
     @inline(__always)
     func value(_ slot: Int32) -> UnsafeMutablePointer<Value> {
-        UnsafeMutableRawPointer(entry(slot)).advanced(by: MemoryLayout<Entry>.offset(of: \Entry.value)!)
-            .assumingMemoryBound(to: Value.self)
+        entry(slot).pointer(to: \.value)!
     }
 
     /// The slot holding `key`, or `nil`.

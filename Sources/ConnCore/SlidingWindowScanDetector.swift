@@ -70,14 +70,14 @@ public final class SlidingWindowScanDetector: ScanDetector {
     /// When each port of a slot's record was last reached.
     @inline(__always)
     private func portTimes(_ slot: Int) -> UnsafeMutablePointer<Int64> {
-        (portRecords + slot * portRecordStride).assumingMemoryBound(to: Int64.self)
+        (portRecords + slot * portRecordStride).bindMemory(to: Int64.self, capacity: portsPerPair)
     }
 
     /// The ports of a slot's record.
     @inline(__always)
     private func ports(_ slot: Int) -> UnsafeMutablePointer<UInt16> {
         (portRecords + slot * portRecordStride + portsPerPair * MemoryLayout<Int64>.stride)
-            .assumingMemoryBound(to: UInt16.self)
+            .bindMemory(to: UInt16.self, capacity: portsPerPair)
     }
 
     public var trackedPairs: Int { table.count }
@@ -89,7 +89,8 @@ public final class SlidingWindowScanDetector: ScanDetector {
             }
             var folded: Int64 = 0
             table.warm(UnsafeBufferPointer(keys)) { slot in
-                folded &+= portTimes(Int(slot)).pointee
+                // The first time and the first port: one line with the default threshold, two from 6 ports up.
+                folded &+= portTimes(Int(slot)).pointee &+ Int64(ports(Int(slot)).pointee)
             }
             warmSink &+= folded
         }

@@ -191,7 +191,7 @@ public final class EtcdStore: FleetStore {
             "/v3/kv/deleterange",
             DeleteRangeRequest(key: Self.base64(Array(key.utf8)))
         )
-        return (response.deleted.flatMap { Int64($0) } ?? 0) > 0
+        return (response.deleted?.value ?? 0) > 0
     }
 
     public func checkHealth() async throws {
@@ -526,8 +526,8 @@ private struct DeleteRangeRequest: Encodable {
 }
 
 private struct DeleteRangeResponse: Decodable {
-    /// How many keys went, as a decimal string (the gateway's JSON for int64); absent when none did.
-    var deleted: String?
+    /// How many keys went; absent when none did.
+    var deleted: EtcdInt?
 }
 
 private struct WatchRequest: Encodable {

@@ -4,9 +4,11 @@ public import ConnCore
 ///
 /// The rules, per prefix, given the local entry and the fleet's record for it:
 /// - a local entry of this agent's own (origin `local`) is never touched by the fleet, with one exception: when
-///   the watch sees this agent's own record for it deleted more than ``expiryMargin`` before the block expires,
-///   someone lifted the block fleet-wide (`conntrackr blocklist remove --fleet-etcd ...`, `etcdctl del`), and the
-///   entry goes too. Nearer its expiry, a deletion is the lease lapsing and the local sweep lifts it as `expired`;
+///   this agent's own record of that block was in the store and is gone (``update(local:changes:withdrawn:now:)``
+///   sees it deleted, or ``reconcile(local:listed:withdrawn:now:)`` no longer lists it) more than ``expiryMargin``
+///   before the block expires, someone lifted the block fleet-wide (`conntrackr blocklist remove --fleet-etcd
+///   ...`, `etcdctl del`), and the entry goes too. Nearer its expiry, a deletion is the lease lapsing and the
+///   local sweep lifts it as `expired`;
 /// - a record not yet expired, with no local entry: add it, as a `fleet` entry;
 /// - a record with a `fleet` entry whose expiry differs: replace the entry (a host published the block again);
 /// - a `fleet` entry with no record: remove it (its lease lapsed or someone deleted it);
@@ -31,7 +33,13 @@ public enum FleetReconciler: Sendable {
     /// - Parameters:
     ///   - local: the blocker's entries, of every origin.
     ///   - listed: the records under the fleet prefix; for a prefix listed twice, the later expiry wins.
-    public static func reconcile(local: [BlockEntry], listed: [FleetRecord], now: Timestamp) -> Plan {
+    ///   - withdrawn: this agent's own records that an earlier listing or watch saw and this listing lacks.
+    public static func reconcile(
+        local: [BlockEntry],
+        listed: [FleetRecord],
+        withdrawn: [IPPrefix: FleetRecord] = [:],
+        now: Timestamp
+    ) -> Plan {
         var records: [IPPrefix: FleetRecord] = [:]
         for record in listed {
             if let other = records[record.prefix], !expiresLater(record, than: other) { continue }
@@ -40,6 +48,12 @@ public enum FleetReconciler: Sendable {
         let localByPrefix = Dictionary(local.map { ($0.prefix, $0) }, uniquingKeysWith: { first, _ in first })
         var plan = Plan()
         for prefix in Set(records.keys).union(localByPrefix.keys) {
+            if let local = localByPrefix[prefix], local.origin != .fleet {
+                if records[prefix] == nil, let own = withdrawn[prefix], isUnblock(of: local, withdrawing: own, now: now) {
+                    plan.remove.append(prefix)
+                }
+                continue
+            }
             decide(local: localByPrefix[prefix], record: records[prefix], now: now, into: &plan)
         }
         return plan.sorted()
@@ -76,9 +90,10 @@ public enum FleetReconciler: Sendable {
     }
 
     /// Whether deleting `own`, this agent's record, lifts its local block `local`: it must be the record of that
-    /// very block (same expiry), deleted well before the block expires.
+    /// very block (the same start, which every blocker keeps to the nanosecond; an expiry read back from the XDP
+    /// maps may differ by the clock conversion), deleted well before the block expires.
     private static func isUnblock(of local: BlockEntry, withdrawing own: FleetRecord, now: Timestamp) -> Bool {
-        guard own.learnedEntry.expires == local.expires else { return false }
+        guard own.since == local.since else { return false }
         guard let expires = local.expires else { return true }
         return expires > now + expiryMargin
     }

@@ -193,13 +193,21 @@ public final class FleetService: Service, Sendable {
     private func reconcile(with listing: FleetListing) throws {
         let records = listing.values.compactMap(record(in:))
         let local = try controller.blocker.entries()
-        let plan = FleetReconciler.reconcile(local: local, listed: records, now: now())
-        let own = records.filter { $0.host == configuration.hostName }
-        state.withLock {
-            $0.revision = listing.revision
-            $0.deferred.removeAll()
-            $0.ownRecords = Dictionary(own.map { ($0.prefix, $0) }, uniquingKeysWith: { _, later in later })
+        let own = Dictionary(
+            records.filter { $0.host == configuration.hostName }.map { ($0.prefix, $0) },
+            uniquingKeysWith: { _, later in later }
+        )
+        let withdrawn = state.withLock { state -> [IPPrefix: FleetRecord] in
+            // Own records seen before and missing now were deleted while the watch was down, unless the store
+            // went back in time (a new or restored cluster), where missing records say nothing.
+            let storeMovedOn = listing.revision >= state.revision
+            let missing = storeMovedOn ? state.ownRecords.filter { own[$0.key] == nil } : [:]
+            state.revision = listing.revision
+            state.deferred.removeAll()
+            state.ownRecords = own
+            return missing
         }
+        let plan = FleetReconciler.reconcile(local: local, listed: records, withdrawn: withdrawn, now: now())
         execute(plan)
     }
 
@@ -227,6 +235,8 @@ public final class FleetService: Service, Sendable {
                 changes.append((prefix, nil))
             }
         }
+        // Read before committing the batch: if this throws, the reconnect's listing still sees what changed.
+        let local = try controller.blocker.entries()
         let withdrawn = state.withLock { state in
             state.revision = newest
             var withdrawn: [IPPrefix: FleetRecord] = [:]
@@ -243,7 +253,7 @@ public final class FleetService: Service, Sendable {
         }
         guard !changes.isEmpty else { return }
         let plan = FleetReconciler.update(
-            local: try controller.blocker.entries(),
+            local: local,
             changes: changes,
             withdrawn: withdrawn,
             now: now()

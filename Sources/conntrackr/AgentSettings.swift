@@ -141,8 +141,11 @@ struct AgentSettings: Sendable {
             throw invalid("scan-ports must be between 1 and \(ScanRule.maxPortThreshold)")
         }
         guard scanWindow > 0, scanWindow <= 86_400 else { throw invalid("scan-window must be in (0, 86400] seconds") }
-        guard maxTrackedPairs > 0, maxTrackedConnections > 0 else {
-            throw invalid("max-tracked-pairs and max-tracked-connections must be positive")
+        // The tables are reserved up front (committed as used), so an absurd cap must fail here, not in the kernel's
+        // out-of-memory killer later: 100 million pairs is 16 GB.
+        guard (1...Self.maxTrackedLimit).contains(maxTrackedPairs), (1...Self.maxTrackedLimit).contains(maxTrackedConnections)
+        else {
+            throw invalid("max-tracked-pairs and max-tracked-connections must be between 1 and \(Self.maxTrackedLimit)")
         }
         guard blockTTL >= 0 else { throw invalid("block-ttl must be 0 (permanent) or more seconds") }
         guard (1...128).contains(ipv6BlockPrefix) else { throw invalid("ipv6-block-prefix must be 1 to 128") }
@@ -153,6 +156,8 @@ struct AgentSettings: Sendable {
             throw invalid("allow: \(cidr) is not an address or CIDR prefix")
         }
     }
+
+    static let maxTrackedLimit = 100_000_000
 
     var pipelineConfiguration: ConnectionPipeline.Configuration {
         ConnectionPipeline.Configuration(

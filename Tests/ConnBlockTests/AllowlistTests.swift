@@ -110,6 +110,19 @@ import Testing
         #expect(routes.map(\.interface) == ["eth0", "eth1", "eth2"])
     }
 
+    @Test func aMetricPrintedSignedStillParses() {
+        // Kernels that print the metric with %d show 4294967295 as -1.
+        let table = Array("""
+            Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+            eth0\t00000000\t017100CB\t0003\t0\t0\t-1\t00000000\t0\t0\t0
+            eth1\t00000000\t016433C6\t0003\t0\t0\t100\t00000000\t0\t0\t0
+            """.utf8)
+        let routes = DefaultRoutes.ipv4(routeTable: table)
+        #expect(routes.map(\.metric) == [UInt32.max, 100])
+        #expect(DefaultRoutes.gateways(routes) == [address("203.0.113.1"), address("198.51.100.1")])
+        #expect(DefaultRoutes.preferredInterface(routes) == "eth1")
+    }
+
     @Test func theDefaultInterfaceHasTheLowestMetricIPv4First() throws {
         let ipv4 = DefaultRoutes.ipv4(routeTable: try fixtureBytes("route"))
         let ipv6 = DefaultRoutes.ipv6(routeTable: try fixtureBytes("ipv6_route"))

@@ -124,6 +124,34 @@ struct FleetReconcilerTests {
         }
     }
 
+    @Test func theRecordIsMatchedByItsStartNotItsExpiryWhichTheXDPMapsReadBackInexactly() {
+        let (local, own) = ownBlock(expiresIn: 600)
+        var readBack = local
+        readBack.expires = local.expires.map { $0 + .nanoseconds(713) }  // the boot-to-wall clock conversion
+        let plan = FleetReconciler.update(
+            local: [readBack], changes: [(local.prefix, nil)], withdrawn: [local.prefix: own], now: now
+        )
+        #expect(plan.remove == [local.prefix])
+        var otherBlock = own
+        otherBlock.since = own.since + .seconds(1)
+        let kept = FleetReconciler.update(
+            local: [local], changes: [(local.prefix, nil)], withdrawn: [local.prefix: otherBlock], now: now
+        )
+        #expect(kept.isEmpty)
+    }
+
+    @Test func aListingThatLacksAnOwnRecordSeenBeforeLiftsItsBlock() {
+        let (local, own) = ownBlock(expiresIn: 600)
+        // Seen before, now gone: deleted while the watch was down.
+        #expect(FleetReconciler.reconcile(local: [local], listed: [], withdrawn: [local.prefix: own], now: now).remove == [local.prefix])
+        // Still listed (by another host now): kept.
+        let other = listed(local.prefix.description)
+        #expect(FleetReconciler.reconcile(local: [local], listed: [other], withdrawn: [local.prefix: own], now: now).isEmpty)
+        // Gone near its expiry: the lease lapsed; the sweep reports it.
+        let (ending, endingRecord) = ownBlock(expiresIn: 2)
+        #expect(FleetReconciler.reconcile(local: [ending], listed: [], withdrawn: [ending.prefix: endingRecord], now: now).isEmpty)
+    }
+
     @Test func aDeletionAtExpiryIsTheLeaseLapsingAndLeftToTheSweep() {
         let (local, own) = ownBlock(expiresIn: 2)
         let plan = FleetReconciler.update(
@@ -136,8 +164,9 @@ struct FleetReconcilerTests {
         let (local, _) = ownBlock(expiresIn: 600)
         // The key last held another host's record: its deletion is that record lapsing.
         #expect(FleetReconciler.update(local: [local], changes: [(local.prefix, nil)], now: now).isEmpty)
-        // This agent's record of an earlier block of the same prefix (another expiry).
-        let (_, earlier) = ownBlock(expiresIn: 300)
+        // This agent's record of an earlier block of the same prefix (another start).
+        var earlier = FleetRecord(entry: local, scan: nil, host: "self")
+        earlier.since = local.since + .seconds(-300)
         let plan = FleetReconciler.update(
             local: [local], changes: [(local.prefix, nil)], withdrawn: [local.prefix: earlier], now: now
         )

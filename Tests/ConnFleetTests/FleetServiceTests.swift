@@ -146,6 +146,25 @@ struct FleetServiceTests {
         }
     }
 
+    @Test func anOwnKeyDeletedWhileDisconnectedIsLiftedAfterReconnecting() async throws {
+        let agent = Agent("a", store: store)
+        try await whileRunning([agent.service]) {
+            #expect(await eventually { agent.service.isConnected })
+            _ = agent.controller.handle(scan())
+            let key = keys.key(for: IPPrefix(host: scanner))
+            #expect(await eventually { store.value(of: key) != nil && agent.service.revision == store.revision })
+            store.isAvailable = false
+            #expect(await eventually { !agent.service.isConnected })
+            store.isAvailable = true
+            // `blocklist remove --fleet-etcd` while the agent is away (or just reconnecting): the key's deletion is
+            // seen by the watch or found missing by the next listing; either way the block goes.
+            let deleted = try await store.delete(key: key)
+            #expect(deleted)
+            #expect(await eventually { agent.events.unblocked.count == 1 })
+            #expect(agent.blocker.entry(for: IPPrefix(host: scanner)) == nil)
+        }
+    }
+
     @Test func theAllowlistWinsOverTheFleetAndRefusalsAreCounted() async throws {
         let allowlist = Allowlist([.init(prefix: IPPrefix("198.51.100.0/24")!, reason: "configured")])
         let agent = Agent("b", store: store, allowlist: allowlist)

@@ -63,6 +63,7 @@ struct AgentSettingsTests {
         ("block: maybe", "block must be one of none, xdp, nftables"),
         ("allow: [not-a-cidr]", "allow: not-a-cidr is not an address or CIDR prefix"),
         ("scan-ports: 0", "scan-ports must be between 1 and 1024"),
+        ("max-tracked-pairs: 1000000000", "max-tracked-pairs and max-tracked-connections must be between 1 and 100000000"),
         ("- just\n- a list", "must be a mapping"),
         ("key: [unclosed", "is not valid YAML"),
     ])
