@@ -141,7 +141,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConnBlockTests",
-            dependencies: ["ConnCore", "ConnBlock", "ConnTesting"],
+            dependencies: ["ConnCore", "ConnBlock", "ConnFleet", "ConnTesting"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(name: "ConnFleetTests", dependencies: ["ConnCore", "ConnFleet", "ConnTesting"]),
