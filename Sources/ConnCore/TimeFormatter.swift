@@ -9,10 +9,8 @@ import Darwin
 /// Events arrive in bursts within the same second, so the `localtime_r`/`gmtime_r` call is paid once per second
 /// rather than once per event.
 public struct TimeFormatter: Sendable {
-    private var localSecond: Int64 = .min
-    private var localText = CalendarText()
-    private var utcSecond: Int64 = .min
-    private var utcText = CalendarText()
+    private var localText = CalendarText(zone: .local)
+    private var utcText = CalendarText(zone: .utc)
 
     public init() {
         tzset()
@@ -34,43 +32,54 @@ public struct TimeFormatter: Sendable {
 
     @inline(__always)
     mutating func appendLocal(_ time: Timestamp, to buffer: inout LineBuffer) {
-        let second = time.seconds
-        if second != localSecond {
-            var clock = time_t(second)
-            var fields = tm()
-            localtime_r(&clock, &fields)
-            localText = CalendarText(fields, separator: UInt8(ascii: " "))
-            localSecond = second
-        }
-        localText.append(to: &buffer)
+        localText.append(second: time.seconds, to: &buffer)
     }
 
     @inline(__always)
     mutating func appendRFC3339(_ time: Timestamp, to buffer: inout LineBuffer) {
-        let second = time.seconds
-        if second != utcSecond {
-            var clock = time_t(second)
-            var fields = tm()
-            gmtime_r(&clock, &fields)
-            utcText = CalendarText(fields, separator: UInt8(ascii: "T"))
-            utcSecond = second
-        }
-        utcText.append(to: &buffer)
+        utcText.append(second: time.seconds, to: &buffer)
         buffer.append(UInt8(ascii: "."))
         buffer.appendPadded(UInt32(time.microsecondsOfSecond), width: 6)
         buffer.append(UInt8(ascii: "Z"))
     }
 }
 
-/// `YYYY-MM-DD?HH:MM:SS` for one second, held inline so that appending it is a single copy.
+/// `YYYY-MM-DD?HH:MM:SS` of the last second asked for, held inline so that appending it is a single copy.
 private struct CalendarText: Sendable {
+    enum Zone: Sendable {
+        /// `YYYY-MM-DD HH:MM:SS` in the time zone of `TZ`.
+        case local
+        /// `YYYY-MM-DDTHH:MM:SS`.
+        case utc
+    }
+
+    let zone: Zone
+    private var second: Int64 = .min
     /// 19 bytes for years 0 to 9999; the spare bytes hold wider years.
     private var storage: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
     private var count = 0
 
-    init() {}
+    init(zone: Zone) {
+        self.zone = zone
+    }
 
-    init(_ fields: tm, separator: UInt8) {
+    /// Appends the text of `second`, converting it only when it is not the last one.
+    @inline(__always)
+    mutating func append(second: Int64, to buffer: inout LineBuffer) {
+        if second != self.second { convert(second) }
+        withUnsafeBytes(of: storage) { raw in
+            buffer.append(UnsafeRawBufferPointer(rebasing: raw[0..<count]))
+        }
+    }
+
+    private mutating func convert(_ second: Int64) {
+        var clock = time_t(second)
+        var fields = tm()
+        switch zone {
+        case .local: localtime_r(&clock, &fields)
+        case .utc: gmtime_r(&clock, &fields)
+        }
+        let separator = zone == .local ? UInt8(ascii: " ") : UInt8(ascii: "T")
         var line = LineBuffer(capacity: 64)
         line.appendPadded(UInt32(clamping: Int(fields.tm_year) + 1900), width: 4)
         line.append(UInt8(ascii: "-"))
@@ -87,12 +96,6 @@ private struct CalendarText: Sendable {
         withUnsafeMutableBytes(of: &storage) { raw in
             raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: line.bytes[0..<count]))
         }
-    }
-
-    @inline(__always)
-    func append(to buffer: inout LineBuffer) {
-        withUnsafeBytes(of: storage) { raw in
-            buffer.append(UnsafeRawBufferPointer(rebasing: raw[0..<count]))
-        }
+        self.second = second
     }
 }

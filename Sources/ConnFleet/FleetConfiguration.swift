@@ -20,9 +20,12 @@ public struct FleetConfiguration: Hashable, Sendable {
     /// Default 1024.
     public var maxQueuedPublications: Int
 
+    /// The key prefix used unless another is configured.
+    public static let defaultKeyPrefix = "/conntrackr/blocks/"
+
     public init(
         etcd: EtcdConfiguration,
-        keyPrefix: String = "/conntrackr/blocks/",
+        keyPrefix: String = defaultKeyPrefix,
         hostName: String,
         healthCheckInterval: Duration = .seconds(5),
         initialBackoff: Duration = .milliseconds(200),

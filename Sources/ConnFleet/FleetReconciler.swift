@@ -48,13 +48,8 @@ public enum FleetReconciler: Sendable {
         let localByPrefix = Dictionary(local.map { ($0.prefix, $0) }, uniquingKeysWith: { first, _ in first })
         var plan = Plan()
         for prefix in Set(records.keys).union(localByPrefix.keys) {
-            if let local = localByPrefix[prefix], local.origin != .fleet {
-                if records[prefix] == nil, let own = withdrawn[prefix], isUnblock(of: local, withdrawing: own, now: now) {
-                    plan.remove.append(prefix)
-                }
-                continue
-            }
-            decide(local: localByPrefix[prefix], record: records[prefix], now: now, into: &plan)
+            let local = localByPrefix[prefix]
+            decide(local: local, record: records[prefix], withdrawn: withdrawn[prefix], now: now, into: &plan)
         }
         return plan.sorted()
     }
@@ -78,13 +73,7 @@ public enum FleetReconciler: Sendable {
         let localByPrefix = Dictionary(local.map { ($0.prefix, $0) }, uniquingKeysWith: { first, _ in first })
         var plan = Plan()
         for (prefix, record) in last {
-            if let local = localByPrefix[prefix], local.origin != .fleet {
-                if record == nil, let own = withdrawn[prefix], isUnblock(of: local, withdrawing: own, now: now) {
-                    plan.remove.append(prefix)
-                }
-                continue
-            }
-            decide(local: localByPrefix[prefix], record: record, now: now, into: &plan)
+            decide(local: localByPrefix[prefix], record: record, withdrawn: withdrawn[prefix], now: now, into: &plan)
         }
         return plan.sorted()
     }
@@ -98,8 +87,21 @@ public enum FleetReconciler: Sendable {
         return expires > now + expiryMargin
     }
 
-    private static func decide(local: BlockEntry?, record: FleetRecord?, now: Timestamp, into plan: inout Plan) {
-        if let local, local.origin != .fleet { return }
+    /// The rules of the type's documentation for one prefix; `withdrawn` is this agent's own record that its key
+    /// held before it went, if any.
+    private static func decide(
+        local: BlockEntry?,
+        record: FleetRecord?,
+        withdrawn: FleetRecord?,
+        now: Timestamp,
+        into plan: inout Plan
+    ) {
+        if let local, local.origin != .fleet {
+            if record == nil, let withdrawn, isUnblock(of: local, withdrawing: withdrawn, now: now) {
+                plan.remove.append(local.prefix)
+            }
+            return
+        }
         guard let record else {
             if let local { plan.remove.append(local.prefix) }
             return

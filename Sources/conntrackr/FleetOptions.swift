@@ -60,8 +60,6 @@ struct FleetOptions: ParsableArguments {
     )
     var hostName: String?
 
-    static let defaultPrefix = "/conntrackr/blocks/"
-
     func validate() throws {
         if let etcd, splitEndpoints([etcd]).isEmpty { throw ValidationError("--fleet-etcd needs at least one endpoint") }
     }
@@ -77,7 +75,7 @@ struct FleetOptions: ParsableArguments {
     func configuration(file: FleetFileSettings = FleetFileSettings()) throws -> FleetConfiguration? {
         func invalid(_ message: String) -> ConntrackrError { ConntrackrError(.invalidConfiguration, message) }
         let endpoints = etcd.map { splitEndpoints([$0]) } ?? splitEndpoints(file.etcd)
-        let prefix = prefix ?? file.prefix ?? Self.defaultPrefix
+        let prefix = prefix ?? file.prefix ?? FleetConfiguration.defaultKeyPrefix
         let caFile = caFile ?? file.caFile
         let certificateFile = certificateFile ?? file.certificateFile
         let keyFile = keyFile ?? file.keyFile
@@ -86,7 +84,7 @@ struct FleetOptions: ParsableArguments {
         let hostName = hostName ?? file.hostName
         guard !endpoints.isEmpty else {
             let others: [(String, Bool)] = [
-                ("fleet-prefix", prefix != Self.defaultPrefix), ("fleet-ca", caFile != nil),
+                ("fleet-prefix", prefix != FleetConfiguration.defaultKeyPrefix), ("fleet-ca", caFile != nil),
                 ("fleet-cert", certificateFile != nil), ("fleet-key", keyFile != nil), ("fleet-user", user != nil),
                 ("fleet-password", self.password != nil || file.password != nil), ("fleet-host-name", hostName != nil),
             ]
@@ -96,7 +94,7 @@ struct FleetOptions: ParsableArguments {
             return nil
         }
         guard prefix.hasPrefix("/"), prefix.count >= 2 else {
-            throw invalid("fleet-prefix must start with / and name a prefix, such as \(Self.defaultPrefix)")
+            throw invalid("fleet-prefix must start with / and name a prefix, such as \(FleetConfiguration.defaultKeyPrefix)")
         }
         guard (certificateFile == nil) == (keyFile == nil) else {
             throw invalid("fleet-cert and fleet-key go together: give both or neither")

@@ -121,13 +121,20 @@ struct FleetServiceTests {
         }
     }
 
+    /// Waits for `agent` to connect, has it block ``scanner`` and waits until the watch brought its record back.
+    /// - Returns: the record's key.
+    func blockScannerAndSeeItsRecord(_ agent: Agent) async -> String {
+        #expect(await eventually { agent.service.isConnected })
+        _ = agent.controller.handle(scan())
+        let key = keys.key(for: IPPrefix(host: scanner))
+        #expect(await eventually { store.value(of: key) != nil && agent.service.revision == store.revision })
+        return key
+    }
+
     @Test func deletingThisAgentsOwnKeyLiftsItsBlockAndAnotherHostsKeyDoesNot() async throws {
         let agent = Agent("a", store: store)
         try await whileRunning([agent.service]) {
-            #expect(await eventually { agent.service.isConnected })
-            _ = agent.controller.handle(scan())
-            let key = keys.key(for: IPPrefix(host: scanner))
-            #expect(await eventually { store.value(of: key) != nil && agent.service.revision == store.revision })
+            let key = await blockScannerAndSeeItsRecord(agent)
             // Another host publishes the same scanner: the key now holds its record, and losing it lifts nothing.
             try await put(record(scanner.description, host: "b"))
             try await store.delete(key: key)
@@ -149,10 +156,7 @@ struct FleetServiceTests {
     @Test func anOwnKeyDeletedWhileDisconnectedIsLiftedAfterReconnecting() async throws {
         let agent = Agent("a", store: store)
         try await whileRunning([agent.service]) {
-            #expect(await eventually { agent.service.isConnected })
-            _ = agent.controller.handle(scan())
-            let key = keys.key(for: IPPrefix(host: scanner))
-            #expect(await eventually { store.value(of: key) != nil && agent.service.revision == store.revision })
+            let key = await blockScannerAndSeeItsRecord(agent)
             store.isAvailable = false
             #expect(await eventually { !agent.service.isConnected })
             store.isAvailable = true
