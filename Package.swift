@@ -9,15 +9,16 @@ let package = Package(
         .library(name: "ConnCore", targets: ["ConnCore"]),
         .library(name: "ConnCapture", targets: ["ConnCapture"]),
         .library(name: "ConnBlock", targets: ["ConnBlock"]),
+        .library(name: "ConnXDP", targets: ["ConnXDP"]),
         .library(name: "ConnMetrics", targets: ["ConnMetrics"]),
         .library(name: "ConnTesting", targets: ["ConnTesting"]),
         .library(name: "ConnFleet", targets: ["ConnFleet"]),
+        .library(name: "ConnSettings", targets: ["ConnSettings"]),
         .executable(name: "conntrackr", targets: ["conntrackr"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -45,30 +46,39 @@ let package = Package(
         ),
         // Capability dropping: prctl and capset are variadic or unwrapped in Swift's Glibc.
         .target(name: "CPrivileges"),
+        // The one home of XDP: the BPF object (program, pinned maps) and the only importer of CXDP.
+        .target(
+            name: "ConnXDP",
+            dependencies: ["ConnCore", "CXDP"]
+        ),
         .target(
             name: "ConnCapture",
             dependencies: [
-                "ConnCore", "CPcap", "CXDP",
+                "ConnCore", "CPcap", "ConnXDP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .target(
             name: "ConnBlock",
-            dependencies: ["ConnCore", "CXDP", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["ConnCore", "ConnXDP", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
             name: "ConnMetrics",
             dependencies: [
                 "ConnCore",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
+        ),
+        // Settings declared once, from which flags, configuration file keys and help derive.
+        .target(
+            name: "ConnSettings",
+            dependencies: ["ConnCore", .product(name: "Yams", package: "Yams")]
         ),
         // Fleet mode: blocks shared across hosts through etcd's v3 JSON gateway.
         .target(
@@ -91,12 +101,11 @@ let package = Package(
         .executableTarget(
             name: "conntrackr",
             dependencies: [
-                "ConnCore", "ConnCapture", "ConnBlock", "ConnMetrics", "ConnFleet", "CPrivileges",
+                "ConnCore", "ConnCapture", "ConnBlock", "ConnXDP", "ConnMetrics", "ConnFleet", "ConnSettings", "CPrivileges",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "Yams", package: "Yams"),
             ]
         ),
         // Writes synthetic captures for benchmarks and tests.
@@ -129,19 +138,23 @@ let package = Package(
         ),
         .testTarget(
             name: "ConnCaptureTests",
-            dependencies: ["ConnCore", "ConnCapture", "ConnBlock", "ConnTesting", "FuzzSupport"],
+            dependencies: ["ConnCore", "ConnCapture", "ConnXDP", "ConnTesting"],
             resources: [.copy("Captures")]
+        ),
+        .testTarget(
+            name: "ConnXDPTests",
+            dependencies: ["ConnCore", "ConnXDP", "ConnFleet", "ConnTesting", "FuzzSupport"]
         ),
         .testTarget(
             name: "conntrackrTests",
             dependencies: [
-                "conntrackr", "ConnCore", "ConnTesting",
+                "conntrackr", "ConnCore", "ConnFleet", "ConnMetrics", "ConnTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "ConnBlockTests",
-            dependencies: ["ConnCore", "ConnBlock", "ConnFleet", "ConnTesting"],
+            dependencies: ["ConnCore", "ConnBlock", "ConnXDP", "ConnTesting"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(name: "ConnFleetTests", dependencies: ["ConnCore", "ConnFleet", "ConnTesting"]),

@@ -46,19 +46,19 @@ public struct HostAllowlist: Hashable, Sendable {
     public func build(hostAddresses: [IPAddress]) throws(ConntrackrError) -> Allowlist {
         var entries: [Allowlist.Entry] = []
         let base = Allowlist()
-        func add(_ prefix: IPPrefix, _ reason: String) {
+        func add(_ prefix: IPPrefix, _ reason: Allowlist.Reason) {
             // An address already listed keeps its first, more specific reason (127.0.0.1 stays "loopback").
             let listed = (base.entries + entries).contains { $0.prefix == prefix }
             if listed { return }
             entries.append(Allowlist.Entry(prefix: prefix, reason: reason))
         }
-        for address in hostAddresses where !address.isLoopback { add(IPPrefix(host: address), "host address") }
+        for address in hostAddresses where !address.isLoopback { add(IPPrefix(host: address), .hostAddress) }
         let routes = try DefaultRoutes.read(ipv4RouteTable: ipv4RouteTable, ipv6RouteTable: ipv6RouteTable)
         let gateways = DefaultRoutes.gateways(routes)
-        for gateway in gateways { add(IPPrefix(host: gateway), "gateway") }
-        for prefix in allowed { add(prefix, "configured") }
+        for gateway in gateways { add(IPPrefix(host: gateway), .gateway) }
+        for prefix in allowed { add(prefix, .configured) }
         for path in allowFiles {
-            for prefix in try AllowFile.load(path: path) { add(prefix, "configured") }
+            for prefix in try AllowFile.load(path: path) { add(prefix, .configured) }
         }
         return Allowlist(entries)
     }

@@ -164,7 +164,7 @@ public final class NftablesBlocker: Blocker {
                     state.expiring[prefix] = nil
                 }
             }
-            return result.sorted(by: InMemoryBlocker.prefixOrder)
+            return result.sorted(by: BlockEntry.prefixOrder)
         }
     }
 
@@ -197,7 +197,7 @@ public final class NftablesBlocker: Blocker {
                 try apply(script.remove(stillPresent), doing: "removing expired blocks")
             }
             for prefix in expired.keys { state.expiring[prefix] = nil }
-            return expired.values.sorted(by: InMemoryBlocker.prefixOrder)
+            return expired.values.sorted(by: BlockEntry.prefixOrder)
         }
     }
 

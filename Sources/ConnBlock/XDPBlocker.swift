@@ -1,4 +1,5 @@
 public import ConnCore
+public import ConnXDP
 import Synchronization
 
 /// Blocks in the XDP program: entries go into its pinned LPM maps, and from then on the program drops every
@@ -6,7 +7,8 @@ import Synchronization
 ///
 /// The maps outlive the agent (blocks survive a restart) and the program enforces expiry on its own, so an
 /// expired block stops dropping at once, even before ``removeExpired(asOf:)`` sweeps it away. The program only
-/// enforces while it is attached (by `XDPSource` in ConnCapture); the blocker works on the maps either way.
+/// enforces while it is attached: by the XDP capture source (`XDPSource` in ConnCapture), or, when another source
+/// captures, by ``enforce(on:mode:)``; the blocker works on the maps either way.
 ///
 /// Listing an LPM map takes two system calls per entry (a third of a second for 65,536 entries), and the
 /// ``BlockController`` lists on every block and every sweep, so ``entries()`` answers from a copy in memory that
@@ -25,6 +27,8 @@ public final class XDPBlocker: Blocker {
     }
 
     private let copy = Mutex(Copy())
+    /// The program this blocker attached itself, when no XDP capture attaches it.
+    private let enforcer = Mutex<XDPProgram?>(nil)
 
     /// A blocker on already opened maps.
     public init(maps: PinnedBlockMaps, refreshInterval: Duration = .seconds(5)) {
@@ -35,8 +39,36 @@ public final class XDPBlocker: Blocker {
     /// A blocker on the maps pinned under `pinRoot`, created if missing.
     /// - Throws: ``ConntrackrError`` when bpffs is not mounted, privileges are missing or the pins are of another
     ///   conntrackr version.
-    public convenience init(pinRoot: String = PinnedBlockMaps.defaultPinRoot) throws {
+    public convenience init(pinRoot: String = XDPProgram.defaultPinRoot) throws {
         self.init(maps: try PinnedBlockMaps(pinRoot: pinRoot, createIfMissing: true))
+    }
+
+    /// Loads the XDP program on the same pinned maps and attaches it to `interface`, so that blocks are enforced
+    /// when the capture is not the XDP source (which attaches the same program itself). Does nothing when this
+    /// blocker already enforces.
+    /// - Returns: the mode in use.
+    /// - Throws: ``ConntrackrError`` as ``ConnXDP/XDPProgram/attach(to:mode:)`` does.
+    @discardableResult
+    public func enforce(on interface: String, mode: XDPProgram.AttachMode = .auto) throws -> XDPProgram.AttachMode {
+        try enforcer.withLock { enforcer in
+            let program = try enforcer ?? XDPProgram(pinRoot: maps.pinRoot)
+            let attached = try program.attach(to: interface, mode: mode)
+            enforcer = program
+            return attached
+        }
+    }
+
+    /// Detaches the program ``enforce(on:mode:)`` attached; blocks stay in the pinned maps.
+    public func stopEnforcing() {
+        enforcer.withLock { enforcer in
+            enforcer?.detach()
+            enforcer = nil
+        }
+    }
+
+    /// Makes the program's allow maps hold exactly `allowlist`: it never drops an allowlisted source.
+    public func replaceAllowlist(_ allowlist: Allowlist) throws {
+        try maps.syncAllowlist(allowlist)
     }
 
     /// The most prefixes the maps hold, both families together (each family has a map of its own, of half that).

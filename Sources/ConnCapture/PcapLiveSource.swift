@@ -108,7 +108,7 @@ public final class PcapLiveSource: PacketSource {
                 var stats = pcap_stat()
                 if pcap_stats(handle.raw, &stats) == 0 {
                     let dropped = stats.ps_drop &+ stats.ps_ifdrop
-                    pipeline.recordCaptureDrops(Int(dropped &- reportedDrops), source: "pcap")
+                    pipeline.recordCaptureDrops(Int(dropped &- reportedDrops), source: .pcap)
                     reportedDrops = dropped
                 }
             }

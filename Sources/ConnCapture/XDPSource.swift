@@ -1,4 +1,5 @@
 public import ConnCore
+public import ConnXDP
 public import Logging
 import Synchronization
 
@@ -107,7 +108,7 @@ public final class XDPSource: PacketSource {
         }
         func reportLosses() throws {
             let lost = try program.statistics().ringBufferFull
-            pipeline.recordCaptureDrops(Int(clamping: lost &- reportedLosses), source: "xdp_ringbuf")
+            pipeline.recordCaptureDrops(Int(clamping: lost &- reportedLosses), source: .xdpRingBuffer)
             reportedLosses = lost
         }
 

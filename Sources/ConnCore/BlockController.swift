@@ -1,7 +1,8 @@
 import Synchronization
 
-/// Where the decision to block is made: applies the ``BlockPolicy`` and ``Allowlist`` to scans and learned
-/// blocks, drives a ``Blocker``, and says what happened as events.
+/// Where the decision to block is made, and the one door to the ``Blocker``: applies the ``BlockPolicy`` and
+/// ``Allowlist`` to scans and learned blocks, lifts blocks (expired, or removed across the fleet), replaces the
+/// allowlist, and says what happened as events and metrics.
 ///
 /// Safe to call from any thread: the capture thread reports scans and sweeps expiry, while reloads (SIGHUP) and
 /// fleet updates arrive from other tasks.
@@ -11,12 +12,13 @@ public final class BlockController: Sendable {
         var recentBlockTimes: [Int64] = []  // for the per-minute limit, oldest first
     }
 
-    public let blocker: any Blocker
+    private let blocker: any Blocker
     public let policy: BlockPolicy
     private let metrics: any MetricsSink
     private let state: Mutex<State>
     private let localBlockHandler: Mutex<(@Sendable (BlockEntry, PortScan) -> Void)?>
 
+    /// A controller of `blocker`, which nothing else should change from now on.
     public init(blocker: any Blocker, policy: BlockPolicy, allowlist: Allowlist, metrics: any MetricsSink) {
         self.blocker = blocker
         self.policy = policy
@@ -25,12 +27,22 @@ public final class BlockController: Sendable {
         self.localBlockHandler = Mutex(nil)
     }
 
+    /// The blocker's name, for logs.
+    public var blockerName: String { blocker.name }
+
     /// The allowlist in force.
     public var allowlist: Allowlist { state.withLock { $0.allowlist } }
 
-    /// Replaces the allowlist (on SIGHUP); blocks already made stay.
-    public func replaceAllowlist(_ allowlist: Allowlist) {
+    /// Replaces the allowlist, in the blocker's kernel allowlist as well (on SIGHUP); blocks already made stay.
+    /// - Throws: the blocker's error; the previous allowlist then stays in force here.
+    public func replaceAllowlist(_ allowlist: Allowlist) throws {
+        try blocker.replaceAllowlist(allowlist)
         state.withLock { $0.allowlist = allowlist }
+    }
+
+    /// The blocklist: every entry, expired or not.
+    public func entries() throws -> [BlockEntry] {
+        try blocker.entries()
     }
 
     /// Calls `handler` for every block this agent decides on its own (fleet mode publishes them).
@@ -39,7 +51,7 @@ public final class BlockController: Sendable {
     }
 
     /// Decides on a detected scan: blocks its source, or says why not.
-    public func handle(_ scan: PortScan) -> [ConnEvent] {
+    public func handle(_ scan: PortScan) -> BlockDecision {
         let prefix = policy.prefix(for: scan.source)
         let entry = BlockEntry(
             prefix: prefix,
@@ -48,51 +60,52 @@ public final class BlockController: Sendable {
             since: scan.time,
             expires: policy.ttl.map { scan.time + $0 }
         )
-        let events = apply(entry, subject: scan.source, at: scan.time)
-        if case .blocked? = events.first {
+        let decision = apply(entry, at: scan.time)
+        if case .blocked = decision {
             localBlockHandler.withLock { $0 }?(entry, scan)
         }
-        return events
+        return decision
     }
 
     /// Applies a block learned from elsewhere (fleet mode); the local allowlist still wins.
-    public func applyLearned(_ entry: BlockEntry, at now: Timestamp) -> [ConnEvent] {
-        apply(entry, subject: entry.prefix.address, at: now)
+    public func applyLearned(_ entry: BlockEntry, at now: Timestamp) -> BlockDecision {
+        apply(entry, at: now)
     }
 
-    private func apply(_ entry: BlockEntry, subject: IPAddress, at now: Timestamp) -> [ConnEvent] {
+    private func apply(_ entry: BlockEntry, at now: Timestamp) -> BlockDecision {
         // One decision at a time: the rate limit and the blocklist cap are check-then-act, and scans (capture
         // thread) and learned blocks (fleet task) arrive concurrently.
-        state.withLock { state in
-            if let listed = state.allowlist.overlaps(entry.prefix) {
-                metrics.increment(.blocksRefused(reason: "allowlisted"), by: 1)
-                let reason = "allowlisted: \(listed.reason) \(listed.prefix.compactDescription)"
-                return [.notBlocked(subject, reason: reason, at: now)]
-            }
+        let decision = state.withLock { state -> BlockDecision in
+            if let listed = state.allowlist.overlaps(entry.prefix) { return .refused(.allowlisted(listed)) }
             let minuteAgo = now.nanoseconds - 60_000_000_000
             state.recentBlockTimes.removeAll { $0 <= minuteAgo }
-            if state.recentBlockTimes.count >= policy.maxBlocksPerMinute {
-                metrics.increment(.blocksRefused(reason: "rate_limited"), by: 1)
-                return [.notBlocked(subject, reason: "rate_limited", at: now)]
-            }
+            if state.recentBlockTimes.count >= policy.maxBlocksPerMinute { return .refused(.rateLimited) }
             do {
                 let current = try blocker.entries()
                 if current.count >= policy.maxBlocked, !current.contains(where: { $0.prefix == entry.prefix }) {
-                    metrics.increment(.blocksRefused(reason: "blocklist_full"), by: 1)
-                    return [.notBlocked(subject, reason: "blocklist_full", at: now)]
+                    return .refused(.blocklistFull)
                 }
-                guard try blocker.add(entry) else {
-                    metrics.increment(.blocksRefused(reason: "blocklist_full"), by: 1)
-                    return [.notBlocked(subject, reason: "blocklist_full", at: now)]
-                }
+                guard try blocker.add(entry) else { return .refused(.blocklistFull) }
             } catch {
-                metrics.increment(.blocksRefused(reason: "error"), by: 1)
-                return [.notBlocked(subject, reason: "error: \(error)", at: now)]
+                return .refused(.failed("\(error)"))
             }
             state.recentBlockTimes.append(now.nanoseconds)
-            metrics.increment(.blocks(entry.origin), by: 1)
-            return [.blocked(entry, at: now)]
+            return .blocked(entry)
         }
+        switch decision {
+        case .blocked(let entry): metrics.increment(.blocks(entry.origin), by: 1)
+        case .refused(let refusal): metrics.increment(.blocksRefused(refusal.kind), by: 1)
+        }
+        return decision
+    }
+
+    /// Lifts the block of exactly `prefix` before its time (a fleet-wide unblock) and reports it.
+    /// - Returns: the `unblocked` event, `nil` when `prefix` was not blocked.
+    /// - Throws: the blocker's error.
+    public func lift(_ prefix: IPPrefix, at now: Timestamp) throws -> ConnEvent? {
+        guard try blocker.remove(prefix) else { return nil }
+        metrics.increment(.unblocks(.removed), by: 1)
+        return .unblocked(prefix, reason: .removed, at: now)
     }
 
     /// Lifts blocks whose time is up and reports them.

@@ -18,6 +18,11 @@ public protocol Blocker: AnyObject, Sendable {
 
     /// Removes the entries whose expiry is at or before `now` and returns them.
     func removeExpired(asOf now: Timestamp) throws -> [BlockEntry]
+
+    /// Makes the blocker's own allowlist, where it keeps one in the kernel, hold exactly `allowlist`, so that even
+    /// a block made elsewhere (by hand, by the fleet) never drops an allowlisted address. Called at start and on
+    /// every reload (SIGHUP).
+    func replaceAllowlist(_ allowlist: Allowlist) throws
 }
 
 extension Blocker {
@@ -33,12 +38,23 @@ extension Blocker {
 
 /// Addresses that are never blocked, each with the reason it is listed.
 public struct Allowlist: Hashable, Sendable {
-    /// A listed prefix and why it is listed (`loopback`, `host address`, `gateway`, `configured`).
+    /// Why a prefix is listed.
+    public enum Reason: String, Hashable, Sendable, CaseIterable {
+        case loopback
+        /// An address of this host.
+        case hostAddress = "host address"
+        /// A default gateway of this host.
+        case gateway
+        /// Given with `--allow` or in an allow file.
+        case configured
+    }
+
+    /// A listed prefix and why it is listed.
     public struct Entry: Hashable, Sendable {
         public var prefix: IPPrefix
-        public var reason: String
+        public var reason: Reason
 
-        public init(prefix: IPPrefix, reason: String) {
+        public init(prefix: IPPrefix, reason: Reason) {
             self.prefix = prefix
             self.reason = reason
         }
@@ -49,13 +65,13 @@ public struct Allowlist: Hashable, Sendable {
     /// An allowlist that always holds loopback (127.0.0.0/8 and ::1), plus `entries`.
     public init(_ entries: [Entry] = []) {
         self.entries = [
-            Entry(prefix: IPPrefix("127.0.0.0/8")!, reason: "loopback"),
-            Entry(prefix: IPPrefix("::1/128")!, reason: "loopback"),
+            Entry(prefix: IPPrefix("127.0.0.0/8")!, reason: .loopback),
+            Entry(prefix: IPPrefix("::1/128")!, reason: .loopback),
         ] + entries
     }
 
     /// Why `address` may not be blocked, or `nil` when it may.
-    public func reason(for address: IPAddress) -> String? {
+    public func reason(for address: IPAddress) -> Reason? {
         entries.first { $0.prefix.contains(address) }?.reason
     }
 

@@ -58,7 +58,7 @@ public final class ConnectionPipeline {
     @exclusivity(unchecked) private var queuedCount = 0
     private static let queueCapacity = 32
     /// When each kind of refusal (allowlisted, rate_limited, ...) was last logged, and how many went unlogged since.
-    private var refusalLog: [Substring: (logged: Int64, unlogged: Int)] = [:]
+    private var refusalLog: [BlockRefusal.Kind: (logged: Int64, unlogged: Int)] = [:]
     /// Scanners not blocked are all reported as events and counted, but logged at most once per kind in this many
     /// nanoseconds: a forged storm that the block rate limit refuses would otherwise write a log line per source.
     static let refusalLogInterval: Int64 = 10_000_000_000
@@ -151,25 +151,21 @@ public final class ConnectionPipeline {
         statistics.portScans += 1
         unreported.portScans += 1
         events.emit(.portScan(scan))
-        if let blocking {
-            for event in blocking.handle(scan) {
-                if case .notBlocked(let source, let reason, let time) = event {
-                    logRefusal(of: source, reason: reason, at: time)
-                }
-                events.emit(event)
-            }
-        }
+        guard let blocking else { return }
+        let decision = blocking.handle(scan)
+        if case .refused(let refusal) = decision { logRefusal(of: scan.source, refusal, at: scan.time) }
+        events.emit(decision.event(about: scan.source, at: scan.time))
     }
 
     /// Logs a scanner that was not blocked, unless one of the same kind was logged less than
     /// ``refusalLogInterval`` ago; the next line of that kind says how many were left out meanwhile.
-    private func logRefusal(of source: IPAddress, reason: String, at time: Timestamp) {
-        let kind = reason.prefix { $0 != ":" }  // "allowlisted: host 192.0.2.1/32" is of kind "allowlisted"
+    private func logRefusal(of source: IPAddress, _ refusal: BlockRefusal, at time: Timestamp) {
+        let kind = refusal.kind
         if let last = refusalLog[kind], time.nanoseconds &- last.logged < Self.refusalLogInterval {
             refusalLog[kind]?.unlogged += 1
             return
         }
-        var metadata: Logger.Metadata = ["source": "\(source)", "reason": "\(reason)"]
+        var metadata: Logger.Metadata = ["source": "\(source)", "reason": "\(refusal)"]
         if let unlogged = refusalLog[kind]?.unlogged, unlogged > 0 {
             metadata["unlogged_since_last"] = "\(unlogged)"
         }
@@ -178,12 +174,12 @@ public final class ConnectionPipeline {
     }
 
     /// Records frames or records the capture lost before the pipeline saw them.
-    public func recordCaptureDrops(_ count: Int, source: String) {
+    public func recordCaptureDrops(_ count: Int, source: CaptureLoss) {
         guard count > 0 else { return }
         drainQueuedAttempts()
         statistics.captureDropped += count
-        metrics.increment(.captureDropped(source: source), by: count)
-        logger.warning("capture dropped packets", metadata: ["count": "\(count)", "source": "\(source)"])
+        metrics.increment(.captureDropped(source), by: count)
+        logger.warning("capture dropped packets", metadata: ["count": "\(count)", "source": "\(source.rawValue)"])
     }
 
     /// A thread-safe way in for events decided outside the capture thread (fleet updates, reloads): they are

@@ -151,7 +151,7 @@ public struct EventFormatter: Sendable {
             buffer.append(#"","event":"not_blocked","src":""#)
             source.appendText(to: &buffer)
             buffer.append(#"","reason":""#)
-            appendJSONEscaped(reason, to: &buffer)
+            appendJSONEscaped(reason.description, to: &buffer)
             buffer.append("\"}")
         }
     }

@@ -6,12 +6,12 @@ public enum CounterMetric: Hashable, Sendable {
     /// Blocks applied, by origin.
     case blocks(BlockOrigin)
     case unblocks(UnblockReason)
-    /// Scanners not blocked, by reason (`allowlisted`, `blocklist_full`, `rate_limited`, `error`).
-    case blocksRefused(reason: String)
+    /// Scanners not blocked, by the kind of refusal.
+    case blocksRefused(BlockRefusal.Kind)
     /// Frames the parser skipped, by reason.
     case malformedFrames(MalformedReason)
-    /// Frames or records lost before the pipeline saw them, by source (`pcap`, `xdp_ringbuf`).
-    case captureDropped(source: String)
+    /// Frames or records lost before the pipeline saw them, by where they were lost.
+    case captureDropped(CaptureLoss)
     case trackedPairsEvicted
     case trackedConnectionsEvicted
     /// Events not written because the output fell behind.
@@ -26,6 +26,14 @@ public enum CounterMetric: Hashable, Sendable {
     /// Blocks learned from the fleet that local policy refused (allowlist, caps, rate limit). Learned blocks that
     /// were applied count as ``blocks(_:)`` with origin `fleet`.
     case fleetRefused
+}
+
+/// Where a capture loses frames or records before the pipeline sees them. Usable as a metric label.
+public enum CaptureLoss: String, Hashable, Sendable, CaseIterable {
+    /// Dropped by the kernel's packet socket buffer (libpcap's `ps_drop`).
+    case pcap
+    /// Records the XDP program could not write because its ring buffer was full.
+    case xdpRingBuffer = "xdp_ringbuf"
 }
 
 /// A gauge the pipeline sets.

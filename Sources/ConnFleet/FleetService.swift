@@ -192,7 +192,7 @@ public final class FleetService: Service, Sendable {
 
     private func reconcile(with listing: FleetListing) throws {
         let records = listing.values.compactMap(record(in:))
-        let local = try controller.blocker.entries()
+        let local = try controller.entries()
         let own = Dictionary(
             records.filter { $0.host == configuration.hostName }.map { ($0.prefix, $0) },
             uniquingKeysWith: { _, later in later }
@@ -236,7 +236,7 @@ public final class FleetService: Service, Sendable {
             }
         }
         // Read before committing the batch: if this throws, the reconnect's listing still sees what changed.
-        let local = try controller.blocker.entries()
+        let local = try controller.entries()
         let withdrawn = state.withLock { state in
             state.revision = newest
             var withdrawn: [IPPrefix: FleetRecord] = [:]
@@ -288,10 +288,7 @@ public final class FleetService: Service, Sendable {
         var events: [ConnEvent] = []
         for prefix in plan.remove {
             do {
-                if try controller.blocker.remove(prefix) {
-                    metrics.increment(.unblocks(.removed), by: 1)
-                    events.append(.unblocked(prefix, reason: .removed, at: time))
-                }
+                if let lifted = try controller.lift(prefix, at: time) { events.append(lifted) }
             } catch {
                 logger.error(
                     "could not lift a fleet block",
@@ -300,18 +297,18 @@ public final class FleetService: Service, Sendable {
             }
         }
         for entry in plan.add {
-            let outcome = controller.applyLearned(entry, at: time)
-            if case .notBlocked(_, let reason, _)? = outcome.first {
+            let decision = controller.applyLearned(entry, at: time)
+            if case .refused(let refusal) = decision {
                 metrics.increment(.fleetRefused, by: 1)
                 logger.notice(
                     "fleet block refused",
-                    metadata: ["prefix": "\(entry.prefix)", "reason": "\(reason)"]
+                    metadata: ["prefix": "\(entry.prefix)", "reason": "\(refusal)"]
                 )
-                if reason == "rate_limited" || reason == "blocklist_full" {
+                if refusal.mayLift {
                     state.withLock { $0.deferred[entry.prefix] = entry }
                 }
             }
-            events += outcome
+            events.append(decision.event(about: entry.prefix.address, at: time))
         }
         emit(events)
     }
@@ -319,7 +316,7 @@ public final class FleetService: Service, Sendable {
     /// Applies again the learned blocks refused for a limit, quietly while they are still refused.
     private func retryDeferred() {
         let deferred = state.withLock { $0.deferred }
-        guard !deferred.isEmpty, let local = try? controller.blocker.entries() else { return }
+        guard !deferred.isEmpty, let local = try? controller.entries() else { return }
         let present = Set(local.map(\.prefix))
         let time = now()
         var events: [ConnEvent] = []
@@ -328,13 +325,13 @@ public final class FleetService: Service, Sendable {
                 state.withLock { _ = $0.deferred.removeValue(forKey: prefix) }
                 continue
             }
-            let outcome = controller.applyLearned(entry, at: time)
-            guard case .blocked? = outcome.first else { continue }
+            let decision = controller.applyLearned(entry, at: time)
+            guard case .blocked = decision else { continue }
             // Only if no watch change replaced it meanwhile.
             state.withLock { state in
                 if state.deferred[prefix] == entry { state.deferred.removeValue(forKey: prefix) }
             }
-            events += outcome
+            events.append(decision.event(about: entry.prefix.address, at: time))
         }
         emit(events)
     }

@@ -29,6 +29,14 @@ struct MetricFamily: Sendable {
         return registry.makeCounter(descriptor: descriptor, labels: labels(labelValue))
     }
 
+    /// One counter per value of the family's label, every value of `Label` registered up front.
+    func makeCounters<Label: RawRepresentable & CaseIterable & Hashable>(
+        in registry: PrometheusCollectorRegistry,
+        for _: Label.Type
+    ) -> [Label: Counter] where Label.RawValue == String {
+        Dictionary(uniqueKeysWithValues: Label.allCases.map { ($0, makeCounter(in: registry, labelValue: $0.rawValue)) })
+    }
+
     func makeGauge(in registry: PrometheusCollectorRegistry, labelValue: String? = nil) -> Gauge {
         precondition(kind == .gauge)
         return registry.makeGauge(descriptor: descriptor, labels: labels(labelValue))

@@ -71,7 +71,7 @@ public final class MetricsServer: Service, Sendable {
     public let configuration: Configuration
     private let responder: MetricsResponder
     private let group: any EventLoopGroup
-    private let tracker: ConnectionTracker
+    private let connections: EndpointConnections
     private let lifecycle = Mutex(Lifecycle.unbound)
     private let logger: Logger
 
@@ -113,7 +113,7 @@ public final class MetricsServer: Service, Sendable {
             threadPool: .singleton
         )
         self.group = eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton
-        self.tracker = ConnectionTracker(limit: configuration.maxConnections)
+        self.connections = EndpointConnections(limit: configuration.maxConnections)
         self.logger = logger
     }
 
@@ -172,7 +172,7 @@ public final class MetricsServer: Service, Sendable {
             channel.close(promise: nil)
         }
         let grace = Task.isCancelled ? Duration.zero : configuration.shutdownGracePeriod
-        try await finish(tracker.stopAdmitting(), within: grace, on: channel.eventLoop)
+        try await finish(connections.stopAdmitting(), within: grace, on: channel.eventLoop)
         logger.info("metrics endpoint stopped", metadata: ["address": "\(address)"])
     }
 
@@ -194,15 +194,15 @@ public final class MetricsServer: Service, Sendable {
 
     private func startBinding() -> EventLoopFuture<any Channel> {
         let responder = self.responder
-        let tracker = self.tracker
+        let connections = self.connections
         let logger = self.logger
         let limits = Self.decoderLimits(maxHeadBytes: configuration.maxRequestHeadBytes)
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                guard tracker.admit(channel) else {
-                    logger.debug("metrics connection refused: too many open", metadata: ["limit": "\(tracker.limit)"])
+                guard connections.admit(channel) else {
+                    logger.debug("metrics connection refused: too many open", metadata: ["limit": "\(connections.limit)"])
                     // ServerBootstrap closes a child whose initializer fails.
                     return channel.eventLoop.makeFailedFuture(ConnectionLimitReached())
                 }

@@ -19,7 +19,7 @@ import Synchronization
 /// sink.addScrapeHook(name: "xdp statistics") { scrape in
 ///     let stats = try xdp.statistics()            // per-CPU values summed
 ///     scrape.setTotal(.framesProcessed, to: stats.frames)
-///     scrape.setTotal(.captureDropped(source: "xdp_ringbuf"), to: stats.ringBufferFull)
+///     scrape.setTotal(.captureDropped(.xdpRingBuffer), to: stats.ringBufferFull)
 ///     scrape.setBlockedPacketsTotal(stats.dropped)
 ///     scrape.set(.blockedSources, to: try blocker.entries().count)
 /// }
@@ -187,9 +187,9 @@ struct SeriesTable: Sendable {
     let blocksFleet: Counter
     let unblocksExpired: Counter
     let unblocksRemoved: Counter
-    let blocksRefused: LabelledCounters
+    let blocksRefused: [BlockRefusal.Kind: Counter]
     let blockedPackets: Counter
-    let captureDropped: LabelledCounters
+    let captureDropped: [CaptureLoss: Counter]
     let malformed: [MalformedReason: Counter]
     let trackedPairsEvicted: Counter
     let trackedConnectionsEvicted: Counter
@@ -211,19 +211,10 @@ struct SeriesTable: Sendable {
         blocksFleet = MetricFamily.blocks.makeCounter(in: registry, labelValue: BlockOrigin.fleet.rawValue)
         unblocksExpired = MetricFamily.unblocks.makeCounter(in: registry, labelValue: UnblockReason.expired.rawValue)
         unblocksRemoved = MetricFamily.unblocks.makeCounter(in: registry, labelValue: UnblockReason.removed.rawValue)
-        // The reasons BlockController uses; others get a series of their own when they first occur.
-        blocksRefused = LabelledCounters(
-            .blocksRefused,
-            known: ["allowlisted", "blocklist_full", "rate_limited", "error"],
-            registry: registry
-        )
+        blocksRefused = MetricFamily.blocksRefused.makeCounters(in: registry, for: BlockRefusal.Kind.self)
         blockedPackets = MetricFamily.blockedPackets.makeCounter(in: registry)
-        captureDropped = LabelledCounters(.captureDropped, known: ["pcap", "xdp_ringbuf"], registry: registry)
-        var malformed: [MalformedReason: Counter] = [:]
-        for reason in MalformedReason.allCases {
-            malformed[reason] = MetricFamily.malformedFrames.makeCounter(in: registry, labelValue: reason.rawValue)
-        }
-        self.malformed = malformed
+        captureDropped = MetricFamily.captureDropped.makeCounters(in: registry, for: CaptureLoss.self)
+        malformed = MetricFamily.malformedFrames.makeCounters(in: registry, for: MalformedReason.self)
         trackedPairsEvicted = MetricFamily.trackedPairsEvicted.makeCounter(in: registry)
         trackedConnectionsEvicted = MetricFamily.trackedConnectionsEvicted.makeCounter(in: registry)
         eventsDropped = MetricFamily.eventsDropped.makeCounter(in: registry)
@@ -246,10 +237,10 @@ struct SeriesTable: Sendable {
         case .blocks(.fleet): blocksFleet
         case .unblocks(.expired): unblocksExpired
         case .unblocks(.removed): unblocksRemoved
-        case .blocksRefused(let reason): blocksRefused.counter(for: reason)
-        // Present by construction: the table is filled from `MalformedReason.allCases`.
+        // Present by construction: each labelled table is filled from its label type's `allCases`.
+        case .blocksRefused(let kind): blocksRefused[kind]!
         case .malformedFrames(let reason): malformed[reason]!
-        case .captureDropped(let source): captureDropped.counter(for: source)
+        case .captureDropped(let loss): captureDropped[loss]!
         case .trackedPairsEvicted: trackedPairsEvicted
         case .trackedConnectionsEvicted: trackedConnectionsEvicted
         case .eventsDropped: eventsDropped
@@ -267,51 +258,6 @@ struct SeriesTable: Sendable {
         case .blockedSources: blockedSources
         case .captureRunning: captureRunning
         case .fleetConnected: fleetConnected
-        }
-    }
-}
-
-/// The series of a family whose label value is a free string in ``ConnCore/CounterMetric``.
-///
-/// The known values are registered up front and found without a lock. Any other value gets a series of its own
-/// when first seen, up to ``maxOtherValues``; after that they share `other`, so a caller passing varied strings
-/// cannot grow the exposition without bound.
-final class LabelledCounters: Sendable {
-    static let maxOtherValues = 8
-    static let maxValueLength = 64
-
-    private let family: MetricFamily
-    private let registry: PrometheusCollectorRegistry
-    private let known: [String: Counter]
-    private let others = Mutex(Others())
-
-    private struct Others: Sendable {
-        var byValue: [String: Counter] = [:]
-        var overflow: Counter?
-    }
-
-    init(_ family: MetricFamily, known values: [String], registry: PrometheusCollectorRegistry) {
-        self.family = family
-        self.registry = registry
-        var known: [String: Counter] = [:]
-        for value in values { known[value] = family.makeCounter(in: registry, labelValue: value) }
-        self.known = known
-    }
-
-    func counter(for value: String) -> Counter {
-        if let counter = known[value] { return counter }
-        return others.withLock { others in
-            if let counter = others.byValue[value] { return counter }
-            if others.byValue.count < Self.maxOtherValues {
-                let label = String(value.prefix(Self.maxValueLength))
-                let counter = family.makeCounter(in: registry, labelValue: label)
-                others.byValue[value] = counter
-                return counter
-            }
-            if let overflow = others.overflow { return overflow }
-            let overflow = family.makeCounter(in: registry, labelValue: "other")
-            others.overflow = overflow
-            return overflow
         }
     }
 }

@@ -19,6 +19,12 @@ public final class RecordingMetricsSink: MetricsSink {
     /// The total of a counter so far.
     public func value(of counter: CounterMetric) -> Int { values.withLock { $0.counters[counter] ?? 0 } }
 
+    /// The total of a counter so far.
+    public subscript(_ counter: CounterMetric) -> Int { value(of: counter) }
+
+    /// The total of every counter together.
+    public var total: Int { values.withLock { $0.counters.values.reduce(0, +) } }
+
     /// The last value a gauge was set to.
     public func value(of gauge: GaugeMetric) -> Int? { values.withLock { $0.gauges[gauge] } }
 }

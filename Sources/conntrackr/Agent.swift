@@ -3,6 +3,7 @@ import ConnCapture
 import ConnCore
 import ConnFleet
 import ConnMetrics
+import ConnXDP
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -23,7 +24,6 @@ struct Agent {
         -> Agent
     {
         let metrics = PrometheusMetricsSink(version: BuildInfo.version)
-        let metricsAddress = try MetricsAddress(parsing: settings.metricsAddress)
         // Live output must never stall capture: a slow reader loses events (counted), not packets.
         let writer = EventWriter(format: settings.format, policy: .dropWhenBehind(maxQueuedBytes: 8 << 20))
         metrics.addScrapeHook(name: "event writer") { scrape in
@@ -32,14 +32,14 @@ struct Agent {
         let blocking = parts.blocker.map {
             BlockController(blocker: $0, policy: settings.blockPolicy, allowlist: parts.allowlist, metrics: metrics)
         }
-        if let blocker = parts.blocker {
+        if let blocking {
             metrics.addScrapeHook(name: "blocklist") { scrape in
-                scrape.set(.blockedSources, to: try blocker.entries().count)
+                scrape.set(.blockedSources, to: try blocking.entries().count)
             }
         }
-        if let xdp = parts.source as? XDPSource {
+        if let xdpStatistics = parts.xdpStatistics {
             metrics.addScrapeHook(name: "xdp statistics") { scrape in
-                guard let statistics = try xdp.statistics() else { return }
+                guard let statistics = try xdpStatistics() else { return }
                 scrape.setTotal(.framesProcessed, to: statistics.frames)
                 scrape.setBlockedPacketsTotal(statistics.dropped)
             }
@@ -57,8 +57,11 @@ struct Agent {
             guard let blocking else {
                 throw ConntrackrError(.invalidConfiguration, "--fleet-etcd needs --block xdp or --block nftables")
             }
-            fleet = try FleetOptions.makeService(
-                configuration: fleetConfiguration, controller: blocking, inbox: pipeline.inbox, metrics: metrics,
+            // It applies the fleet's blocks through `blocking` and posts their events to the pipeline's inbox; etcd
+            // being away only delays sharing, so it never stops the group.
+            let inbox = pipeline.inbox
+            fleet = try FleetService(
+                configuration: fleetConfiguration, controller: blocking, events: { inbox.post($0) }, metrics: metrics,
                 logger: logger
             )
         }
@@ -83,7 +86,7 @@ struct Agent {
                 )
             )
         }
-        if case .endpoint(let endpoint) = metricsAddress {
+        if case .endpoint(let endpoint) = settings.metricsAddress {
             let server = MetricsServer(
                 configuration: .init(endpoint: endpoint),
                 sink: metrics,
@@ -161,9 +164,7 @@ struct AllowlistReloader: Service {
                     fresh.allowFile = reread.allowFile
                 }
                 let allowlist = try HostAllowlist(settings: fresh).build()
-                if let xdp = blocking.blocker as? XDPBlocker { try xdp.maps.syncAllowlist(allowlist) }
-                if let nftables = blocking.blocker as? NftablesBlocker { try nftables.replaceAllowlist(allowlist) }
-                blocking.replaceAllowlist(allowlist)
+                try blocking.replaceAllowlist(allowlist)
                 logger.notice("allowlist reloaded", metadata: ["entries": "\(allowlist.entries.count)"])
             } catch {
                 logger.error("allowlist not reloaded; the previous one stays", metadata: ["error": "\(error)"])

@@ -1,163 +1,123 @@
 import ConnCore
 import ConnFleet
+import ConnMetrics
+import ConnSettings
+import ConnXDP
+import ArgumentParser
 import Logging
-import Yams
 
-/// Everything `conntrackr run` can be told, by a configuration file or by flags (flags win).
-///
-/// Configuration keys are the flag names without their dashes (`scan-ports: 5`, `allow: [198.51.100.0/24]`).
-struct AgentSettings: Sendable {
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything `conntrackr run` can be told: defaults (the library types' own), then a configuration file, then
+/// the environment, then flags. Each setting is declared once, in ``all``.
+struct AgentSettings: SettingsRoot {
     enum SourceKind: String, CaseIterable, Sendable { case pcap, xdp }
     enum BlockKind: String, CaseIterable, Sendable { case none, xdp, nftables }
-    enum XDPMode: String, CaseIterable, Sendable { case auto, native, generic }
 
     var interface: String?
     var source = SourceKind.pcap
-    var xdpMode = XDPMode.auto
-    var pinDirectory = "/sys/fs/bpf/conntrackr"
+    var xdpMode = XDPProgram.AttachMode.auto
+    var pinDirectory = XDPProgram.defaultPinRoot
     var block = BlockKind.none
     /// Seconds a block lasts; 0 blocks until removed by hand.
-    var blockTTL: Double = 3600
-    var ipv6BlockPrefix = 64
-    var maxBlocked = 65_536
-    var maxBlocksPerMinute = 120
+    var blockTTL = BlockPolicy().ttl.map { Double($0.nanosecondsClamped) / 1e9 } ?? 0
+    var ipv6BlockPrefix = BlockPolicy().ipv6PrefixLength
+    var maxBlocked = BlockPolicy().maxBlocked
+    var maxBlocksPerMinute = BlockPolicy().maxBlocksPerMinute
     var allow: [String] = []
     var allowFile: String?
     var flushOnExit = false
-    var metricsAddress = "127.0.0.1:9542"
+    var metricsAddress = MetricsAddress.default
     var format = OutputFormat.text
     var logLevel = Logger.Level.info
     var logFormat = LogFormat.text
-    var scanPorts = 3
-    var scanWindow: Double = 60
-    var maxTrackedPairs = 1_000_000
-    var maxTrackedConnections = 1_000_000
+    var scanPorts = ScanRule().portThreshold
+    var scanWindow = Double(ScanRule().window.nanosecondsClamped) / 1e9
+    var maxTrackedPairs = ScanRule().maxTrackedPairs
+    var maxTrackedConnections = ConnectionPipeline.Configuration().maxTrackedConnections
     var allDestinations = false
-    /// The `fleet-*` keys of the file; the `--fleet-*` flags override them one by one.
-    var fleetFile = FleetFileSettings()
-    /// Fleet mode, when endpoints are given (by flag or file).
+    var fleetSettings = FleetSettings()
+    /// Fleet mode, when endpoints are given (by flag or file); made from ``fleetSettings`` by ``resolve``.
     var fleet: FleetConfiguration?
 
-    /// Reads a YAML configuration file (JSON is YAML too) over the defaults.
-    /// - Throws: ``ConntrackrError`` naming the file and the offending key.
-    mutating func load(configurationFile path: String) throws {
-        let text: String
-        do {
-            text = String(decoding: try TextFile.contents(of: path), as: UTF8.self)
-        } catch {
-            throw ConntrackrError(.invalidConfiguration, "cannot read configuration file \(path): \(error.text)")
-        }
-        let document: Any?
-        do {
-            document = try Yams.load(yaml: text)
-        } catch {
-            let reason = "\(error)".split(separator: "\n").first.map(String.init) ?? "not YAML"
-            throw ConntrackrError(.invalidConfiguration, "\(path) is not valid YAML: \(reason)")
-        }
-        guard let document else { return }  // an empty file keeps the defaults
-        guard let table = document as? [String: Any] else {
-            throw ConntrackrError(.invalidConfiguration, "\(path): the configuration must be a mapping of settings")
-        }
-        for (key, value) in table.sorted(by: { $0.key < $1.key }) {
-            try apply(key: key, value: value, file: path)
-        }
-    }
-
-    private mutating func apply(key: String, value: Any, file: String) throws {
-        func bad(_ expected: String) -> ConntrackrError {
-            ConntrackrError(.invalidConfiguration, "\(file): \(key) must be \(expected), not \(value)")
-        }
-        func string() throws -> String {
-            if let text = value as? String { return text }
-            if let number = value as? Int { return String(number) }
-            throw bad("a string")
-        }
-        func integer() throws -> Int {
-            guard let number = value as? Int else { throw bad("a whole number") }
-            return number
-        }
-        func number() throws -> Double {
-            if let number = value as? Double { return number }
-            if let number = value as? Int { return Double(number) }
-            throw bad("a number")
-        }
-        func boolean() throws -> Bool {
-            guard let flag = value as? Bool else { throw bad("true or false") }
-            return flag
-        }
-        func list() throws -> [String] {
-            if let text = value as? String { return [text] }
-            guard let items = value as? [Any] else { throw bad("a list") }
-            return try items.map {
-                guard let text = $0 as? String else { throw bad("a list of strings") }
-                return text
-            }
-        }
-        func choice<T: RawRepresentable & CaseIterable>(_: T.Type) throws -> T where T.RawValue == String {
-            guard let chosen = T(rawValue: try string()) else {
-                throw bad("one of " + T.allCases.map(\.rawValue).joined(separator: ", "))
-            }
-            return chosen
-        }
-        switch key {
-        case "interface": interface = try string()
-        case "source": source = try choice(SourceKind.self)
-        case "xdp-mode": xdpMode = try choice(XDPMode.self)
-        case "pin-dir": pinDirectory = try string()
-        case "block": block = try choice(BlockKind.self)
-        case "block-ttl": blockTTL = try number()
-        case "ipv6-block-prefix": ipv6BlockPrefix = try integer()
-        case "max-blocked": maxBlocked = try integer()
-        case "max-blocks-per-minute": maxBlocksPerMinute = try integer()
-        case "allow": allow = try list()
-        case "allow-file": allowFile = try string()
-        case "flush-on-exit": flushOnExit = try boolean()
-        case "metrics-address": metricsAddress = try string()
-        case "format": format = try choice(OutputFormat.self)
-        case "log-level": logLevel = try choice(Logger.Level.self)
-        case "log-format": logFormat = try choice(LogFormat.self)
-        case "scan-ports": scanPorts = try integer()
-        case "scan-window": scanWindow = try number()
-        case "max-tracked-pairs": maxTrackedPairs = try integer()
-        case "max-tracked-connections": maxTrackedConnections = try integer()
-        case "all-destinations": allDestinations = try boolean()
-        case "fleet-etcd": fleetFile.etcd = try list().flatMap { $0.split(separator: ",").map(String.init) }
-        case "fleet-prefix": fleetFile.prefix = try string()
-        case "fleet-ca": fleetFile.caFile = try string()
-        case "fleet-cert": fleetFile.certificateFile = try string()
-        case "fleet-key": fleetFile.keyFile = try string()
-        case "fleet-user": fleetFile.user = try string()
-        case "fleet-password": fleetFile.password = try string()
-        case "fleet-host-name": fleetFile.hostName = try string()
-        default:
-            throw ConntrackrError(.invalidConfiguration, "\(file): unknown setting \(key)")
-        }
-    }
-
-    /// Checks ranges that neither YAML nor the flag parser can.
-    func validate() throws {
-        func invalid(_ message: String) -> ConntrackrError { ConntrackrError(.invalidConfiguration, message) }
-        guard (1...ScanRule.maxPortThreshold).contains(scanPorts) else {
-            throw invalid("scan-ports must be between 1 and \(ScanRule.maxPortThreshold)")
-        }
-        guard scanWindow > 0, scanWindow <= 86_400 else { throw invalid("scan-window must be in (0, 86400] seconds") }
-        // The tables are reserved up front (committed as used), so an absurd cap must fail here, not in the kernel's
-        // out-of-memory killer later: 100 million pairs is 16 GB.
-        guard (1...Self.maxTrackedLimit).contains(maxTrackedPairs), (1...Self.maxTrackedLimit).contains(maxTrackedConnections)
-        else {
-            throw invalid("max-tracked-pairs and max-tracked-connections must be between 1 and \(Self.maxTrackedLimit)")
-        }
-        guard blockTTL >= 0 else { throw invalid("block-ttl must be 0 (permanent) or more seconds") }
-        guard (1...128).contains(ipv6BlockPrefix) else { throw invalid("ipv6-block-prefix must be 1 to 128") }
-        guard maxBlocked > 0, maxBlocksPerMinute > 0 else {
-            throw invalid("max-blocked and max-blocks-per-minute must be positive")
-        }
-        for cidr in allow where IPPrefix(cidr) == nil {
-            throw invalid("allow: \(cidr) is not an address or CIDR prefix")
-        }
-    }
-
+    /// The most tracked pairs or connections: the tables are reserved up front (committed as used), so an absurd
+    /// cap must fail at start, not in the kernel's out-of-memory killer later: 100 million pairs is 16 GB.
     static let maxTrackedLimit = 100_000_000
+
+    /// Every setting of `run`.
+    static let all = SettingsTable<AgentSettings>([
+        .text("interface", \.interface, placeholder: "name", help: "The interface to watch (default: the one holding the default route; `any` for all, pcap only)."),
+        .choice("source", \.source, help: "Where attempts are captured: pcap (libpcap, portable) or xdp (XDP program, fast)."),
+        .choice("xdp-mode", \.xdpMode, help: "How the XDP program attaches: auto (native, else generic), native or generic."),
+        .value("pin-dir", \.pinDirectory, placeholder: "dir", help: "The bpffs directory of conntrackr's pinned maps.", parse: { (input: SettingInput) throws(SettingProblem) in try Parse.text(input) }),
+        .choice("block", \.block, help: "How scanners are blocked: none (detect only), xdp or nftables."),
+        .seconds("block-ttl", \.blockTTL, help: "Seconds a block lasts; 0 blocks until removed.", valid: { $0 >= 0 }, invalid: "block-ttl must be 0 (permanent) or more seconds"),
+        .integer("ipv6-block-prefix", \.ipv6BlockPrefix, help: "IPv6 scanners are blocked as this prefix of their address.", range: 1...128, outOfRange: "ipv6-block-prefix must be 1 to 128"),
+        .integer("max-blocked", \.maxBlocked, help: "The most blocked prefixes; further blocks are refused and counted.", range: 1...Int.max, outOfRange: "max-blocked and max-blocks-per-minute must be positive"),
+        .integer("max-blocks-per-minute", \.maxBlocksPerMinute, help: "The most new blocks in any minute (protects against forged scans).", range: 1...Int.max, outOfRange: "max-blocked and max-blocks-per-minute must be positive"),
+        .list("allow", \.allow, placeholder: "cidr", help: "An address or CIDR prefix never to block; loopback, this host and its gateways always are.", check: { list in
+            list.first { IPPrefix($0) == nil }.map { "allow: \($0) is not an address or CIDR prefix" }
+        }),
+        .text("allow-file", \.allowFile, placeholder: "file", help: "A file of addresses or CIDR prefixes never to block, one per line, # comments."),
+        .toggle("flush-on-exit", \.flushOnExit, help: "Remove every pinned block when the agent exits."),
+        .value("metrics-address", \.metricsAddress, placeholder: "host:port", help: "Where Prometheus metrics are served: HOST:PORT, [V6]:PORT or none.", parse: { (input: SettingInput) throws(SettingProblem) in
+            do { return try MetricsAddress(parsing: try Parse.text(input)) } catch let error as ConntrackrError { throw .message(error.message) } catch { throw .expected("HOST:PORT") }
+        }),
+        .choice("format", \.format, help: "Output format of events: text or json."),
+        .choice("log-level", \.logLevel, help: "Log level on standard error: trace, debug, info, notice, warning, error, critical."),
+        .choice("log-format", \.logFormat, help: "Log format on standard error: text or json."),
+        .integer("scan-ports", \.scanPorts, help: "A scan is more than this many distinct ports of one destination.", range: 1...ScanRule.maxPortThreshold, outOfRange: "scan-ports must be between 1 and \(ScanRule.maxPortThreshold)"),
+        .seconds("scan-window", \.scanWindow, help: "The window, in seconds, in which those ports must be reached.", valid: { $0 > 0 && $0 <= 86_400 }, invalid: "scan-window must be in (0, 86400] seconds"),
+        .integer("max-tracked-pairs", \.maxTrackedPairs, help: "The most (source, destination) pairs tracked at once; the least recently active are evicted.", range: 1...maxTrackedLimit, outOfRange: trackedOutOfRange),
+        .integer("max-tracked-connections", \.maxTrackedConnections, help: "The most 4-tuples remembered to tell retransmissions from new connections.", range: 1...maxTrackedLimit, outOfRange: trackedOutOfRange),
+        .toggle("all-destinations", \.allDestinations, help: "Report attempts to any destination, not only to this host's addresses."),
+        .list("fleet-etcd", \.fleetSettings.endpoints, placeholder: "url[,url...]", help: "Share blocks through etcd at these endpoints (http://HOST:2379 or https://...).", splitCommas: true),
+        .value("fleet-prefix", \.fleetSettings.keyPrefix, placeholder: "prefix", help: "The etcd key prefix blocks are shared under.", parse: { (input: SettingInput) throws(SettingProblem) in try Parse.text(input) }),
+        .text("fleet-ca", \.fleetSettings.caFile, placeholder: "file", help: "PEM file of the CA that signed etcd's certificate (https:// endpoints)."),
+        .text("fleet-cert", \.fleetSettings.certificateFile, placeholder: "file", help: "PEM client certificate, for etcd's --client-cert-auth (with --fleet-key)."),
+        .text("fleet-key", \.fleetSettings.keyFile, placeholder: "file", help: "PEM private key of --fleet-cert."),
+        .text("fleet-user", \.fleetSettings.user, placeholder: "name", help: "etcd user, when etcd has authentication enabled."),
+        .text("fleet-password", \.fleetSettings.password, placeholder: "password", help: "Password of --fleet-user.", environment: "CONNTRACKR_FLEET_PASSWORD"),
+        .text("fleet-host-name", \.fleetSettings.hostName, placeholder: "name", help: "This agent's name in the blocks it publishes (default: the host name)."),
+    ])
+
+    private static let trackedOutOfRange =
+        "max-tracked-pairs and max-tracked-connections must be between 1 and \(maxTrackedLimit)"
+
+    /// The settings `replay` takes: the output and the scan rule.
+    static let detection = all.only(
+        ["format", "scan-ports", "scan-window", "max-tracked-pairs", "max-tracked-connections", "log-level"]
+    )
+
+    /// The fleet's settings (for `blocklist remove`).
+    static let fleetOnly = all.only(Set(all.settings.map(\.name).filter { $0.hasPrefix("fleet-") }))
+
+    /// The settings in force, with fleet mode's configuration made from them.
+    /// - Throws: ``ConnCore/ConntrackrError`` (one line) for a bad file or value, `ValidationError` for a usage
+    ///   error.
+    static func resolve(arguments: [String], configurationFile: String?, table: SettingsTable<AgentSettings> = all)
+        throws -> (AgentSettings, positional: [String])
+    {
+        let resolution: SettingsTable<AgentSettings>.Resolution
+        do {
+            resolution = try table.resolve(arguments: arguments, configurationFile: configurationFile)
+        } catch let usage as SettingUsageError {
+            throw ValidationError(usage.message)
+        }
+        var settings = resolution.values
+        // The password's order is flag, then environment, then file (the environment was applied over the file).
+        settings.fleetSettings.passwordFromEnvironment =
+            !resolution.givenByFlag.contains("fleet-password") && getenv("CONNTRACKR_FLEET_PASSWORD") != nil
+        settings.fleet = try settings.fleetSettings.configuration(defaultHostName: systemHostName())
+        return (settings, resolution.positional)
+    }
+
+    /// Reads a YAML configuration file over these settings (on SIGHUP, for the allowlist).
+    mutating func load(configurationFile path: String) throws {
+        try Self.all.load(configurationFile: path, into: &self)
+    }
 
     var pipelineConfiguration: ConnectionPipeline.Configuration {
         ConnectionPipeline.Configuration(
@@ -172,22 +132,17 @@ struct AgentSettings: Sendable {
 
     var blockPolicy: BlockPolicy {
         BlockPolicy(
-            ttl: blockTTL == 0 ? nil : .nanoseconds(Int64(blockTTL * 1e9)),
+            ttl: blockTTL == 0 ? nil : .nanoseconds(Int64(min(blockTTL * 1e9, 9.2e18))),
             ipv6PrefixLength: ipv6BlockPrefix,
             maxBlocked: maxBlocked,
             maxBlocksPerMinute: maxBlocksPerMinute
         )
     }
-}
 
-/// The fleet settings a configuration file may hold, under the names of their flags.
-struct FleetFileSettings: Sendable {
-    var etcd: [String] = []
-    var prefix: String?
-    var caFile: String?
-    var certificateFile: String?
-    var keyFile: String?
-    var user: String?
-    var password: String?
-    var hostName: String?
+    private static func systemHostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "unknown" }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return name.isEmpty ? "unknown" : name
+    }
 }

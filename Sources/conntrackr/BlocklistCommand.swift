@@ -1,8 +1,8 @@
 import ArgumentParser
-import ConnBlock
 import ConnCore
+import ConnSettings
 import ConnFleet
-import Logging
+import ConnXDP
 import Synchronization
 
 /// `conntrackr blocklist`: reads and edits the pinned XDP blocklist, while the agent runs or not.
@@ -16,7 +16,7 @@ struct BlocklistCommand: ParsableCommand {
 
     struct PinOptions: ParsableArguments {
         @Option(help: "The bpffs directory of conntrackr's pinned maps.")
-        var pinDir = PinnedBlockMaps.defaultPinRoot
+        var pinDir = XDPProgram.defaultPinRoot
 
         func open() -> PinnedBlockMaps {
             do {
@@ -36,32 +36,11 @@ struct BlocklistCommand: ParsableCommand {
             let maps = pins.open()
             do {
                 let entries = try maps.blockEntries().sorted { $0.prefix.address < $1.prefix.address }
-                var clock = TimeFormatter()
-                for entry in entries { print(Self.line(entry, format: format, clock: &clock)) }
-                if format == .text {
-                    let total = entries.reduce(UInt64(0)) { $0 + $1.droppedPackets }
-                    print("\(entries.count) blocked, \(total) packets dropped")
-                }
+                var formatter = BlocklistFormatter(format: format)
+                for entry in entries { print(formatter.line(for: entry)) }
+                if let summary = formatter.summary(of: entries) { print(summary) }
             } catch {
                 exitWithFailure(error)
-            }
-        }
-
-        static func line(_ entry: BlockEntry, format: OutputFormat, clock: inout TimeFormatter) -> String {
-            func text(_ time: Timestamp, local: Bool) -> String {
-                var bytes: [UInt8] = []
-                if local { clock.appendLocal(time, to: &bytes) } else { clock.appendRFC3339(time, to: &bytes) }
-                return String(decoding: bytes, as: UTF8.self)
-            }
-            switch format {
-            case .text:
-                let until = entry.expires.map { "until " + text($0, local: true) } ?? "permanent"
-                return "\(entry.prefix)  \(entry.reason.rawValue)  \(entry.origin.rawValue)  \(until)  "
-                    + "\(entry.droppedPackets) packets dropped"
-            case .json:
-                let expires = entry.expires.map { "\"\(text($0, local: false))\"" } ?? "null"
-                return #"{"src":"\#(entry.prefix)","reason":"\#(entry.reason.rawValue)","origin":"\#(entry.origin.rawValue)","#
-                    + #""since":"\#(text(entry.since, local: false))","expires":\#(expires),"dropped_packets":\#(entry.droppedPackets)}"#
             }
         }
     }
@@ -74,7 +53,7 @@ struct BlocklistCommand: ParsableCommand {
 
         func validate() throws {
             guard IPPrefix(prefix) != nil else { throw ValidationError("\(prefix) is not an address or CIDR prefix") }
-            guard ttl >= 0 else { throw ValidationError("--ttl must be 0 (permanent) or more seconds") }
+            guard ttl >= 0, ttl.isFinite else { throw ValidationError("--ttl must be 0 (permanent) or more seconds") }
         }
 
         func run() {
@@ -82,17 +61,14 @@ struct BlocklistCommand: ParsableCommand {
             let target = IPPrefix(prefix)!
             do {
                 // The kernel lets allowlisted sources through anyway; say so instead of pretending to block them.
-                if let allowed = try maps.allowedPrefixes().first(where: {
-                    $0.contains(target.address) || target.contains($0.address)
-                }) {
+                if let allowed = try maps.allowedPrefix(overlapping: target) {
                     exitWithFailure(
                         ConntrackrError(.invalidConfiguration, "\(target) overlaps the allowlisted \(allowed): not blocked")
                     )
                 }
                 let now = Timestamp.now()
-                let entry = BlockEntry(
-                    prefix: target, reason: .manual, since: now, expires: ttl == 0 ? nil : now + .nanoseconds(Int64(ttl * 1e9))
-                )
+                let expires = ttl == 0 ? nil : now + .nanoseconds(Int64(min(ttl * 1e9, 9.2e18)))
+                let entry = BlockEntry(prefix: target, reason: .manual, since: now, expires: expires)
                 guard try maps.block(entry) else {
                     exitWithFailure(ConntrackrError(.blockerFailed, "the blocklist is full: \(target) not blocked"))
                 }
@@ -109,62 +85,59 @@ struct BlocklistCommand: ParsableCommand {
             discussion: """
                 With fleet settings (--fleet-etcd, or a --config file with fleet-etcd), the block is lifted across the \
                 fleet instead: its etcd key is deleted, and every running agent, this host's included, lifts its copy.
-                """
+
+                """ + AgentSettings.fleetOnly.helpText
         )
         @OptionGroup var pins: PinOptions
-        @Argument(help: "The blocked address or CIDR prefix.") var prefix: String
         @Option(help: ArgumentHelp("The agent's configuration file, for its fleet-* settings.", valueName: "file"))
         var config: String?
-        @OptionGroup var fleet: FleetOptions
+        @Argument(
+            parsing: .allUnrecognized,
+            help: ArgumentHelp("The blocked address or CIDR prefix, and fleet settings.", valueName: "prefix")
+        )
+        var arguments: [String] = []
 
-        func validate() throws {
-            guard IPPrefix(prefix) != nil else { throw ValidationError("\(prefix) is not an address or CIDR prefix") }
-        }
-
-        func run() {
-            let blocked = IPPrefix(prefix)!
-            var settings = AgentSettings()
+        func run() throws {
+            let blocked: IPPrefix
+            let fleet: FleetConfiguration?
             do {
-                if let config { try settings.load(configurationFile: config) }
-                if let fleetConfiguration = try fleet.configuration(file: settings.fleetFile) {
-                    try Self.removeFromFleet(blocked, configuration: fleetConfiguration)
-                    return
+                let resolved = try AgentSettings.resolve(
+                    arguments: arguments, configurationFile: config, table: AgentSettings.fleetOnly
+                )
+                guard resolved.positional.count == 1, let prefix = IPPrefix(resolved.positional[0]) else {
+                    throw ValidationError("give exactly one address or CIDR prefix to unblock")
                 }
+                (blocked, fleet) = (prefix, resolved.0.fleet)
+            } catch let error as ValidationError {
+                throw error
             } catch {
                 exitWithFailure(error)
+            }
+            if let fleet {
+                let key = Mutex<String?>(nil)
+                let failure = runAsync {
+                    do {
+                        let deleted = try await FleetUnblock.remove(blocked, configuration: fleet)
+                        key.withLock { $0 = deleted }
+                        return nil
+                    } catch {
+                        return error
+                    }
+                }
+                if let failure { exitWithFailure(failure) }
+                let deleted = key.withLock { $0 } ?? ""
+                print("unblocked \(blocked) across the fleet: deleted \(deleted); each running agent lifts its copy")
+                return
             }
             let maps = pins.open()
             do {
-                guard try maps.unblock(IPPrefix(prefix)!) else {
-                    exitWithFailure(ConntrackrError(.invalidConfiguration, "\(IPPrefix(prefix)!) is not blocked"))
+                guard try maps.unblock(blocked) else {
+                    exitWithFailure(ConntrackrError(.invalidConfiguration, "\(blocked) is not blocked"))
                 }
-                print("unblocked \(IPPrefix(prefix)!)")
+                print("unblocked \(blocked)")
             } catch {
                 exitWithFailure(error)
             }
-        }
-
-        /// Deletes the fleet key of `blocked`; the agents' watches do the rest.
-        static func removeFromFleet(_ blocked: IPPrefix, configuration: FleetConfiguration) throws {
-            let store = try EtcdStore(configuration: configuration.etcd, logger: Logger(label: "conntrackr.blocklist"))
-            let key = FleetKeys(prefix: configuration.keyPrefix).key(for: blocked)
-            let deleted = Mutex(false)
-            let failure = runAsync {
-                var outcome: (any Error)?
-                do {
-                    let found = try await store.delete(key: key)
-                    deleted.withLock { $0 = found }
-                } catch {
-                    outcome = error
-                }
-                try? await store.shutdown()
-                return outcome
-            }
-            if let failure { throw failure }
-            guard deleted.withLock({ $0 }) else {
-                throw ConntrackrError(.invalidConfiguration, "\(blocked) has no fleet record (\(key)); without fleet settings, remove removes it here")
-            }
-            print("unblocked \(blocked) across the fleet: deleted \(key); each running agent lifts its copy")
         }
     }
 

@@ -1,6 +1,7 @@
 import ConnBlock
 import ConnCapture
 import ConnCore
+import ConnXDP
 import Logging
 
 /// The first phase of start-up: everything that needs privileges, done while the process still has one thread, so
@@ -10,6 +11,8 @@ struct PrivilegedParts {
     let source: any PacketSource
     let blocker: (any Blocker)?
     let allowlist: Allowlist
+    /// The XDP program's counters while the XDP source runs, for metrics.
+    let xdpStatistics: (@Sendable () throws -> XDPStatistics?)?
     /// Undo what was set up in the kernel, in order, when the agent stops.
     let cleanups: [@Sendable () -> Void]
 
@@ -20,9 +23,10 @@ struct PrivilegedParts {
         var cleanups: [@Sendable () -> Void] = []
         let allowlist = try HostAllowlist(settings: settings).build()
         let destinations = settings.allDestinations ? nil : try HostAddresses.current()
-        let mode = XDPProgram.AttachMode(rawValue: settings.xdpMode.rawValue) ?? .auto
+        let mode = settings.xdpMode
 
         let source: any PacketSource
+        var xdpStatistics: (@Sendable () throws -> XDPStatistics?)?
         switch settings.source {
         case .pcap:
             let pcap = PcapLiveSource(
@@ -39,6 +43,7 @@ struct PrivilegedParts {
                 logger: logger
             )
             try xdp.attach()
+            xdpStatistics = { try xdp.statistics() }
             source = xdp
         }
 
@@ -48,15 +53,14 @@ struct PrivilegedParts {
             blocker = nil
         case .xdp:
             let xdpBlocker = try XDPBlocker(pinRoot: settings.pinDirectory)
-            try xdpBlocker.maps.syncAllowlist(allowlist)
+            try xdpBlocker.replaceAllowlist(allowlist)
             if settings.source != .xdp {
                 // Blocking in XDP needs the program on the interface even when libpcap captures.
-                let program = try XDPProgram(pinRoot: settings.pinDirectory)
-                let attached = try program.attach(to: interface, mode: mode)
+                let attached = try xdpBlocker.enforce(on: interface, mode: mode)
                 logger.info(
                     "XDP program attached for blocking", metadata: ["interface": "\(interface)", "mode": "\(attached)"]
                 )
-                cleanups.append { program.detach() }
+                cleanups.append { xdpBlocker.stopEnforcing() }
             }
             if settings.flushOnExit {
                 let maps = xdpBlocker.maps
@@ -74,6 +78,8 @@ struct PrivilegedParts {
                 "blocking scanners", metadata: ["blocker": "\(blocker.name)", "allowlisted": "\(allowlist.entries.count)"]
             )
         }
-        return PrivilegedParts(source: source, blocker: blocker, allowlist: allowlist, cleanups: cleanups)
+        return PrivilegedParts(
+            source: source, blocker: blocker, allowlist: allowlist, xdpStatistics: xdpStatistics, cleanups: cleanups
+        )
     }
 }

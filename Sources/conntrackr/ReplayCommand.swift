@@ -1,6 +1,7 @@
 import ArgumentParser
 import ConnCapture
 import ConnCore
+import ConnSettings
 import Logging
 
 #if canImport(Glibc)
@@ -11,19 +12,41 @@ import Glibc
 struct ReplayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "replay",
-        abstract: "Analyse a pcap or pcapng file with the same pipeline as live capture, then exit."
+        abstract: "Analyse a pcap or pcapng file with the same pipeline as live capture, then exit.",
+        discussion: AgentSettings.detection.helpText
     )
 
-    @Argument(help: "The capture file (pcap or pcapng).")
-    var file: String
+    @Argument(
+        parsing: .allUnrecognized,
+        help: ArgumentHelp("The capture file (pcap or pcapng; - reads standard input), and settings.", valueName: "file")
+    )
+    var arguments: [String] = []
 
-    @OptionGroup var detection: DetectionOptions
+    /// The settings and the capture file the arguments name.
+    private func resolve() throws -> (AgentSettings, file: String) {
+        do {
+            let resolved = try AgentSettings.resolve(
+                arguments: arguments, configurationFile: nil, table: AgentSettings.detection
+            )
+            guard resolved.positional.count == 1 else {
+                throw ValidationError(resolved.positional.isEmpty ? "missing the capture file" : "replay reads one file")
+            }
+            return (resolved.0, resolved.positional[0])
+        } catch let error as ConntrackrError {
+            throw ValidationError(error.message)
+        }
+    }
+
+    func validate() throws {
+        _ = try resolve()
+    }
 
     func run() throws {
-        bootstrapLogging(level: detection.logLevel)
+        let (settings, file) = try resolve()
+        bootstrapLogging(level: settings.logLevel)
         signal(SIGPIPE, SIG_IGN)
-        let writer = EventWriter(format: detection.format, policy: .lossless)
-        let pipeline = ConnectionPipeline(configuration: detection.pipelineConfiguration, events: writer)
+        let writer = EventWriter(format: settings.format, policy: .lossless)
+        let pipeline = ConnectionPipeline(configuration: settings.pipelineConfiguration, events: writer)
         let source = PcapFileSource(path: file)
         do {
             try source.run(into: pipeline)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ConnCore
+import ConnSettings
 import Dispatch
 import Logging
 
@@ -14,7 +15,8 @@ import Glibc
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Monitor this host's inbound connection attempts until SIGINT or SIGTERM."
+        abstract: "Monitor this host's inbound connection attempts until SIGINT or SIGTERM.",
+        discussion: AgentSettings.all.helpText
     )
 
     @OptionGroup var options: RunOptions
@@ -23,6 +25,8 @@ struct RunCommand: ParsableCommand {
         let settings: AgentSettings
         do {
             settings = try options.resolve()
+        } catch let usage as ValidationError {
+            Self.exit(withError: usage)
         } catch {
             exitWithFailure(error)
         }

@@ -1,7 +1,45 @@
 import ConnBlock
 import ConnCore
+import ConnTesting
 import Foundation
 import Testing
+
+/// The host allowlist as the ``BlockController`` applies it: each listed address is refused with its reason.
+@Suite struct HostAllowlistBlockingTests {
+    @Test func anAllowlistedScannerIsReportedWithItsReasonAndNotBlocked() throws {
+        let allowlist = try HostAllowlist(
+            allowed: [prefix("198.51.100.0/24")],
+            ipv4RouteTable: fixturePath("route"),
+            ipv6RouteTable: fixturePath("ipv6_route")
+        ).build(hostAddresses: [address("203.0.113.5")])
+        let metrics = RecordingMetricsSink()
+        let controller = BlockController(
+            blocker: InMemoryBlocker(), policy: BlockPolicy(), allowlist: allowlist, metrics: metrics
+        )
+        let cases = [
+            ("198.51.100.77", "allowlisted: configured 198.51.100.0/24"),
+            ("203.0.113.1", "allowlisted: gateway 203.0.113.1"),
+            ("203.0.113.5", "allowlisted: host address 203.0.113.5"),
+            ("127.0.0.1", "allowlisted: loopback 127.0.0.0/8"),
+            // The IPv6 gateway is link-local; a scan from its /64 would block it.
+            ("fe80::1234", "allowlisted: gateway fe80::1"),
+        ]
+        for (source, reason) in cases {
+            let scan = PortScan(
+                time: referenceTime, source: address(source), destination: address("203.0.113.5"), ports: [80, 81, 82, 83]
+            )
+            guard case .refused(let refusal) = controller.handle(scan) else {
+                Issue.record("\(source) was blocked")
+                continue
+            }
+            #expect(refusal.description == reason)
+        }
+        #expect(try controller.entries().isEmpty)
+        #expect(metrics[.blocksRefused(.allowlisted)] == cases.count)
+        #expect(metrics[.blocks(.local)] == 0)
+    }
+
+}
 
 @Suite struct AllowFileTests {
     /// FuzzAllowlist, `Regressions/FuzzAllowlist/comment-with-combining-mark`: "#" followed by a combining mark is
@@ -178,21 +216,21 @@ import Testing
         let allowlist = try fixtures.build(
             hostAddresses: [address("127.0.0.1"), address("::1"), address("203.0.113.5"), address("fe80::5")]
         )
-        #expect(allowlist.reason(for: address("127.0.0.1")) == "loopback")
-        #expect(allowlist.reason(for: address("::1")) == "loopback")
-        #expect(allowlist.reason(for: address("203.0.113.5")) == "host address")
-        #expect(allowlist.reason(for: address("fe80::5")) == "host address")
-        #expect(allowlist.reason(for: address("203.0.113.1")) == "gateway")
-        #expect(allowlist.reason(for: address("198.51.100.1")) == "gateway")
-        #expect(allowlist.reason(for: address("fe80::1")) == "gateway")
-        #expect(allowlist.reason(for: address("2001:db8:0:2::1")) == "gateway")
-        #expect(allowlist.reason(for: address("198.51.100.200")) == "configured")
-        #expect(allowlist.reason(for: address("2001:db8:77:1::1")) == "configured")
-        #expect(allowlist.reason(for: address("2001:db8:42::99")) == "configured")
-        #expect(allowlist.reason(for: address("203.0.113.9")) == "configured")
+        #expect(allowlist.reason(for: address("127.0.0.1"))?.rawValue == "loopback")
+        #expect(allowlist.reason(for: address("::1"))?.rawValue == "loopback")
+        #expect(allowlist.reason(for: address("203.0.113.5"))?.rawValue == "host address")
+        #expect(allowlist.reason(for: address("fe80::5"))?.rawValue == "host address")
+        #expect(allowlist.reason(for: address("203.0.113.1"))?.rawValue == "gateway")
+        #expect(allowlist.reason(for: address("198.51.100.1"))?.rawValue == "gateway")
+        #expect(allowlist.reason(for: address("fe80::1"))?.rawValue == "gateway")
+        #expect(allowlist.reason(for: address("2001:db8:0:2::1"))?.rawValue == "gateway")
+        #expect(allowlist.reason(for: address("198.51.100.200"))?.rawValue == "configured")
+        #expect(allowlist.reason(for: address("2001:db8:77:1::1"))?.rawValue == "configured")
+        #expect(allowlist.reason(for: address("2001:db8:42::99"))?.rawValue == "configured")
+        #expect(allowlist.reason(for: address("203.0.113.9"))?.rawValue == "configured")
         // Not listed: another host on the gateway's network, another IPv6 host.
-        #expect(allowlist.reason(for: address("203.0.113.6")) == nil)
-        #expect(allowlist.reason(for: address("2001:db8:0:2::2")) == nil)
+        #expect(allowlist.reason(for: address("203.0.113.6"))?.rawValue == nil)
+        #expect(allowlist.reason(for: address("2001:db8:0:2::2"))?.rawValue == nil)
         // Loopback from the interfaces is not listed twice.
         #expect(allowlist.entries.filter { $0.prefix == prefix("127.0.0.1") }.isEmpty)
     }
@@ -206,7 +244,7 @@ import Testing
     @Test func thisHostsOwnAddressesAreAllowed() throws {
         let allowlist = try HostAllowlist().build()
         for text in try interfaceAddresses() {
-            let reason = allowlist.reason(for: address(text))
+            let reason = allowlist.reason(for: address(text))?.rawValue
             #expect(reason == "host address" || reason == "loopback", "\(text)")
         }
     }

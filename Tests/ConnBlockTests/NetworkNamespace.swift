@@ -1,5 +1,6 @@
 import ConnBlock
 import ConnCore
+import ConnTesting
 import Foundation
 
 #if canImport(Glibc)
@@ -121,4 +122,9 @@ func connectResults(
         throw LabError("unexpected probe output: \(output)")
     }
     return results
+}
+
+func usleepMilliseconds(_ milliseconds: Int) {
+    var request = timespec(tv_sec: 0, tv_nsec: milliseconds * 1_000_000)
+    nanosleep(&request, nil)
 }

@@ -1,5 +1,6 @@
 import ConnBlock
 import ConnCore
+import ConnTesting
 import Foundation
 import Synchronization
 import Testing
@@ -83,9 +84,9 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
 
     @Test func createTableScript() throws {
         let allowlist = Allowlist([
-            .init(prefix: prefix("203.0.113.5"), reason: "host address"),
-            .init(prefix: prefix("fe80::1"), reason: "gateway"),
-            .init(prefix: prefix("198.51.100.0/24"), reason: "configured"),
+            .init(prefix: prefix("203.0.113.5"), reason: .hostAddress),
+            .init(prefix: prefix("fe80::1"), reason: .gateway),
+            .init(prefix: prefix("198.51.100.0/24"), reason: .configured),
         ])
         try blocker(.init(table: "ctr_test", command: ["ip", "netns", "exec", "ctr-nft-1", "nft"])).createTable(
             allowing: allowlist

@@ -1,5 +1,6 @@
 import ConnBlock
 import ConnCore
+import ConnTesting
 import Dispatch
 import Foundation
 import Testing
@@ -28,7 +29,7 @@ struct NftablesKernelTests {
         defer { namespace.remove() }
         let table = "ctr_test_\(runSuffix())"
         let blocker = try NftablesBlocker(.init(table: table, command: namespace.nft))
-        try blocker.createTable(allowing: Allowlist([.init(prefix: prefix("203.0.113.0/24"), reason: "configured")]))
+        try blocker.createTable(allowing: Allowlist([.init(prefix: prefix("203.0.113.0/24"), reason: .configured)]))
 
         let scanner = entry("198.51.100.7", ttl: .seconds(3600))
         let learned = entry("2001:db8:0:bad::/64", ttl: nil, reason: .manual, origin: .fleet)
@@ -201,7 +202,7 @@ struct NftablesDropTests {
 
         let blocker = try NftablesBlocker(.init(table: "ctr_test_\(suffix)", command: victim.nft))
         // 203.0.113.33 is allowlisted and stays reachable although a hand-made /28 block covers it.
-        try blocker.createTable(allowing: Allowlist([.init(prefix: prefix("203.0.113.33"), reason: "configured")]))
+        try blocker.createTable(allowing: Allowlist([.init(prefix: prefix("203.0.113.33"), reason: .configured)]))
         let now = Timestamp.now()
         for blocked in ["203.0.113.10", "203.0.113.32/28", "2001:db8:0:bad::/64"] {
             #expect(

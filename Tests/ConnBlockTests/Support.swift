@@ -1,5 +1,6 @@
 import ConnBlock
 import ConnCore
+import ConnTesting
 import Foundation
 import Synchronization
 
@@ -13,37 +14,6 @@ func fixturePath(_ name: String) -> String {
 
 func fixtureBytes(_ name: String) throws -> [UInt8] {
     Array(try Data(contentsOf: URL(fileURLWithPath: fixturePath(name))))
-}
-
-func address(_ text: String) -> IPAddress {
-    guard let address = IPAddress(text) else { fatalError("bad test address \(text)") }
-    return address
-}
-
-func prefix(_ text: String) -> IPPrefix {
-    guard let prefix = IPPrefix(text) else { fatalError("bad test prefix \(text)") }
-    return prefix
-}
-
-/// 2021-04-28 15:28:11 UTC, the brief's example time.
-let referenceTime = Timestamp(seconds: 1_619_623_691)
-
-/// A metrics sink that counts, so tests can check what was reported.
-final class CountingMetricsSink: MetricsSink {
-    private let counts = Mutex<[CounterMetric: Int]>([:])
-    private let gauges = Mutex<[GaugeMetric: Int]>([:])
-
-    func increment(_ counter: CounterMetric, by amount: Int) {
-        counts.withLock { $0[counter, default: 0] += amount }
-    }
-
-    func set(_ gauge: GaugeMetric, to value: Int) {
-        gauges.withLock { $0[gauge] = value }
-    }
-
-    subscript(_ counter: CounterMetric) -> Int { counts.withLock { $0[counter, default: 0] } }
-
-    var total: Int { counts.withLock { $0.values.reduce(0, +) } }
 }
 
 /// Runs a command to completion for the lab helpers, failing loudly when it fails.

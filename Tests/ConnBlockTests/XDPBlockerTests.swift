@@ -1,6 +1,7 @@
 import ConnBlock
 import ConnCore
 import ConnTesting
+import ConnXDP
 import Testing
 
 #if canImport(Glibc)
@@ -162,8 +163,8 @@ struct XDPBlockerTests {
         let root = try TemporaryPinRoot()
         defer { root.remove() }
         let maps = try PinnedBlockMaps(pinRoot: root.path)
-        let configured = Allowlist.Entry(prefix: IPPrefix("203.0.113.0/24")!, reason: "configured")
-        let gateway = Allowlist.Entry(prefix: IPPrefix("2001:db8::1/128")!, reason: "gateway")
+        let configured = Allowlist.Entry(prefix: IPPrefix("203.0.113.0/24")!, reason: .configured)
+        let gateway = Allowlist.Entry(prefix: IPPrefix("2001:db8::1/128")!, reason: .gateway)
         try maps.syncAllowlist(Allowlist([configured, gateway]))
         #expect(
             Set(try maps.allowedPrefixes())
@@ -191,9 +192,9 @@ struct XDPBlockerTests {
             destination: IPAddress("2001:db8::5")!,
             ports: [22, 80, 443, 8080]
         )
-        let events = controller.handle(scan)
-        guard case .blocked(let entry, _)? = events.first else {
-            Issue.record("expected a block, got \(events)")
+        let decision = controller.handle(scan)
+        guard case .blocked(let entry) = decision else {
+            Issue.record("expected a block, got \(decision)")
             return
         }
         #expect(entry.prefix == IPPrefix("2001:db8:bad::/64")!)

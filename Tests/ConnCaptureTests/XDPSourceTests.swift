@@ -1,6 +1,7 @@
 import ConnCapture
 import ConnCore
 import ConnTesting
+import ConnXDP
 import Dispatch
 import Synchronization
 import Testing
@@ -73,7 +74,7 @@ struct XDPSourceTests {
                 after: after,
                 ranFor: ranFor,
                 losses: losses,
-                reportedLosses: metrics.value(of: .captureDropped(source: "xdp_ringbuf")),
+                reportedLosses: metrics.value(of: .captureDropped(.xdpRingBuffer)),
                 reattached: reattached,
                 attachedAfterRun: source.attachedMode != nil
             )

@@ -76,7 +76,7 @@ struct EventFormatTests {
         #expect(formatter.line(for: .portScan(scan)) == #"{"time":"2021-04-28T15:28:11.000000Z","event":"port_scan","src":"198.51.100.56","dst":"203.0.113.5","ports":[80,81,82,83]}"#)
         let entry = BlockEntry(prefix: IPPrefix(host: Self.attempt.source), reason: .portScan, since: scan.time, expires: scan.time + .seconds(3600))
         #expect(formatter.line(for: .blocked(entry, at: scan.time)) == #"{"time":"2021-04-28T15:28:11.000000Z","event":"blocked","src":"198.51.100.56/32","reason":"port_scan","origin":"local","expires":"2021-04-28T16:28:11.000000Z"}"#)
-        #expect(formatter.line(for: .notBlocked(Self.attempt.source, reason: "say \"hi\"\n", at: Self.time)).hasSuffix(#""reason":"say \"hi\"\u000a"}"#))
+        #expect(formatter.line(for: .notBlocked(Self.attempt.source, reason: .failed("say \"hi\"\n"), at: Self.time)).hasSuffix(#""reason":"error: say \"hi\"\u000a"}"#))
     }
 }
 

@@ -44,14 +44,8 @@ struct PipelineTests {
 
     @Test("A scan events line precedes the events of the blocking decision")
     func scanThenDecision() {
-        final class DenyAll: Blocker, @unchecked Sendable {
-            var name: String { "deny" }
-            func add(_ entry: BlockEntry) throws -> Bool { false }
-            func remove(_ prefix: IPPrefix) throws -> Bool { false }
-            func entries() throws -> [BlockEntry] { [] }
-        }
         let sink = CollectingEventSink()
-        let controller = BlockController(blocker: DenyAll(), policy: BlockPolicy(), allowlist: Allowlist(), metrics: DiscardingMetricsSink())
+        let controller = BlockController(blocker: InMemoryBlocker(capacity: 0), policy: BlockPolicy(), allowlist: Allowlist(), metrics: DiscardingMetricsSink())
         let pipeline = ConnectionPipeline(events: sink, blocking: controller)
         for port: UInt16 in 1...4 {
             pipeline.process(ConnectionAttempt(time: Timestamp(seconds: 10), source: Self.attacker, sourcePort: 1, destination: Self.victim, destinationPort: port))
@@ -62,6 +56,6 @@ struct PipelineTests {
             return
         }
         #expect({ if case .portScan = sink.events[4] { true } else { false } }())
-        #expect(sink.events[5] == .notBlocked(Self.attacker, reason: "blocklist_full", at: Timestamp(seconds: 10)))
+        #expect(sink.events[5] == .notBlocked(Self.attacker, reason: .blocklistFull, at: Timestamp(seconds: 10)))
     }
 }

@@ -1,4 +1,5 @@
 import ConnCore
+import ConnTesting
 import InMemoryLogging
 import Logging
 import Testing
@@ -6,14 +7,6 @@ import Testing
 @Suite("Logging of scanners not blocked")
 struct RefusalLogTests {
     static let victim = IPAddress("203.0.113.5")!
-
-    /// Refuses every block, as a full blocklist does.
-    final class FullBlocker: Blocker, @unchecked Sendable {
-        var name: String { "full" }
-        func add(_ entry: BlockEntry) throws -> Bool { false }
-        func remove(_ prefix: IPPrefix) throws -> Bool { false }
-        func entries() throws -> [BlockEntry] { [] }
-    }
 
     /// Scanner `index` (198.51.100.index, or 2001:db8:2::index when allowlisted) scans four ports at `time`.
     static func scan(_ pipeline: ConnectionPipeline, index: Int, allowlisted: Bool = false, at time: Timestamp) {
@@ -31,9 +24,9 @@ struct RefusalLogTests {
     func stormIsRateLimited() {
         let handler = InMemoryLogHandler()
         let sink = CollectingEventSink()
-        let allowlist = Allowlist([Allowlist.Entry(prefix: IPPrefix("2001:db8:2::/48")!, reason: "configured")])
+        let allowlist = Allowlist([Allowlist.Entry(prefix: IPPrefix("2001:db8:2::/48")!, reason: .configured)])
         let controller = BlockController(
-            blocker: FullBlocker(), policy: BlockPolicy(), allowlist: allowlist, metrics: DiscardingMetricsSink()
+            blocker: InMemoryBlocker(capacity: 0), policy: BlockPolicy(), allowlist: allowlist, metrics: DiscardingMetricsSink()
         )
         let pipeline = ConnectionPipeline(events: sink, blocking: controller, logger: Logger(label: "test") { _ in handler })
         let start = Timestamp(seconds: 1_000)

@@ -1,4 +1,5 @@
 import ConnFleet
+import ConnTesting
 import Foundation
 import Synchronization
 

@@ -1,5 +1,6 @@
 import ConnCore
 import ConnFleet
+import ConnTesting
 import Testing
 
 @Suite("Fleet reconciliation")

@@ -1,29 +1,7 @@
 import ConnCore
 import ConnFleet
+import ConnTesting
 import Synchronization
-
-/// A blocker in memory, as small as the tests need (ConnBlock's InMemoryBlocker is not on main yet).
-final class TestBlocker: Blocker {
-    let name = "test"
-    private let stored = Mutex<[IPPrefix: BlockEntry]>([:])
-
-    func add(_ entry: BlockEntry) throws -> Bool {
-        stored.withLock { $0[entry.prefix] = entry }
-        return true
-    }
-
-    func remove(_ prefix: IPPrefix) throws -> Bool {
-        stored.withLock { $0.removeValue(forKey: prefix) != nil }
-    }
-
-    func entries() throws -> [BlockEntry] {
-        stored.withLock { Array($0.values) }
-    }
-
-    func entry(for prefix: IPPrefix) -> BlockEntry? {
-        stored.withLock { $0[prefix] }
-    }
-}
 
 /// Collects the events a fleet service hands out.
 final class EventCollector: Sendable {
@@ -44,7 +22,7 @@ final class EventCollector: Sendable {
     }
 
     var notBlocked: [(IPAddress, String)] {
-        all.compactMap { if case .notBlocked(let address, let reason, _) = $0 { (address, reason) } else { nil } }
+        all.compactMap { if case .notBlocked(let address, let reason, _) = $0 { (address, reason.description) } else { nil } }
     }
 }
 

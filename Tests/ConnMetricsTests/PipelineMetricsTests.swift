@@ -73,8 +73,8 @@ struct PipelineMetricsTests {
     @Test func captureDropsAreCountedBySource() throws {
         let sink = PrometheusMetricsSink(version: "test")
         let pipeline = ConnectionPipeline(events: CollectingEventSink(), metrics: sink)
-        pipeline.recordCaptureDrops(12, source: "pcap")
-        pipeline.recordCaptureDrops(0, source: "pcap")
+        pipeline.recordCaptureDrops(12, source: .pcap)
+        pipeline.recordCaptureDrops(0, source: .pcap)
         #expect(
             try Exposition(sink.expositionText()).value("conntrackr_capture_dropped_total", ["source": "pcap"]) == 12
         )
@@ -83,11 +83,11 @@ struct PipelineMetricsTests {
     @Test func blocksRefusalsAndExpiriesAreCounted() throws {
         let sink = PrometheusMetricsSink(version: "test")
         let allowedScanner = IPAddress("198.51.100.99")!
-        let blocker = MemoryBlocker()
+        let blocker = InMemoryBlocker()
         let controller = BlockController(
             blocker: blocker,
             policy: BlockPolicy(ttl: .seconds(10)),
-            allowlist: Allowlist([.init(prefix: IPPrefix(host: allowedScanner), reason: "configured")]),
+            allowlist: Allowlist([.init(prefix: IPPrefix(host: allowedScanner), reason: .configured)]),
             metrics: sink
         )
         let pipeline = ConnectionPipeline(events: CollectingEventSink(), blocking: controller, metrics: sink)
@@ -105,25 +105,6 @@ struct PipelineMetricsTests {
         pipeline.endOfBatch(now: start + .seconds(20))
         exposition = try Exposition(sink.expositionText())
         #expect(exposition.value("conntrackr_unblocks_total", ["reason": "expired"]) == 1)
-        #expect(try blocker.entries().isEmpty)
+        #expect(blocker.entries().isEmpty)
     }
-}
-
-/// The smallest blocker: entries in memory.
-private final class MemoryBlocker: Blocker {
-    let name = "memory"
-    private let stored = LockedBox([IPPrefix: BlockEntry]())
-
-    func add(_ entry: BlockEntry) throws -> Bool {
-        stored.mutate { $0[entry.prefix] = entry }
-        return true
-    }
-
-    func remove(_ prefix: IPPrefix) throws -> Bool {
-        var removed = false
-        stored.mutate { removed = $0.removeValue(forKey: prefix) != nil }
-        return removed
-    }
-
-    func entries() throws -> [BlockEntry] { Array(stored.get().values) }
 }

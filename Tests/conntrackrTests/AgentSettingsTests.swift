@@ -1,6 +1,7 @@
 import ArgumentParser
 import ConnCore
 import ConnFleet
+import ConnMetrics
 import ConnTesting
 import Testing
 
@@ -22,7 +23,7 @@ struct AgentSettingsTests {
     func defaults() throws {
         let settings = try resolve([])
         #expect(settings.block == .none)
-        #expect(settings.metricsAddress == "127.0.0.1:9542")
+        #expect(settings.metricsAddress.description == "127.0.0.1:9542")
         #expect(settings.scanPorts == 3)
         #expect(settings.scanWindow == 60)
         #expect(settings.blockPolicy.ttl == .seconds(3600))

@@ -48,7 +48,7 @@ public enum AddressTextProperties: Sendable {
         if prefix.contains(flipped) != (prefix.length < prefix.address.bitWidth) {
             fail("\(prefix) contains \(flipped): \(prefix.contains(flipped))")
         }
-        let allowlist = Allowlist([Allowlist.Entry(prefix: prefix, reason: "configured")])
+        let allowlist = Allowlist([Allowlist.Entry(prefix: prefix, reason: .configured)])
         if allowlist.reason(for: prefix.address) == nil { fail("an allowlist of \(prefix) does not allow its address") }
         if allowlist.overlaps(prefix) == nil { fail("an allowlist of \(prefix) does not overlap it") }
         return found

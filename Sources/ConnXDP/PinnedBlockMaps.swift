@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// The XDP program's pinned block and allow maps (LPM tries per address family), opened without the program:
-/// what ``XDPBlocker`` writes, what `conntrackr blocklist list|add|remove|flush` edits while the agent runs, and
+/// what `XDPBlocker` (ConnBlock) writes, what `conntrackr blocklist list|add|remove|flush` edits while the agent runs, and
 /// where the allowlist is synced.
 ///
 /// Expiry times are kept in the kernel as CLOCK_BOOTTIME nanoseconds, which the program compares against; this
@@ -15,9 +15,6 @@ import Glibc
 public final class PinnedBlockMaps: @unchecked Sendable {
     // @unchecked: the handle holds map descriptors that never change after init and is freed in deinit; the
     // kernel serialises concurrent map operations.
-
-    /// Where conntrackr pins its maps unless configured otherwise.
-    public static let defaultPinRoot = CT_DEFAULT_PIN_ROOT
 
     /// The bpffs directory holding the pinned maps.
     public let pinRoot: String
@@ -28,9 +25,9 @@ public final class PinnedBlockMaps: @unchecked Sendable {
     ///   attaching it) to create and pin the maps; otherwise fail with a message saying the agent has not run.
     /// - Throws: ``ConntrackrError`` with `.missingPrivilege`, `.kernelUnsupported` (bpffs not mounted) or
     ///   `.blockerFailed` (nothing pinned, or pins of another conntrackr version).
-    public init(pinRoot: String = PinnedBlockMaps.defaultPinRoot, createIfMissing: Bool = true) throws {
+    public init(pinRoot: String = XDPProgram.defaultPinRoot, createIfMissing: Bool = true) throws {
         var raw: OpaquePointer?
-        try cxdpCall { ct_maps_open(pinRoot, createIfMissing ? 1 : 0, &raw, $0, $1) }
+        try cxdpCall(failing: .blockerFailed) { ct_maps_open(pinRoot, createIfMissing ? 1 : 0, &raw, $0, $1) }
         guard let raw else { throw ConntrackrError(.blockerFailed, "opening the pinned maps returned no handle") }
         self.pinRoot = pinRoot
         self.handle = raw
@@ -73,7 +70,7 @@ public final class PinnedBlockMaps: @unchecked Sendable {
         var prefix = ct_prefix(entry.prefix)
         var value = Self.value(entry, offset: bootToWallOffset())
         var full = false
-        try cxdpCall { message, length in
+        try cxdpCall(failing: .blockerFailed) { message, length in
             let result = ct_block_put(handle, &prefix, &value, 1, message, length)
             if result == -ENOSPC {
                 full = true
@@ -104,7 +101,7 @@ public final class PinnedBlockMaps: @unchecked Sendable {
         var key = ct_prefix(prefix)
         var value = ct_block_value()
         var found = true
-        try cxdpCall { message, length in
+        try cxdpCall(failing: .blockerFailed) { message, length in
             let result = ct_block_lookup(handle, &key, &value, message, length)
             if result == -ENOENT {
                 found = false
@@ -133,6 +130,12 @@ public final class PinnedBlockMaps: @unchecked Sendable {
         return prefixes
     }
 
+    /// An allowlisted prefix that `prefix` overlaps (holds or lies in), `nil` when none does: the program lets
+    /// such a source through even when it is blocked.
+    public func allowedPrefix(overlapping prefix: IPPrefix) throws -> IPPrefix? {
+        try allowedPrefixes().first { $0.contains(prefix.address) || prefix.contains($0.address) }
+    }
+
     /// Makes the allow maps hold exactly the prefixes of `allowlist`: adds the missing, removes the rest. The
     /// program never drops a packet from an allowlisted source, even inside a blocked prefix.
     public func syncAllowlist(_ allowlist: Allowlist) throws {
@@ -148,7 +151,7 @@ public final class PinnedBlockMaps: @unchecked Sendable {
         for missing in prefixes.subtracting(current) {
             var prefix = ct_prefix(missing)
             var full = false
-            try cxdpCall { message, length in
+            try cxdpCall(failing: .blockerFailed) { message, length in
                 let result = ct_allow_put(handle, &prefix, message, length)
                 full = result == -ENOSPC
                 return full ? 0 : result
@@ -169,7 +172,7 @@ public final class PinnedBlockMaps: @unchecked Sendable {
     private func delete(_ prefix: IPPrefix, from table: ct_table) throws -> Bool {
         var key = ct_prefix(prefix)
         var found = true
-        try cxdpCall { message, length in
+        try cxdpCall(failing: .blockerFailed) { message, length in
             let result = ct_entry_delete(handle, table, &key, message, length)
             if result == -ENOENT {
                 found = false
@@ -185,7 +188,7 @@ public final class PinnedBlockMaps: @unchecked Sendable {
         try withoutActuallyEscaping(body) { visitor in
             var visitor: Visitor = visitor
             _ = try withUnsafeMutablePointer(to: &visitor) { pointer in
-                try cxdpCall { message, length in
+                try cxdpCall(failing: .blockerFailed) { message, length in
                     ct_entry_foreach(
                         handle,
                         table,

@@ -7,7 +7,8 @@ import Glibc
 #endif
 
 /// conntrackr's XDP program (`bpf/conntrackr.bpf.c`), loaded into the kernel with its maps pinned under a bpffs
-/// directory: the low-level handle under ``XDPSource``, also used by tests and benchmarks.
+/// directory: the low-level handle under the XDP capture source (`XDPSource`, ConnCapture) and the XDP blocker
+/// (`XDPBlocker`, ConnBlock), also used by tests and benchmarks.
 ///
 /// Loading reuses the maps already pinned under ``pinRoot``, so blocks made by an earlier run stay in force. The
 /// program is attached through a BPF link: the kernel detaches it when this object is released or the process
@@ -20,7 +21,8 @@ public final class XDPProgram: @unchecked Sendable {
     // serialises, so they are safe from any thread.
     // The handle is freed in deinit, when no other reference can exist.
 
-    /// Where conntrackr pins its maps unless configured otherwise.
+    /// Where conntrackr pins its maps unless configured otherwise (`/sys/fs/bpf/conntrackr`): the one default of
+    /// the agent's `--pin-dir`, the blocklist command's and the embedders'.
     public static let defaultPinRoot = CT_DEFAULT_PIN_ROOT
 
     /// How the program is attached to an interface.

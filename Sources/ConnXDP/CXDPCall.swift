@@ -7,9 +7,14 @@ import Glibc
 
 /// Calls a `ct_` function of the CXDP loader with a message buffer and turns a negative errno into a
 /// ``ConntrackrError`` carrying the loader's one-line message.
+/// - Parameter code: the error code for failures that are not a missing privilege, a missing bpffs, a missing
+///   interface or an XDP program already attached (those have codes of their own).
 /// - Returns: the function's non-negative result.
 @discardableResult
-func cxdpCall(_ body: (UnsafeMutablePointer<CChar>, Int) -> Int32) throws(ConntrackrError) -> Int32 {
+func cxdpCall(
+    failing code: ConntrackrError.Code = .bpfFailed,
+    _ body: (UnsafeMutablePointer<CChar>, Int) -> Int32
+) throws(ConntrackrError) -> Int32 {
     var failure: ConntrackrError?
     let result = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 512) { buffer -> Int32 in
         let base = buffer.baseAddress!
@@ -17,7 +22,7 @@ func cxdpCall(_ body: (UnsafeMutablePointer<CChar>, Int) -> Int32) throws(Conntr
         let result = body(base, buffer.count)
         if result < 0 {
             let text = base[0] != 0 ? String(cString: base) : String(cString: strerror(-result))
-            failure = ConntrackrError(cxdpErrorCode(-result), text)
+            failure = ConntrackrError(cxdpErrorCode(-result) ?? code, text)
         }
         return result
     }
@@ -25,14 +30,14 @@ func cxdpCall(_ body: (UnsafeMutablePointer<CChar>, Int) -> Int32) throws(Conntr
     return result
 }
 
-/// The error code for an errno the loader returned (see `cxdp.h`).
-func cxdpErrorCode(_ errnoValue: Int32) -> ConntrackrError.Code {
+/// The error code for an errno the loader returned (see `cxdp.h`), `nil` for one without a code of its own.
+func cxdpErrorCode(_ errnoValue: Int32) -> ConntrackrError.Code? {
     switch errnoValue {
     case EPERM, EACCES: .missingPrivilege
     case ENOMEDIUM: .kernelUnsupported
     case ENODEV: .noSuchInterface
     case EBUSY: .alreadyRunning
-    default: .bpfFailed
+    default: nil
     }
 }
 
@@ -54,9 +59,10 @@ func ipAddress(
 
 /// Wall-clock nanoseconds minus CLOCK_BOOTTIME nanoseconds: add it to a kernel boot time to get a wall time.
 ///
-/// The kernel stamps events with `bpf_ktime_get_boot_ns` because that clock neither jumps with clock changes nor
-/// stops during suspend; the offset moves only when the wall clock is set.
-func bootToWallOffset() -> Int64 {
+/// The kernel stamps events with `bpf_ktime_get_boot_ns`, and the program compares block expiry times with the
+/// same clock, because it neither jumps with clock changes nor stops during suspend; the offset moves only when
+/// the wall clock is set.
+public func bootToWallOffset() -> Int64 {
     var wall = timespec()
     var boot = timespec()
     clock_gettime(CLOCK_BOOTTIME, &boot)

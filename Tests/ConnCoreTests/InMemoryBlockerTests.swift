@@ -1,5 +1,5 @@
-import ConnBlock
 import ConnCore
+import ConnTesting
 import Dispatch
 import Testing
 

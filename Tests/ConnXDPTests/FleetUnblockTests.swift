@@ -2,7 +2,7 @@ import ConnCore
 import ConnFleet
 import Testing
 
-@testable import ConnBlock
+@testable import ConnXDP
 
 /// The fleet's rules applied to entries as the blockers give them back, not as they were written.
 @Suite("Fleet unblock of blocks read back from a blocker")

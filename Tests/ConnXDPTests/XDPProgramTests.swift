@@ -1,7 +1,7 @@
-import ConnBlock
-import ConnCapture
+import ConnXDP
 import ConnCore
 import ConnTesting
+import ConnXDP
 import Dispatch
 import Testing
 

@@ -3,7 +3,7 @@ import Synchronization
 
 /// The open connections of the metrics endpoint: admits at most a fixed number, and asks them all to finish on
 /// shutdown.
-final class ConnectionTracker: Sendable {
+final class EndpointConnections: Sendable {
     private struct State {
         var open: [ObjectIdentifier: any Channel] = [:]
         var closing = false

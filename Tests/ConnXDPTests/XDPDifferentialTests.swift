@@ -1,6 +1,6 @@
-import ConnCapture
 import ConnCore
 import ConnTesting
+import ConnXDP
 import Foundation
 import FuzzSupport
 import Testing
@@ -31,7 +31,9 @@ struct XDPDifferentialTests {
                 }
             }
         }
-        let captures = try #require(Bundle.module.url(forResource: "Captures", withExtension: nil))
+        // The lab captures are ConnCaptureTests' resource; read them from the source tree.
+        let captures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../ConnCaptureTests/Captures").standardized
         for name in try FileManager.default.contentsOfDirectory(atPath: captures.path).sorted()
         where name.hasSuffix(".pcap") {
             let capture = try #require(
