@@ -14,6 +14,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 include bpf/bpf.mk
 include deploy/image.mk
 include Tests/Fuzz/fuzz.mk
+include deploy/prometheus/rules.mk
 
 all: build
 
@@ -48,9 +49,11 @@ unit: deps
 e2e: test-deps release
 	Tests/e2e/run-all.sh $(BIN_RELEASE)
 
-# Everything CI runs: the committed BPF skeleton matches its source, unit tests, end-to-end tests in the lab.
+# Everything CI runs: the committed BPF skeleton matches its source, the alerting rules' tests, unit tests,
+# end-to-end tests in the lab.
 test: test-deps
 	$(MAKE) bpf-check
+	$(MAKE) rules-check
 	$(MAKE) unit
 	$(MAKE) fuzz-smoke
 	$(MAKE) e2e
