@@ -24,10 +24,29 @@ deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 	@command -v $(SWIFT) >/dev/null || { echo "error: no Swift toolchain on PATH (need Swift 6.2 or later)"; exit 1; }
 
+# Debian starts the services of etcd-server and prometheus on install, listening on the host. The tests start their
+# own inside namespaces: a policy-rc.d that refuses every start (exit 101) is in place during the install only
+# (removed, or the one it replaced put back, on any exit), and a service an earlier install started is stopped and
+# disabled.
+TEST_SERVICES := etcd prometheus prometheus-node-exporter
 test-deps: deps
 	@missing=$$(for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+	  saved=; if [ -e /usr/sbin/policy-rc.d ]; then saved=/usr/sbin/policy-rc.d.conntrackr-saved; \
+	    $(SUDO) mv -f /usr/sbin/policy-rc.d $$saved || exit 1; fi; \
+	  trap 'if [ -n "$$saved" ]; then $(SUDO) mv -f $$saved /usr/sbin/policy-rc.d; else $(SUDO) rm -f /usr/sbin/policy-rc.d; fi' EXIT; \
+	  printf '#!/bin/sh\n# conntrackr make test-deps: no service starts during the install\nexit 101\n' \
+	    | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null && $(SUDO) chmod 755 /usr/sbin/policy-rc.d || exit 1; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null \
+	    || exit 1; fi
+	@for service in $(TEST_SERVICES); do \
+	  if command -v systemctl >/dev/null && systemctl is-active --quiet $$service 2>/dev/null; then \
+	    echo "stopping the $$service service (the tests run their own)"; $(SUDO) systemctl disable --now $$service; \
+	  elif [ -x /etc/init.d/$$service ] && $(SUDO) /etc/init.d/$$service status >/dev/null 2>&1; then \
+	    echo "stopping the $$service service (the tests run their own)"; $(SUDO) /etc/init.d/$$service stop; \
+	    $(SUDO) update-rc.d $$service disable >/dev/null 2>&1 || true; \
+	  fi; \
+	done
 
 build: deps
 	$(SWIFT) build $(SWIFT_FLAGS)

@@ -6,7 +6,7 @@
  *   2. If the source lies in an unexpired blocked prefix and not in an allowlisted one: count and XDP_DROP.
  *      Dropped packets are never reported.
  *   3. Follow IPv4 options and fragments or the IPv6 extension-header chain to TCP; for a SYN without ACK,
- *      write a struct ct_event into the ring buffer.
+ *      write a struct ct_event into the ring buffer. An IPv6 packet from an IPv4-mapped source is malformed.
  *   4. XDP_PASS. Whatever cannot be parsed passes: this program never drops what it does not understand.
  *
  * Parsing follows Sources/ConnCore/FrameParser.swift rule for rule (the same bounds, the same truncated and
@@ -96,6 +96,18 @@ static __always_inline uint16_t load_be16(const uint8_t *p)
 static __always_inline int is_vlan(uint16_t ethertype)
 {
     return ethertype == 0x8100 || ethertype == 0x88A8 || ethertype == 0x9100;
+}
+
+/* Whether the 16-byte address at `addr` is IPv4-mapped (::ffff:a.b.c.d: 80 zero bits, 16 one bits). Such a source
+ * is not valid on the wire (RFC 4291 2.5.5.2), and user space cannot tell it from the IPv4 address it maps:
+ * reported, it would make an uninvolved IPv4 host the scanner. */
+static __always_inline int is_ipv4_mapped(const uint8_t *addr)
+{
+    uint8_t zero = 0;
+#pragma unroll
+    for (int i = 0; i < 10; i++)
+        zero |= addr[i];
+    return zero == 0 && addr[10] == 0xFF && addr[11] == 0xFF;
 }
 
 /* Whether a packet whose source matches `key` must be dropped: a blocked, unexpired prefix holds it and no
@@ -240,6 +252,9 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, co
     __builtin_memcpy(key.addr, ip + 8, 16);
     if (must_drop(&ct_block_v6, &ct_allow_v6, &key, stats))
         return XDP_DROP;
+    /* Malformed past the block decision, as every other header fault is (FrameParser.classifyIPv6). */
+    if (is_ipv4_mapped(ip + 8))
+        goto malformed;
 
     uint8_t next_header = ip[6];
     uint32_t offset = 40;

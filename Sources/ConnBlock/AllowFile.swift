@@ -10,7 +10,8 @@ public import ConnCore
 /// ```
 /// Blank lines and everything after `#` are ignored; leading and trailing spaces, tabs and CRLF endings are
 /// tolerated. A CIDR with host bits set (`198.51.100.7/24`) means its network. Anything else on a line is an
-/// error naming the file and the line, so a typo never silently leaves a host unprotected.
+/// error naming the file, the line and what kind of problem it has, so a typo never silently leaves a host
+/// unprotected. The error never quotes the line: the file is read as root, and its text is not for the log.
 public enum AllowFile: Sendable {
     /// Parses the contents of an allow file; `path` is used only in error messages.
     /// - Throws: ``ConntrackrError`` with code `invalidConfiguration` for the first bad line.
@@ -23,12 +24,17 @@ public enum AllowFile: Sendable {
             let content = bytes.prefix { $0 != UInt8(ascii: "#") }
             let words = content.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") })
             if words.isEmpty { continue }
-            guard words.count == 1, let prefix = parsePrefix(Substring(String(decoding: words[0], as: UTF8.self)))
-            else {
-                let shown = Substring(String(decoding: content, as: UTF8.self))
+            guard words.count == 1 else {
                 throw ConntrackrError(
                     .invalidConfiguration,
-                    "\(path):\(number): expected one address or CIDR, found '\(printable(shown))'"
+                    "\(path):\(number): expected one address or CIDR, found \(words.count) words"
+                )
+            }
+            let word = Substring(String(decoding: words[0], as: UTF8.self))
+            guard let prefix = parsePrefix(word) else {
+                throw ConntrackrError(
+                    .invalidConfiguration,
+                    "\(path):\(number): expected one address or CIDR, found \(problem(of: word))"
                 )
             }
             prefixes.append(prefix)
@@ -51,34 +57,27 @@ public enum AllowFile: Sendable {
     /// An address or CIDR, refusing characters that `inet_pton` would never accept anyway, so that a NUL or a
     /// zone index (`fe80::1%eth0`) cannot be half-parsed.
     static func parsePrefix(_ word: Substring) -> IPPrefix? {
-        let allowed = word.utf8.allSatisfy { byte in
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"),
-                UInt8(ascii: "A")...UInt8(ascii: "F"), UInt8(ascii: "."), UInt8(ascii: ":"), UInt8(ascii: "/"):
-                true
-            default:
-                false
-            }
-        }
-        guard allowed, word.utf8.count <= 64 else { return nil }
+        guard word.utf8.allSatisfy(isAddressByte), word.utf8.count <= maxWordBytes else { return nil }
         return IPPrefix(String(word))
     }
 
-    /// The line as the user should see it in a one-line error: trimmed, at most 60 characters, control
-    /// characters shown as `?`.
-    private static func printable(_ text: Substring) -> String {
-        let trimmed = text.trimmingSpaces
-        let shown = trimmed.unicodeScalars.prefix(60).map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) }
-        return String(shown) + (trimmed.unicodeScalars.count > 60 ? "..." : "")
+    /// What is wrong with a word that is not an address or CIDR, described without quoting it.
+    static func problem(of word: Substring) -> String {
+        if !word.utf8.allSatisfy(isAddressByte) { return "characters that cannot be in an address or CIDR" }
+        if word.utf8.count > maxWordBytes { return "a word of \(word.utf8.count) characters, too long for an address" }
+        if word.contains("/") { return "a CIDR whose address or prefix length is not valid" }
+        return "a word that is not a valid address"
     }
-}
 
-extension Substring {
-    fileprivate var trimmingSpaces: Substring {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
-            return ""
+    private static let maxWordBytes = 64
+
+    private static func isAddressByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"),
+            UInt8(ascii: "A")...UInt8(ascii: "F"), UInt8(ascii: "."), UInt8(ascii: ":"), UInt8(ascii: "/"):
+            true
+        default:
+            false
         }
-        return self[first...last]
     }
 }

@@ -1,4 +1,5 @@
 public import ConnCore
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -21,25 +22,55 @@ public struct CommandResult: Hashable, Sendable {
 /// Runs external commands (`nft`) for a blocker. Injectable so that unit tests can check the scripts a blocker
 /// generates without touching the kernel.
 public protocol CommandRunner: Sendable {
-    /// Runs `arguments[0]`, found on `PATH`, with the other arguments and `input` on its standard input, and
-    /// waits for it at most `timeout` before killing it.
+    /// Runs `arguments[0]` (a bare name is looked up in the system's program directories, never on the inherited
+    /// `PATH`) with the other arguments and `input` on its standard input, and waits for it at most `timeout`
+    /// before killing it.
     /// - Throws: ``ConntrackrError`` (`blockerFailed`) when the command cannot start or runs out of time; a
     ///   command that runs and fails is a result with a non-zero status, not an error.
     func run(_ arguments: [String], input: [UInt8], timeout: Duration) throws(ConntrackrError) -> CommandResult
 }
 
-/// Runs commands with `posix_spawnp`.
+/// Runs commands with `posix_spawn`, by absolute path and with a minimal environment.
+///
+/// The agent runs as root and its environment carries secrets (`CONNTRACKR_FLEET_PASSWORD`) and whatever `PATH`
+/// it was started with. So a bare command name is resolved once, to the first executable regular file of that
+/// name in ``searchPath`` (`nft` is then `/usr/sbin/nft`), and the command gets ``environment`` only.
 ///
 /// Standard input, output and error are anonymous memory files (`memfd_create`) rather than pipes: the whole
 /// script is written before the command starts and its output is read after it ends, so there is no pipe to fill
 /// up, no `SIGPIPE` when the command exits early, and no reader thread. Meant for commands with modest output
 /// (an nftables listing is a few megabytes at most); output beyond 64 MiB is an error.
 public struct SpawnCommandRunner: CommandRunner {
+    /// The directories a bare command name is looked up in, in order: the system's, never the inherited `PATH`.
+    public static let searchPath = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    /// The whole environment a command gets: nothing of the agent's own.
+    public static let environment = ["PATH=" + searchPath.joined(separator: ":"), "LANG=C"]
+
+    /// Absolute paths of the names resolved so far: each is looked up once.
+    private let resolved = ResolvedPrograms()
+
     public init() {}
+
+    /// The absolute path `program` runs from: itself when it holds a `/`, else the first executable regular file
+    /// of that name in ``searchPath``; `nil` when there is none.
+    public func resolve(_ program: String) -> String? {
+        if program.contains("/") { return program }
+        return resolved.path(of: program) {
+            Self.searchPath.lazy.map { $0 + "/" + program }.first { candidate in
+                var status = stat()
+                return stat(candidate, &status) == 0 && status.st_mode & S_IFMT == S_IFREG
+                    && access(candidate, X_OK) == 0
+            }
+        }
+    }
 
     public func run(_ arguments: [String], input: [UInt8], timeout: Duration) throws(ConntrackrError) -> CommandResult {
         guard let program = arguments.first else {
             throw ConntrackrError(.blockerFailed, "no command given to run")
+        }
+        guard let path = resolve(program) else {
+            let directories = Self.searchPath.joined(separator: ":")
+            throw ConntrackrError(.blockerFailed, "cannot run \(program): not found in \(directories)")
         }
         let stdin = try MemoryFile(name: "stdin", contents: input)
         let stdout = try MemoryFile(name: "stdout")
@@ -72,12 +103,12 @@ public struct SpawnCommandRunner: CommandRunner {
 
         var cArguments: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in cArguments { free(pointer) } }
+        var cEnvironment: [UnsafeMutablePointer<CChar>?] = Self.environment.map { strdup($0) } + [nil]
+        defer { for pointer in cEnvironment { free(pointer) } }
         var pid = pid_t()
-        let spawnError = posix_spawnp(&pid, program, &actions, &attributes, &cArguments, environ)
+        let spawnError = posix_spawn(&pid, path, &actions, &attributes, &cArguments, &cEnvironment)
         guard spawnError == 0 else {
-            let searched = !program.contains("/")
-            let reason = spawnError == ENOENT && searched ? "not found on PATH" : String(cString: strerror(spawnError))
-            throw ConntrackrError(.blockerFailed, "cannot run \(program): \(reason)")
+            throw ConntrackrError(.blockerFailed, "cannot run \(path): \(String(cString: strerror(spawnError)))")
         }
 
         let status = try wait(for: pid, program: program, timeout: timeout)
@@ -115,6 +146,19 @@ public struct SpawnCommandRunner: CommandRunner {
     private static func exitStatus(_ status: Int32) -> Int32 {
         let signal = status & 0x7F
         return signal == 0 ? (status >> 8) & 0xFF : 128 + signal
+    }
+}
+
+/// The absolute paths of command names, each looked up once.
+private final class ResolvedPrograms: Sendable {
+    private let paths = Mutex<[String: String]>([:])
+
+    func path(of name: String, lookUp: () -> String?) -> String? {
+        if let known = paths.withLock({ $0[name] }) { return known }
+        // Not cached when missing: the package may be installed while the agent runs.
+        guard let found = lookUp() else { return nil }
+        paths.withLock { $0[name] = found }
+        return found
     }
 }
 

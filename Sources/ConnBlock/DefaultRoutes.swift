@@ -122,7 +122,8 @@ public enum DefaultRoutes: Sendable {
 
     private static func load(_ path: String) throws(ConntrackrError) -> [UInt8] {
         do {
-            return try TextFile.contents(of: path)
+            // A kernel table, not a file a user wrote: no owner or mode to check.
+            return try TextFile.contents(of: path, requiring: .any)
         } catch where error.errno == ENOENT {
             return []
         } catch {

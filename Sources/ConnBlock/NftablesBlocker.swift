@@ -281,7 +281,9 @@ public final class NftablesBlocker: Blocker {
             )
         } catch {
             var message = "nftables blocker: \(error.message)"
-            if error.message.hasSuffix("not found on PATH") { message += " (install the nftables package)" }
+            if error.message.hasSuffix(": not found in " + SpawnCommandRunner.searchPath.joined(separator: ":")) {
+                message += " (install the nftables package)"
+            }
             throw ConntrackrError(error.code, message)
         }
     }

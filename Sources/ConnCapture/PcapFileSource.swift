@@ -10,7 +10,9 @@ import Glibc
 ///
 /// Every SYN without ACK in the file counts as an attempt from its source to its destination, whatever the
 /// direction. A file that ends in the middle of a record still delivers its complete records first, then throws
-/// ``ConntrackrError/Code/truncatedCapture``.
+/// ``ConntrackrError/Code/truncatedCapture``. A record time outside ``Timestamp/recordTimeRange`` (a pcapng
+/// `if_tsoffset` or timestamp can say anything) is clamped to the nearer end of it: the frame still counts, at a
+/// time that cannot overflow.
 public final class PcapFileSource: PacketSource {
     public let path: String
     public var name: String { "pcap-file" }

@@ -40,8 +40,13 @@ final class PcapHandle: @unchecked Sendable {
 }
 
 /// Timestamps from a `pcap_pkthdr` whose `ts.tv_usec` holds nanoseconds (the handle was opened with nanosecond
-/// precision).
+/// precision), clamped into ``Timestamp/recordTimeRange``: a capture file can make libpcap report any `tv_sec`
+/// (pcapng's `if_tsoffset` is added unchecked, and a 64-bit timestamp over a coarse resolution is huge), and a
+/// record time must never trap or wrap into a time that does.
 @inline(__always)
 func nanosecondTimestamp(_ header: UnsafePointer<pcap_pkthdr>) -> Timestamp {
-    Timestamp(nanoseconds: Int64(header.pointee.ts.tv_sec) &* 1_000_000_000 &+ Int64(header.pointee.ts.tv_usec))
+    Timestamp(
+        clampingSeconds: Int64(header.pointee.ts.tv_sec),
+        nanosecondsPastSecond: Int64(header.pointee.ts.tv_usec)
+    )
 }

@@ -17,6 +17,10 @@ public enum MalformedReason: String, Hashable, Sendable, CaseIterable {
     case invalidHeader = "invalid_header"
     /// More VLAN tags or IPv6 extension headers than the parser follows.
     case headerChainTooLong = "header_chain_too_long"
+    /// An IPv6 source address in the IPv4-mapped form `::ffff:a.b.c.d`. Such addresses are not valid on the wire
+    /// (RFC 4291 §2.5.5.2), and ``IPAddress`` cannot tell one from the IPv4 address it maps: reporting it would make
+    /// an uninvolved IPv4 host the scanner.
+    case ipv4MappedSource = "ipv4_mapped_source"
 }
 
 /// Classifies frames as connection attempts, without allocating.
@@ -24,7 +28,8 @@ public enum MalformedReason: String, Hashable, Sendable, CaseIterable {
 /// Follows Ethernet with up to ``maxVLANTags`` 802.1Q/802.1ad tags, Linux cooked capture v1 and v2, raw IP and BSD
 /// loopback; IPv4 with options and fragments (only offset 0 carries a TCP header); IPv6 with up to
 /// ``maxIPv6ExtensionHeaders`` extension headers (hop-by-hop, routing, fragment, destination options,
-/// authentication). The XDP program in `bpf/conntrackr.bpf.c` follows the same rules and bounds.
+/// authentication). An IPv6 packet from an IPv4-mapped source is malformed (``MalformedReason/ipv4MappedSource``).
+/// The XDP program in `bpf/conntrackr.bpf.c` follows the same rules and bounds.
 public enum FrameParser: Sendable {
     /// VLAN tags followed before giving up on a frame.
     public static let maxVLANTags = 4
@@ -113,6 +118,8 @@ public enum FrameParser: Sendable {
     static func classifyIPv6(_ cursor: inout FrameCursor) -> FrameVerdict {
         guard cursor.has(40) else { return .malformed(.truncated) }
         guard cursor.u8(0) >> 4 == 6 else { return .malformed(.invalidHeader) }
+        // ::ffff:a.b.c.d: 80 zero bits, 16 one bits. Reported, it would read as the IPv4 host a.b.c.d.
+        guard cursor.u64(8) != 0 || cursor.u32(16) != 0x0000_FFFF else { return .malformed(.ipv4MappedSource) }
         let source = IPAddress(high: cursor.u64(8), low: cursor.u64(16))
         let destination = IPAddress(high: cursor.u64(24), low: cursor.u64(32))
         var nextHeader = cursor.u8(6)

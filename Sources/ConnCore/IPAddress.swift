@@ -8,8 +8,9 @@ import Darwin
 ///
 /// IPv4 addresses are kept in their IPv4-mapped IPv6 form (`::ffff:a.b.c.d`), so one type, one hash and one
 /// comparison serve both families with no allocation.
-/// - Important: an IPv6 packet whose address is itself IPv4-mapped is indistinguishable from IPv4; such addresses
-///   are not valid on the wire (RFC 4291 §2.5.5.2) and are treated as the IPv4 address they map.
+/// - Important: an IPv6 address that is itself IPv4-mapped is indistinguishable from IPv4. Such addresses are not
+///   valid on the wire (RFC 4291 §2.5.5.2): ``FrameParser`` and the XDP program judge an IPv6 packet from one
+///   malformed (``MalformedReason/ipv4MappedSource``) rather than report the IPv4 host it maps.
 public struct IPAddress: Hashable, Sendable, Comparable, BitwiseCopyable {
     /// The first 64 bits of the address, most significant byte first.
     public var high: UInt64

@@ -26,13 +26,41 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         return Timestamp(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
     }
 
+    /// The times a capture record may carry, from the epoch to 2200-01-01T00:00:00Z: a record time outside is
+    /// clamped to the nearer end (see ``init(clampingSeconds:nanosecondsPastSecond:)``).
+    ///
+    /// Narrower than `Int64` on purpose: what the pipeline does with a time (a minute before it, an expiry hours
+    /// after it) then stays far from overflow, whatever a crafted file says.
+    public static let recordTimeRange = Timestamp(nanoseconds: 0)...Timestamp(nanoseconds: 7_258_118_400_000_000_000)
+
+    /// A capture record's time from whole seconds and nanoseconds past them, as libpcap reports them, clamped into
+    /// ``recordTimeRange``. Never traps: a pcapng interface's `if_tsoffset` or a huge timestamp or resolution can
+    /// put any value in either field.
+    public init(clampingSeconds seconds: Int64, nanosecondsPastSecond fraction: Int64) {
+        let range = Self.recordTimeRange
+        let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        let (total, carry) = whole.addingReportingOverflow(fraction)
+        if overflow {
+            self = seconds < 0 ? range.lowerBound : range.upperBound
+        } else if carry {
+            self = fraction < 0 ? range.lowerBound : range.upperBound
+        } else {
+            self = min(max(Timestamp(nanoseconds: total), range.lowerBound), range.upperBound)
+        }
+    }
+
     /// Whole seconds since the epoch (rounded towards negative infinity).
     public var seconds: Int64 {
-        nanoseconds >= 0 ? nanoseconds / 1_000_000_000 : (nanoseconds - 999_999_999) / 1_000_000_000
+        // Quotient and remainder rather than an offset: that would overflow near `Int64.min`.
+        let (quotient, remainder) = nanoseconds.quotientAndRemainder(dividingBy: 1_000_000_000)
+        return remainder < 0 ? quotient - 1 : quotient
     }
 
     /// The microseconds past ``seconds``.
-    public var microsecondsOfSecond: Int64 { (nanoseconds - seconds * 1_000_000_000) / 1000 }
+    public var microsecondsOfSecond: Int64 {
+        let remainder = nanoseconds % 1_000_000_000
+        return (remainder < 0 ? remainder + 1_000_000_000 : remainder) / 1000
+    }
 
     public static func < (lhs: Timestamp, rhs: Timestamp) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
 

@@ -41,7 +41,9 @@ func bootstrapLogging(level: Logger.Level, format: LogFormat = .text) {
     LoggingSystem.bootstrap { label in
         switch format {
         case .text:
-            var handler = StreamLogHandler.standardError(label: label)
+            // Not swift-log's StreamLogHandler: it writes metadata unescaped, so a newline in an etcd key or a
+            // prefix would forge a log line.
+            var handler = TextLogHandler(label: label)
             handler.logLevel = level
             return handler
         case .json:

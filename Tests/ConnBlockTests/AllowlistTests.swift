@@ -4,6 +4,10 @@ import ConnTesting
 import Foundation
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The host allowlist as the ``BlockController`` applies it: each listed address is refused with its reason.
 @Suite struct HostAllowlistBlockingTests {
     @Test func anAllowlistedScannerIsReportedWithItsReasonAndNotBlocked() throws {
@@ -71,19 +75,83 @@ import Testing
     }
 
     @Test(arguments: [
-        ("allow-bad-address.txt", 4, "203.0.113.300"),
-        ("allow-bad-ipv6-length.txt", 2, "2001:db8:1::/129"),
-        ("allow-two-words.txt", 1, "198.51.100.1 198.51.100.2"),
+        ("allow-bad-address.txt", 4, "203.0.113.300", "a word that is not a valid address"),
+        ("allow-bad-ipv6-length.txt", 2, "2001:db8:1::/129", "a CIDR whose address or prefix length is not valid"),
+        ("allow-two-words.txt", 1, "198.51.100.1", "2 words"),
     ])
-    func aBadLineIsAnErrorNamingFileAndLine(file: String, line: Int, text: String) {
+    func aBadLineIsAnErrorNamingFileLineAndProblemNotItsText(file: String, line: Int, text: String, problem: String)
+        throws
+    {
         let path = fixturePath(file)
-        #expect {
-            try AllowFile.load(path: path)
-        } throws: { error in
-            guard let error = error as? ConntrackrError else { return false }
-            return error.code == .invalidConfiguration && error.message.hasPrefix("\(path):\(line): ")
-                && error.message.contains("'\(text)'") && !error.message.contains("\n")
+        let error = try #require(throws: ConntrackrError.self) { try AllowFile.load(path: path) }
+        #expect(error.code == .invalidConfiguration)
+        #expect(error.message == "\(path):\(line): expected one address or CIDR, found \(problem)")
+        #expect(!error.message.contains(text), "the file's text is echoed: \(error.message)")
+    }
+
+    @Test("A bad line's content is never echoed", arguments: [
+        "root:$6$secret$hash:19000:0:99999:7:::", "secret-token-1234", "198.51.100.1 hunter2", "/etc/shadow",
+        String(repeating: "f", count: 100),
+    ])
+    func contentIsNotEchoed(line: String) throws {
+        let error = try #require(throws: ConntrackrError.self) {
+            try AllowFile.parse(Array("198.51.100.0/24\n\(line)\n".utf8), path: "allow.txt")
         }
+        #expect(error.message.hasPrefix("allow.txt:2: expected one address or CIDR, found "))
+        for word in line.split(separator: " ") where word.count > 4 {
+            #expect(!error.message.contains(word), "\(error.message)")
+        }
+    }
+
+    /// A file in a fresh directory, written as `bytes` with `mode`, removed with the directory.
+    final class Directory {
+        let path: String
+        init() {
+            var template = Array("/tmp/conntrackr-allow-XXXXXX".utf8CString)
+            path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        }
+        func file(_ name: String, _ text: String, mode: mode_t = 0o644) -> String {
+            let file = path + "/" + name
+            _ = FileManager.default.createFile(atPath: file, contents: Data(text.utf8))
+            chmod(file, mode)
+            return file
+        }
+        deinit { try? FileManager.default.removeItem(atPath: path) }
+    }
+
+    @Test("An allow file reached through a symbolic link, writable by others, or not a file is refused")
+    func unsafeFilesAreRefused() throws {
+        let directory = Directory()
+        let real = directory.file("real.txt", "198.51.100.0/24\n")
+        #expect(try AllowFile.load(path: real) == [prefix("198.51.100.0/24")])
+
+        let link = directory.path + "/link.txt"
+        #expect(symlink(real, link) == 0)
+        let groupWritable = directory.file("group.txt", "198.51.100.0/24\n", mode: 0o664)
+        let worldWritable = directory.file("world.txt", "198.51.100.0/24\n", mode: 0o646)
+        let fifo = directory.path + "/fifo.txt"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let cases: [(String, String)] = [
+            (link, "refused: it is a symbolic link (name the file itself)"),
+            (groupWritable, "refused: it is writable by group or others (mode 664; chmod go-w it)"),
+            (worldWritable, "refused: it is writable by group or others (mode 646; chmod go-w it)"),
+            (directory.path, "refused: it is a directory, not a regular file"),
+            (fifo, "refused: it is a FIFO, not a regular file"),
+        ]
+        for (path, reason) in cases {
+            let error = try #require(throws: ConntrackrError.self) { try AllowFile.load(path: path) }
+            #expect(error.code == .invalidConfiguration)
+            #expect(error.message == "cannot read allow file \(path): \(reason)")
+        }
+    }
+
+    @Test("An allow file owned by another user is refused", .enabled(if: geteuid() == 0, "chown needs root"))
+    func foreignOwnerIsRefused() throws {
+        let directory = Directory()
+        let file = directory.file("nobody.txt", "198.51.100.0/24\n")
+        #expect(chown(file, 65534, 65534) == 0)
+        let error = try #require(throws: ConntrackrError.self) { try AllowFile.load(path: file) }
+        #expect(error.message == "cannot read allow file \(file): refused: it is owned by uid 65534, not by root (chown root it)")
     }
 
     @Test(arguments: [

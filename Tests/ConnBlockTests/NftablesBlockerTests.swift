@@ -346,7 +346,11 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
         #expect(error.message == "nftables blocker: cannot run /nonexistent/nft: No such file or directory")
         let onPath = try NftablesBlocker(.init(command: ["conntrackr-no-such-nft"]))
         let pathError = try #require(throws: ConntrackrError.self) { try onPath.createTable() }
-        #expect(pathError.message.hasSuffix("not found on PATH (install the nftables package)"))
+        #expect(
+            pathError.message
+                == "nftables blocker: cannot run conntrackr-no-such-nft: not found in /usr/sbin:/usr/bin:/sbin:/bin"
+                + " (install the nftables package)"
+        )
     }
 
     @Test func garbageListingsAreErrorsNotCrashes() throws {
@@ -383,6 +387,34 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
         }
         // Killed at its timeout, not left to run its 120 s.
         #expect(ContinuousClock.now - start < .seconds(60))
+    }
+
+    @Test func theChildGetsAMinimalEnvironmentNotTheAgents() throws {
+        // The agent's environment holds the fleet password; the test process's holds at least PATH and HOME.
+        let result = try runner.run(["env"], input: [], timeout: .seconds(10))
+        let lines = String(decoding: result.standardOutput, as: UTF8.self).split(separator: "\n").map(String.init)
+        #expect(lines.sorted() == ["LANG=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        #expect(SpawnCommandRunner.environment.sorted() == lines.sorted())
+    }
+
+    @Test func commandsRunByAbsolutePathFromTheSystemDirectories() throws {
+        let shell = try #require(runner.resolve("sh"))
+        #expect(SpawnCommandRunner.searchPath.contains { shell == $0 + "/sh" })
+        #expect(runner.resolve("/bin/sh") == "/bin/sh")
+        // $0 of a program run by absolute path is what it was given; the kernel's view is the resolved path.
+        let result = try runner.run(["sh", "-c", "readlink /proc/$$/exe"], input: [], timeout: .seconds(10))
+        #expect(String(decoding: result.standardOutput, as: UTF8.self).hasPrefix("/"))
+        if let nft = runner.resolve("nft") {
+            #expect(["/usr/sbin/nft", "/usr/bin/nft", "/sbin/nft", "/bin/nft"].contains(nft))
+        }
+    }
+
+    @Test func aMissingCommandIsAnErrorNamingWhereItWasLookedFor() throws {
+        #expect(runner.resolve("conntrackr-no-such-command") == nil)
+        let error = try #require(throws: ConntrackrError.self) {
+            try runner.run(["conntrackr-no-such-command"], input: [], timeout: .seconds(10))
+        }
+        #expect(error.message == "cannot run conntrackr-no-such-command: not found in /usr/sbin:/usr/bin:/sbin:/bin")
     }
 
     @Test func theChildSeesNoExtraDescriptors() throws {

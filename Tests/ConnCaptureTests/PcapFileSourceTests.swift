@@ -101,6 +101,57 @@ struct PcapFileSourceTests {
         #expect(error?.message.contains(path) == true)
     }
 
+    /// Crafted pcapng interfaces and timestamps: libpcap adds `if_tsoffset` to every record time unchecked, and
+    /// divides the raw 64-bit timestamp by the resolution, so a file can make it report any `tv_sec`.
+    static let craftedTimes: [(name: String, resolution: UInt8, offset: Int64, units: UInt64)] = [
+        ("if_tsoffset Int64.min", 6, .min, 1_619_623_685_000_250),
+        ("if_tsoffset Int64.max", 6, .max, 1_619_623_685_000_250),
+        ("if_tsoffset before the epoch", 9, -10_000_000_000_000, 0),
+        ("if_tsoffset just past the clamp", 9, 7_258_118_400, 1),
+        ("largest timestamp in seconds", 0, 0, .max),
+        ("largest timestamp in nanoseconds with an offset", 9, 9_000_000_000, .max),
+        ("largest timestamp in 2^-1 seconds", 0x81, .max / 2, .max),
+    ]
+
+    @Test("No record time from a crafted pcapng traps: it is clamped into the record time range",
+        arguments: craftedTimes.indices)
+    func craftedRecordTimes(index: Int) throws {
+        let crafted = Self.craftedTimes[index]
+        var writer = PcapWriter(
+            linkType: .ethernet,
+            format: .pcapngInterface(timeResolution: crafted.resolution, timeOffsetSeconds: crafted.offset)
+        )
+        for port: UInt16 in 1...6 {
+            writer.write(FrameBuilder.tcp(from: Self.attacker, 55555, to: Self.victim, port), timestampUnits: crafted.units)
+        }
+        let (events, statistics) = try replay(writer.bytes)
+        #expect(statistics.frames == 6)
+        #expect(statistics.malformedFrames == 0)
+        let times = events.compactMap { event -> Timestamp? in
+            switch event {
+            case .newConnection(let attempt): attempt.time
+            case .portScan(let scan): scan.time
+            default: nil
+            }
+        }
+        #expect(times.count == 7, "6 connections and a scan")
+        #expect(times.allSatisfy { Timestamp.recordTimeRange.contains($0) })
+        // The times print (the event formatter's path), whatever they are.
+        for time in times { #expect(!time.description.isEmpty) }
+    }
+
+    @Test("if_tsoffset is honoured within the record time range")
+    func timeOffsetHonoured() throws {
+        var writer = PcapWriter(
+            linkType: .ethernet,
+            format: .pcapngInterface(timeResolution: 6, timeOffsetSeconds: 1_000_000_000)
+        )
+        writer.write(FrameBuilder.tcp(from: Self.client, 40000, to: Self.victim, 22), timestampUnits: 2_500_000)
+        let (events, _) = try replay(writer.bytes)
+        let connections = events.compactMap { if case .newConnection(let attempt) = $0 { attempt } else { nil } }
+        #expect(connections.map(\.time) == [Timestamp(seconds: 1_000_000_002, microseconds: 500_000)])
+    }
+
     @Test("An unknown link type is refused with its number")
     func unknownLinkType() throws {
         var bytes = PcapWriter(linkType: .ethernet).bytes

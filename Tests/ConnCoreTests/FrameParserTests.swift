@@ -134,6 +134,42 @@ struct FrameParserTests {
         #expect(classify(longExtension) == .malformed(.truncated))
     }
 
+    /// The IPv6 frame of a SYN from `attacker6`, with its source rewritten to the 16 bytes given.
+    static func ipv6SYN(source: [UInt8], link: LinkLayer = .ethernet()) -> [UInt8] {
+        var frame = FrameBuilder.tcp(from: attacker6, 40000, to: victim6, 443, link: link)
+        let ip = frame.count - 40 - 20
+        frame.replaceSubrange(ip + 8..<ip + 24, with: source)
+        return frame
+    }
+
+    @Test("An IPv4-mapped IPv6 source is malformed, never the IPv4 host it maps", arguments: links)
+    func ipv4MappedSource(link: LinkLayer) {
+        let mapped: [UInt8] = Array(repeating: 0, count: 10) + [0xFF, 0xFF, 198, 51, 100, 77]
+        let frame = Self.ipv6SYN(source: mapped, link: link)
+        #expect(classify(frame, link.linkType) == .malformed(.ipv4MappedSource))
+        // Also when it is not a SYN: the address itself is what is wrong.
+        var ack = frame
+        ack[ack.count - 20 + 13] = TCPFlags.ack.rawValue
+        #expect(classify(ack, link.linkType) == .malformed(.ipv4MappedSource))
+    }
+
+    @Test("Addresses near the IPv4-mapped form are still IPv6 sources", arguments: [
+        Array(repeating: 0, count: 10) + [0xFF, 0xFE, 198, 51, 100, 77],  // not ::ffff
+        [0, 1] + Array(repeating: 0, count: 8) + [0xFF, 0xFF, 198, 51, 100, 77],  // not 80 zero bits
+        Array(repeating: 0, count: 12) + [198, 51, 100, 77],  // IPv4-compatible ::a.b.c.d (deprecated, not mapped)
+    ] as [[UInt8]])
+    func nearlyMappedSource(source: [UInt8]) {
+        let verdict = classify(Self.ipv6SYN(source: source))
+        expectAttempt(verdict, from: IPAddress(bytes: source)!, 40000, to: Self.victim6, 443)
+    }
+
+    @Test("An IPv4-mapped destination does not make the frame malformed")
+    func ipv4MappedDestination() {
+        var frame = FrameBuilder.tcp(from: Self.attacker6, 40000, to: Self.victim6, 443)
+        frame.replaceSubrange(14 + 24..<14 + 40, with: Array(repeating: 0, count: 10) + [0xFF, 0xFF, 203, 0, 113, 5])
+        expectAttempt(classify(frame), from: Self.attacker6, 40000, to: Self.victim, 443)
+    }
+
     @Test("Random junk never crashes the parser")
     func junk() {
         var generator = SystemRandomNumberGenerator()

@@ -57,6 +57,13 @@ struct XDPProgramTests {
         return frame
     }
 
+    /// `frame` with the 16 bytes at `offset` replaced by the IPv4-mapped form of `ipv4` (`::ffff:a.b.c.d`).
+    static func withAddress(_ frame: [UInt8], at offset: Int, mapping ipv4: [UInt8]) -> [UInt8] {
+        var frame = frame
+        frame.replaceSubrange(offset..<offset + 16, with: Array(repeating: 0, count: 10) + [0xFF, 0xFF] + ipv4)
+        return frame
+    }
+
     static let cases: [Case] = [
         Case(name: "IPv4 SYN", frame: syn(), expected: .attempt),
         Case(name: "IPv4 SYN with FIN", frame: syn(flags: [.syn, .fin]), expected: .attempt),
@@ -140,6 +147,32 @@ struct XDPProgramTests {
             name: "IPv6 UDP",
             frame: FrameBuilder.udp(from: attacker6, 53, to: victim6, 53),
             expected: .other
+        ),
+        // IPv4-mapped addresses (::ffff:a.b.c.d) inside IPv6: as a source malformed, never reported as the IPv4
+        // host it maps; as a destination reported as that IPv4 address.
+        Case(
+            name: "IPv6 SYN from an IPv4-mapped source",
+            frame: withAddress(syn(attacker6, victim6), at: 14 + 8, mapping: [198, 51, 100, 77]),
+            expected: .malformed
+        ),
+        Case(
+            name: "IPv6 SYN from an IPv4-mapped source in 802.1Q",
+            frame: withAddress(syn(attacker6, victim6, tags: [VLANTag(id: 5)]), at: 18 + 8, mapping: [10, 0, 0, 1]),
+            expected: .malformed
+        ),
+        Case(
+            name: "IPv6 UDP from an IPv4-mapped source",
+            frame: withAddress(
+                FrameBuilder.udp(from: attacker6, 53, to: victim6, 53),
+                at: 14 + 8,
+                mapping: [1, 2, 3, 4]
+            ),
+            expected: .malformed
+        ),
+        Case(
+            name: "IPv6 SYN to an IPv4-mapped destination",
+            frame: withAddress(syn(attacker6, victim6), at: 14 + 24, mapping: [203, 0, 113, 5]),
+            expected: .attempt
         ),
         // Cut short at every layer.
         Case(name: "VLAN tag cut", frame: Array(syn(tags: [VLANTag(id: 1)]).prefix(16)), expected: .malformed),

@@ -3,7 +3,8 @@
 # `conntrackr replay` on bad input (issue 2): a missing file, text files, an empty file, a capture cut inside its
 # file header, a capture cut mid-record (inside a record's data and inside a record header), and an unknown link
 # type. Each must exit non-zero without a signal (status < 128), print exactly one line on stderr, and print no
-# events, except the cut captures, which first print exactly the events of their complete records.
+# events, except the cut captures, which first print exactly the events of their complete records. And pcapng files
+# whose record times are extreme (if_tsoffset, huge timestamps) replay cleanly.
 # Needs no namespaces. Usage: test-bad-input.sh BINARY
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -72,6 +73,43 @@ data[20:24] = struct.pack("<I", 147)
 open(sys.argv[2], "wb").write(data)
 PY
 reject user0 "$dir/user0.pcap" "unknown link type (147)"
+
+# Crafted pcapng record times: the capture's frames in pcapng whose interface adds an extreme if_tsoffset (libpcap
+# adds it unchecked) or whose timestamps are huge. Replay used to trap (status 132); record times are now clamped to
+# 1970..2200, so each replays like the intact capture: status 0, its events, nothing on stderr.
+for crafted in offset-min:6:-9223372036854775808:us offset-max:6:9223372036854775807:us \
+    before-epoch:9:-10000000000000:ns huge-seconds:0:0:max huge-binary:129:4611686018427387903:max; do
+    IFS=: read -r name resolution offset units <<<"$crafted"
+    python3 - "$capture" "$dir/ts-$name.pcapng" "$resolution" "$offset" "$units" <<'PY'
+import struct, sys
+source, target, resolution, offset, units = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+data = open(source, "rb").read()
+assert struct.unpack("<I", data[:4])[0] == 0xA1B2C3D4, "expected a little-endian microsecond pcap"
+linktype = struct.unpack("<I", data[20:24])[0]
+out = bytearray(struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28))
+options = struct.pack("<HHB3x", 9, 1, resolution) + struct.pack("<HHq", 14, 8, offset) + struct.pack("<HH", 0, 0)
+out += struct.pack("<IIHHI", 1, 20 + len(options), linktype, 0, 262144) + options + struct.pack("<I", 20 + len(options))
+position = 24
+while position < len(data):
+    seconds, micros, caplen, origlen = struct.unpack("<IIII", data[position:position + 16])
+    frame = data[position + 16:position + 16 + caplen]
+    position += 16 + caplen
+    stamp = {"us": seconds * 10**6 + micros, "ns": (seconds * 10**6 + micros) * 1000, "max": 2**64 - 1}[units]
+    padded = frame + bytes(-len(frame) % 4)
+    total = 32 + len(padded)
+    out += struct.pack("<IIIIIII", 6, total, 0, stamp >> 32, stamp & 0xFFFFFFFF, caplen, origlen) + padded
+    out += struct.pack("<I", total)
+open(target, "wb").write(out)
+PY
+    for format in json text; do
+        replay "ts-$name-$format" "$dir/ts-$name.pcapng" --format "$format"
+        [[ $rc -lt 128 ]] || fail "crafted pcapng ($name, $format): died with signal $((rc - 128)) (stderr: $(head -c 400 "$dir/ts-$name-$format.err"))"
+        assert_eq "$rc" 0 "replay of the crafted pcapng ($name, $format; stderr: $(head -c 300 "$dir/ts-$name-$format.err"))"
+        [[ -s "$dir/ts-$name-$format.out" ]] || fail "crafted pcapng ($name, $format): no events"
+        [[ ! -s "$dir/ts-$name-$format.err" ]] || fail "crafted pcapng ($name, $format): stderr: $(head -c 300 "$dir/ts-$name-$format.err")"
+    done
+    log "crafted pcapng ($name): replayed, $(wc -l <"$dir/ts-$name-json.out") events"
+done
 
 # Cut mid-record: find the record boundaries, cut inside the data of a record about two thirds into the file, and
 # inside the header of the next one. The events must be exactly those of the file cut at the boundary before it.

@@ -32,7 +32,8 @@ func readCapture(_ path: String) -> (LinkType, [(Timestamp, [UInt8])]) {
     var data: UnsafePointer<UInt8>?
     while pcap_next_ex(handle, &header, &data) == 1, let header, let data {
         let time = Timestamp(
-            nanoseconds: Int64(header.pointee.ts.tv_sec) * 1_000_000_000 + Int64(header.pointee.ts.tv_usec)
+            clampingSeconds: Int64(header.pointee.ts.tv_sec),
+            nanosecondsPastSecond: Int64(header.pointee.ts.tv_usec)
         )
         frames.append((time, Array(UnsafeBufferPointer(start: data, count: Int(header.pointee.caplen)))))
     }

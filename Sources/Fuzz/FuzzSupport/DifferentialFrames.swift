@@ -68,11 +68,20 @@ public struct DifferentialFrames: Sendable {
 
     private mutating func address(ipv6: Bool) -> IPAddress {
         if !ipv6 { return IPAddress(ipv4: random.next(upperBound: UInt32.max)) }
-        // Now and then an IPv4-mapped address inside IPv6, which both sides must report as the IPv4 address.
-        if Int.random(in: 0..<16, using: &random) == 0 {
-            return IPAddress(high: 0, low: 0x0000_FFFF_0000_0000 | UInt64(random.next(upperBound: UInt32.max)))
-        }
         return IPAddress(high: random.next(), low: random.next())
+    }
+
+    /// Now and then writes an IPv4-mapped address (`::ffff:a.b.c.d`) over the source or the destination of the
+    /// IPv6 header at `ip`: as a source both sides must judge the frame malformed, as a destination report it as
+    /// the IPv4 address. (``FrameBuilder`` writes an IPv4-mapped ``IPAddress`` as IPv4, so it is patched in.)
+    private mutating func mapAddresses(_ frame: inout [UInt8], ip: Int) {
+        for offset in [ip + 8, ip + 24]
+        where Int.random(in: 0..<12, using: &random) == 0 && offset + 16 <= frame.count {
+            let ipv4 = random.next(upperBound: UInt32.max)
+            let mapped: [UInt8] = Array(repeating: 0, count: 10) + [0xFF, 0xFF]
+                + [UInt8(ipv4 >> 24), UInt8(ipv4 >> 16 & 0xFF), UInt8(ipv4 >> 8 & 0xFF), UInt8(ipv4 & 0xFF)]
+            frame.replaceSubrange(offset..<offset + 16, with: mapped)
+        }
     }
 
     private mutating func randomFrame() -> [UInt8] {
@@ -88,7 +97,9 @@ public struct DifferentialFrames: Sendable {
         let sourcePort = UInt16.random(in: 0...UInt16.max, using: &random)
         let destinationPort = UInt16.random(in: 0...UInt16.max, using: &random)
         if Int.random(in: 0..<12, using: &random) == 0 {
-            return FrameBuilder.udp(from: source, sourcePort, to: destination, destinationPort, link: link)
+            var frame = FrameBuilder.udp(from: source, sourcePort, to: destination, destinationPort, link: link)
+            if ipv6 { mapAddresses(&frame, ip: 14 + 4 * tagCount) }
+            return frame
         }
         // Half the segments are SYNs, the rest any flags at all.
         let flags =
@@ -101,7 +112,7 @@ public struct DifferentialFrames: Sendable {
             let kinds = (0..<[0, 0, 0, 1, 1, 2, 3, 5, 6, 7].randomElement(using: &random)!).map { _ in
                 randomExtension()
             }
-            return FrameBuilder.tcp(
+            var frame = FrameBuilder.tcp(
                 from: source,
                 sourcePort,
                 to: destination,
@@ -111,6 +122,8 @@ public struct DifferentialFrames: Sendable {
                 ipv6Extensions: kinds,
                 payload: payload
             )
+            mapAddresses(&frame, ip: 14 + 4 * tagCount)
+            return frame
         }
         let optionLength = [0, 0, 0, 4, 8, 20, 40].randomElement(using: &random)!
         let options = (0..<optionLength).map { _ in UInt8.random(in: 0...255, using: &random) }

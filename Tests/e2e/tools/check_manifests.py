@@ -141,8 +141,16 @@ def check_kubernetes(repo, config_text):
         for vname, volume in volumes.items():
             cm_name = dig(volume, "configMap", "name")
             mount = mounts.get(vname)
-            if cm_name and mount and config_path.startswith(mount["mountPath"].rstrip("/") + "/"):
-                key = config_path[len(mount["mountPath"].rstrip("/")) + 1:]
+            mount_path = mount["mountPath"].rstrip("/") if mount else ""
+            key = None
+            if mount and mount.get("subPath") and config_path == mount_path:
+                key = mount["subPath"]  # the key mounted as a file
+            elif mount and config_path.startswith(mount_path + "/"):
+                key = config_path[len(mount_path) + 1:]
+                # Each key of a mounted ConfigMap directory is a symbolic link, which the agent refuses to read.
+                check(not cm_name, f"{name}: --config {config_path} is a symbolic link in the mounted ConfigMap "
+                                   f"{cm_name} (mount the key with subPath)")
+            if cm_name and mount and key:
                 cm = config_maps.get(cm_name)
                 found = check(cm is not None, f"{name}: mounts ConfigMap {cm_name}, which is not defined here")
                 if found:
