@@ -38,19 +38,8 @@ xdp_agent_start() { # NAME BINARY EXTRA-ARGS...
     xdp_spawn_in_victim "$name" "$bin" run --interface "$LAB_IF_VICTIM" --source xdp --pin-dir "$XDP_PINS" \
         --format json --metrics-address none "$@"
     XDP_AGENT=$LAB_LAST_PID
-    local deadline=$((SECONDS + 15))
-    while ((SECONDS <= deadline)); do
-        grep -q 'capture started' "$LAB_TMP/$name.err" 2>/dev/null && return 0
-        if grep -q 'not available in this build' "$LAB_TMP/$name.err" 2>/dev/null; then
-            skip "the CLI has no XDP source or blocker yet: $(tail -n 1 "$LAB_TMP/$name.err")"
-        fi
-        if ! lab_alive "$XDP_AGENT"; then
-            wait "$XDP_AGENT" 2>/dev/null && LAB_EXIT_STATUS=0 || LAB_EXIT_STATUS=$?
-            fail "$name exited (status $LAB_EXIT_STATUS) before capture started: $(tail -n 5 "$LAB_TMP/$name.err")"
-        fi
-        sleep 0.1
-    done
-    fail "$name did not log 'capture started' within 15 s: $(tail -n 5 "$LAB_TMP/$name.err")"
+    lab_wait_capture_started "$name" "$XDP_AGENT" 15 \
+        --skip-if 'not available in this build' "the CLI has no XDP source or blocker yet"
 }
 
 # Stops an agent with SIGINT and checks that it exited 0 within 5 s and left no XDP program on the victim.

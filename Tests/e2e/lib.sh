@@ -379,19 +379,59 @@ lab_connect() { # ROLE [OPTIONS] HOST PORT...
     log "lab: $role connect $*: $(tr '\n' ' ' <<<"$out")"
 }
 
-# Waits until the agent's stderr says capture started; fails when it exits first or takes over TIMEOUT seconds.
-# The agent logs a line containing "capture started" once the capture handle is active (agreed with the CLI).
-lab_wait_capture_started() { # NAME PID [TIMEOUT]
-    local name=$1 pid=$2 deadline=$((SECONDS + ${3:-10}))
-    while ((SECONDS <= deadline)); do
-        grep -q 'capture started' "$LAB_TMP/$name.err" 2>/dev/null && return 0
-        if ! lab_alive "$pid"; then
-            wait "$pid" 2>/dev/null && LAB_EXIT_STATUS=0 || LAB_EXIT_STATUS=$?
-            fail "$name exited (status $LAB_EXIT_STATUS) before capture started: $(tail -n 5 "$LAB_TMP/$name.err")"
-        fi
-        sleep 0.1
+# The one wait for an agent's "capture started" line, which the agent logs once its capture handle is active
+# (agreed with the CLI). NAME names the agent in messages. Every INTERVAL (0.1 s) it reads the log and returns
+# once the line is there; skips the test (REASON: the matching line) when the log matches --skip-if's PATTERN;
+# fails when the agent is no longer alive; fails after TIMEOUT (10) s. A failure ends with the log's last 5 lines,
+# or with what the shell command --why CMD prints.
+#   The log: $LAB_TMP/NAME.err, or --file FILE, or what the shell command --log CMD prints (run each round, e.g.
+#   a container engine's `logs`, or journalctl).
+#   Alive: while PID (a process of lab_spawn; its exit status then goes to LAB_EXIT_STATUS) runs, or while the
+#   shell command --alive CMD succeeds; without either, only the timeout ends the wait.
+# CMDs run in this shell, so they may call the test's functions. (Locals are _wc_*: the CMDs see them.)
+_lab_capture_log() { # for lab_wait_capture_started, in its scope
+    if [[ -n "$_wc_log" ]]; then eval "$_wc_log" || true; else cat -- "$_wc_file" 2>/dev/null || true; fi
+}
+_lab_capture_why() { # for lab_wait_capture_started: the log read again (the agent may just have written its error)
+    if [[ -n "$_wc_why" ]]; then eval "$_wc_why"; else _lab_capture_log | tail -n 5; fi
+}
+lab_wait_capture_started() { # NAME [PID [TIMEOUT]] [--timeout S] [--interval S] [--file FILE | --log CMD]
+    #                          [--alive CMD] [--skip-if PATTERN REASON] [--why CMD]
+    local _wc_name=$1 _wc_pid= _wc_timeout=10 _wc_interval=0.1 _wc_file= _wc_log= _wc_alive= _wc_why=
+    local _wc_skip_pattern= _wc_skip_reason= _wc_text _wc_line _wc_deadline
+    shift
+    if (($#)) && [[ "$1" != --* ]]; then _wc_pid=$1 && shift; fi
+    if (($#)) && [[ "$1" != --* ]]; then _wc_timeout=$1 && shift; fi
+    while (($#)); do
+        case $1 in
+            --timeout) _wc_timeout=$2 && shift 2 ;;
+            --interval) _wc_interval=$2 && shift 2 ;;
+            --file) _wc_file=$2 && shift 2 ;;
+            --log) _wc_log=$2 && shift 2 ;;
+            --alive) _wc_alive=$2 && shift 2 ;;
+            --why) _wc_why=$2 && shift 2 ;;
+            --skip-if) _wc_skip_pattern=$2 _wc_skip_reason=$3 && shift 3 ;;
+            *) fail "lab_wait_capture_started: unknown argument '$1'" ;;
+        esac
     done
-    fail "$name did not log 'capture started' within ${3:-10} s: $(tail -n 5 "$LAB_TMP/$name.err")"
+    [[ -n "$_wc_file$_wc_log" ]] || _wc_file=$LAB_TMP/$_wc_name.err
+    _wc_deadline=$((SECONDS + _wc_timeout))
+    while ((SECONDS <= _wc_deadline)); do
+        _wc_text=$(_lab_capture_log)
+        grep -q 'capture started' <<<"$_wc_text" && return 0
+        if [[ -n "$_wc_skip_pattern" ]] && _wc_line=$(grep -m1 -- "$_wc_skip_pattern" <<<"$_wc_text"); then
+            skip "$_wc_skip_reason: $_wc_line"
+        fi
+        if [[ -n "$_wc_pid" ]] && ! lab_alive "$_wc_pid"; then
+            wait "$_wc_pid" 2>/dev/null && LAB_EXIT_STATUS=0 || LAB_EXIT_STATUS=$?
+            fail "$_wc_name exited (status $LAB_EXIT_STATUS) before capture started: $(_lab_capture_why)"
+        fi
+        if [[ -n "$_wc_alive" ]] && ! eval "$_wc_alive"; then
+            fail "$_wc_name exited before capture started: $(_lab_capture_why)"
+        fi
+        sleep "$_wc_interval"
+    done
+    fail "$_wc_name did not log 'capture started' within $_wc_timeout s: $(_lab_capture_why)"
 }
 
 # The JSON-lines helper (count, list, check); see tools/events.py.

@@ -80,13 +80,9 @@ journal() { in_ct journalctl -u conntrackr --no-pager -o cat 2>/dev/null || true
 # The agent's own reason (its one-line error starts with "conntrackr: "), else the journal's last lines.
 why() { journal | grep -m1 '^conntrackr: ' || journal | tail -n 5; }
 
-deadline=$((SECONDS + 30))
-until journal | grep -q 'capture started'; do
-    state=$(in_ct systemctl show -p ActiveState --value conntrackr 2>/dev/null || true)
-    [[ "$state" == failed ]] && fail "conntrackr.service failed to start: $(why)"
-    ((SECONDS < deadline)) || fail "conntrackr.service did not start capturing within 30 s ($state): $(why)"
-    sleep 0.5
-done
+state() { in_ct systemctl show -p ActiveState --value conntrackr 2>/dev/null || true; }
+lab_wait_capture_started conntrackr.service --timeout 30 --interval 0.5 --log journal \
+    --alive '[[ "$(state)" != failed ]]' --why 'echo "($(state)) $(why)"'
 log "conntrackr.service is capturing on $LAB_IF_VICTIM"
 
 # The service's process: the unit's four capabilities bound it; once started, the agent itself keeps only what

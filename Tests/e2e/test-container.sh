@@ -113,14 +113,8 @@ fetch_logs() { # events to $LAB_TMP/agent.out, logs to $LAB_TMP/agent.err: what 
 }
 running() { [[ "$(timeout 10 "${engine_cmd[@]}" inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" == true ]]; }
 wait_started() {
-    local deadline=$((SECONDS + 20))
-    while ((SECONDS <= deadline)); do
-        fetch_logs
-        grep -q 'capture started' "$LAB_TMP/agent.err" && return 0
-        running || fail "the container exited before capture started: $(tail -n 5 "$LAB_TMP/agent.err")"
-        sleep 0.3
-    done
-    fail "the container did not log 'capture started' within 20 s: $(tail -n 5 "$LAB_TMP/agent.err")"
+    lab_wait_capture_started "the container" --timeout 20 --interval 0.3 \
+        --log 'fetch_logs; cat "$LAB_TMP/agent.err"' --alive running
 }
 wait_event() { # PATTERN (in the JSON output) TIMEOUT WHAT
     local deadline=$((SECONDS + $2))

@@ -33,16 +33,8 @@ lab_spawn victim agent "$bin" run --interface "$LAB_IF_VICTIM" --source pcap --b
     --block-ttl "$ttl" --ipv6-block-prefix 128 --allow "$client" --format json
 agent=$LAB_LAST_PID
 # Until the CLI composes the nftables blocker, say so instead of failing on an unrelated line.
-for _ in $(seq 150); do
-    grep -q 'capture started' "$LAB_TMP/agent.err" 2>/dev/null && break
-    if ! lab_alive "$agent"; then
-        grep -q 'block nftables is not available in this build' "$LAB_TMP/agent.err" &&
-            skip "this build's CLI does not offer --block nftables yet"
-        break
-    fi
-    sleep 0.1
-done
-lab_wait_capture_started agent "$agent" 1
+lab_wait_capture_started agent "$agent" 16 \
+    --skip-if 'block nftables is not available in this build' "this build's CLI does not offer --block nftables yet"
 lab_exec victim 5 nft list table inet conntrackr >/dev/null || fail "no table inet conntrackr in the victim"
 
 # The scan: reported and blocked.
