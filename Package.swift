@@ -44,6 +44,8 @@ let package = Package(
             cSettings: [.enableWarning("all"), .disableWarning("unused-function")],
             linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
         ),
+        // The XDP program's scan rule (bpf/scan_rule.h) built for the host, for the differential test.
+        .target(name: "CScanRule"),
         // Capability dropping: prctl and capset are variadic or unwrapped in Swift's Glibc.
         .target(name: "CPrivileges"),
         // The one home of XDP: the BPF object (program, pinned maps) and the only importer of CXDP.
@@ -143,7 +145,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConnXDPTests",
-            dependencies: ["ConnCore", "ConnXDP", "ConnFleet", "ConnTesting", "FuzzSupport"]
+            dependencies: ["ConnCore", "ConnXDP", "ConnFleet", "ConnTesting", "FuzzSupport", "CScanRule"]
         ),
         .testTarget(
             name: "conntrackrTests",

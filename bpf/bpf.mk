@@ -11,9 +11,10 @@ BPF_CLANG ?= clang-14
 BPF_STRIP ?= llvm-strip-14
 BPFTOOL ?= bpftool
 BPF_MULTIARCH := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch 2>/dev/null)
+# -mcpu=v3: compare-and-swap (the scan rule's per-pair lock word); the kernels that run the program have it.
 # -ffreestanding: the shared header's <stdint.h> is then clang's own, not glibc's (which needs 32-bit stubs
 # under -target bpf). The multiarch directory provides <asm/types.h> for <linux/bpf.h>.
-BPF_CFLAGS := -g -O2 -target bpf -ffreestanding -Wall -Wextra -Werror \
+BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -ffreestanding -Wall -Wextra -Werror \
 	-fno-ident -fdebug-prefix-map=$(CURDIR)=. -fdebug-compilation-dir=. \
 	-I bpf -I /usr/include/$(BPF_MULTIARCH)
 BPF_SOURCE := bpf/conntrackr.bpf.c

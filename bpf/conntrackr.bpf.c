@@ -7,7 +7,12 @@
  *      Dropped packets are never reported.
  *   3. Follow IPv4 options and fragments or the IPv6 extension-header chain to TCP; for a SYN without ACK,
  *      write a struct ct_event into the ring buffer. An IPv6 packet from an IPv4-mapped source is malformed.
- *   4. XDP_PASS. Whatever cannot be parsed passes: this program never drops what it does not understand.
+ *   4. With the scan rule on (scan_config.port_threshold > 0): count the SYN's port for its (source unit,
+ *      destination) pair (bpf/scan_rule.h, the rule user space applies too). The SYN that takes the pair over the
+ *      threshold blocks the source's unit here and now, unless it is allowlisted or a limit refuses, and is
+ *      dropped: the scanner gets answers on the threshold's worth of ports at most, at any rate. The event
+ *      carries the verdict; user space reports it, owns expiry, and publishes the block.
+ *   5. XDP_PASS. Whatever cannot be parsed passes: this program never drops what it does not understand.
  *
  * Parsing follows Sources/ConnCore/FrameParser.swift rule for rule (the same bounds, the same truncated and
  * malformed cases), so the XDP and pcap sources report the same attempts. Every read is preceded by a bounds
@@ -20,8 +25,14 @@
 #include <bpf/bpf_helpers.h>
 
 #include "conntrackr.h"
+#include "scan_rule.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+_Static_assert(CT_SCAN_RULE_MAX_THRESHOLD == CT_SCAN_MAX_THRESHOLD, "conntrackr.h and scan_rule.h disagree");
+
+/* The scan rule and block policy (all zero: the rule is off). Set by the loader. */
+const volatile struct ct_scan_config scan_config = {};
 
 /* The consumer is woken each time another this many bytes wait in the ring buffer; below that it polls on a
  * short timer. Waking it for every record costs a core at a few hundred thousand SYNs a second. Set by the loader. */
@@ -70,6 +81,74 @@ struct {
     __type(value, struct ct_allow_value);
     __uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct_allow_v6 SEC(".maps");
+
+/* Sources of scans, IPv6 ones as their block unit, and the destination they scan. */
+struct ct_scan_key {
+    uint8_t source[16]; /* IPv4-mapped, or IPv6 masked to scan_config.ipv6_prefix_len */
+    uint8_t destination[16];
+};
+
+/* The scan rule's per-pair state. LRU, so that a spoofed flood from millions of sources evicts old pairs instead
+ * of filling the map (a pair evicted is a pair counted afresh: pairs_inserted shows the churn). */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, CT_SCAN_MAX_PAIRS);
+    __type(key, struct ct_scan_key);
+    __type(value, struct ct_scan_state);
+} ct_scan_pairs SEC(".maps");
+
+/* An all-zero state to insert new pairs from: too big for the 512-byte BPF stack. Never written. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, uint32_t);
+    __type(value, struct ct_scan_state);
+} ct_scan_zero SEC(".maps");
+
+/* --max-blocks-per-minute, exactly as user space applies it: the times of the last N blocks in a ring; a block is
+ * refused while the one N blocks back is less than a minute old. */
+struct ct_block_budget {
+    struct bpf_spin_lock lock;
+    uint32_t next;
+    int64_t times[CT_MAX_BLOCKS_PER_MINUTE];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, uint32_t);
+    __type(value, struct ct_block_budget);
+} ct_budget SEC(".maps");
+
+/* How many prefixes are blocked, for --max-blocked: user space writes the exact count whenever it changes the
+ * blocklist or sweeps it, and the program adds its own blocks in between. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, uint32_t);
+    __type(value, uint64_t);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_blocked_count SEC(".maps");
+
+/* IPv6 block units (sources masked to scan_config.ipv6_prefix_len) that hold an allowlisted address more specific
+ * than the unit (a host address inside its /64): blocking the unit would block it, so the program refuses, as user
+ * space does. Synced by user space with the allowlist. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, CT_MAX_ALLOWED);
+    __type(key, struct ct_lpm_v6_key);
+    __type(value, struct ct_allow_value);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_allow_v6_units SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, uint32_t);
+    __type(value, struct ct_scan_stats);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_scan_stats SEC(".maps");
 
 /* Pinned too, so that `conntrackr blocklist` and metrics can read it while the agent runs. */
 struct {
@@ -151,7 +230,7 @@ static __always_inline enum verdict parse_tcp(const uint8_t *tcp, const void *en
 
 /* Reserves, fills and submits one event. Returns 0, or -1 when the ring buffer is full. */
 static __always_inline int report(const uint8_t *saddr, const uint8_t *daddr, int family, uint16_t sport,
-                                  uint16_t dport, uint32_t ifindex)
+                                  uint16_t dport, uint32_t ifindex, uint8_t verdict)
 {
     struct ct_event *event = bpf_ringbuf_reserve(&ct_events, sizeof(*event), 0);
     if (!event)
@@ -175,6 +254,7 @@ static __always_inline int report(const uint8_t *saddr, const uint8_t *daddr, in
     event->dport = dport;
     event->ifindex = ifindex;
     event->family = (uint8_t)family;
+    event->verdict = verdict;
     __builtin_memset(event->pad, 0, sizeof(event->pad));
     /* Wake the consumer when this record carries the waiting data over a multiple of wakeup_bytes (the
      * reservation already counts in it): once per wakeup_bytes of records, not for every record while the
@@ -185,8 +265,257 @@ static __always_inline int report(const uint8_t *saddr, const uint8_t *daddr, in
     uint64_t waiting = bpf_ringbuf_query(&ct_events, BPF_RB_AVAIL_DATA);
     uint64_t step = wakeup_bytes ? wakeup_bytes : 1;
     int crossed = waiting >= CT_RECORD_BYTES && waiting / step != (waiting - CT_RECORD_BYTES) / step;
-    bpf_ringbuf_submit(event, crossed ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+    /* A verdict is news user space must act on (report, publish, take over the block's expiry): wake it now. */
+    bpf_ringbuf_submit(event, crossed || verdict != CT_VERDICT_NONE ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
     return 0;
+}
+
+/* --- The scan rule --- */
+
+/* Clears the bits of the 16-byte `addr` past `length`. */
+static __always_inline void mask_prefix(uint8_t *addr, uint32_t length)
+{
+#pragma unroll
+    for (int index = 0; index < 16; index++) {
+        int bits = (int)length - index * 8;
+        uint8_t mask = bits >= 8 ? 0xFF : bits <= 0 ? 0 : (uint8_t)(0xFF << (8 - bits));
+        addr[index] &= mask;
+    }
+}
+
+/* Takes a pair's lock word. Concurrent SYNs of one pair arrive on different CPUs (RSS spreads a scanner's source
+ * ports over queues); the holder runs in softirq context for a few hundred nanoseconds, so a bounded spin always
+ * suffices in practice. Returns 0 when it did not (the SYN is then not counted, and counted as untracked). */
+static __always_inline int lock_pair(struct ct_scan_state *state)
+{
+    for (int attempt = 0; attempt < 1024; attempt++) {
+        if (__sync_val_compare_and_swap(&state->busy, 0, 1) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static __always_inline void unlock_pair(struct ct_scan_state *state)
+{
+    __sync_val_compare_and_swap(&state->busy, 1, 0);
+}
+
+/* The scan rule's per-slot step, run by bpf_loop so that the verifier checks it once. */
+static long scan_slot(uint64_t index, void *context)
+{
+    uint32_t slot = (uint32_t)index;
+    /* One register for the bounds check and the accesses: the verifier must see the check on the register used. */
+    asm volatile("" : "+r"(slot));
+    if (slot >= CT_SCAN_SLOTS)
+        return 1;
+    asm volatile("" : "+r"(slot));
+    ct_scan_slot(context, slot);
+    return 0;
+}
+
+/* Spends one of the minute's blocks: 0, or -1 when the block N back is less than a minute old. */
+static __always_inline int spend_block_budget(int64_t now)
+{
+    uint32_t zero = 0;
+    struct ct_block_budget *budget = bpf_map_lookup_elem(&ct_budget, &zero);
+    if (!budget)
+        return -1;
+    uint32_t limit = scan_config.max_blocks_per_minute;
+    if (limit == 0 || limit > CT_MAX_BLOCKS_PER_MINUTE)
+        limit = CT_MAX_BLOCKS_PER_MINUTE;
+    int spent = -1;
+    bpf_spin_lock(&budget->lock);
+    uint32_t next = budget->next;
+    if (next >= limit)
+        next = 0;
+    next &= CT_MAX_BLOCKS_PER_MINUTE - 1;
+    int64_t then = budget->times[next];
+    if (then == 0 || ct_elapsed(now, then) >= 60000000000LL) {
+        budget->times[next] = now;
+        budget->next = next + 1 >= limit ? 0 : next + 1;
+        spent = 0;
+    }
+    bpf_spin_unlock(&budget->lock);
+    return spent;
+}
+
+/* Blocks the source unit `unit` (prefix `length` bits of `family`), the same entry user space would make, unless
+ * it is allowlisted or a limit refuses. Returns a CT_VERDICT_*. */
+static __always_inline uint8_t block_unit(const uint8_t *source, const uint8_t *unit, uint32_t length, int family,
+                                          int64_t now, struct ct_scan_stats *stats)
+{
+    if (family == CT_FAMILY_IPV4) {
+        struct ct_lpm_v4_key key = { .prefixlen = 32 };
+        __builtin_memcpy(key.addr, source, 4);
+        if (bpf_map_lookup_elem(&ct_allow_v4, &key))
+            goto allowlisted;
+    } else {
+        struct ct_lpm_v6_key key = { .prefixlen = 128 };
+        __builtin_memcpy(key.addr, source, 16);
+        if (bpf_map_lookup_elem(&ct_allow_v6, &key))
+            goto allowlisted;
+        key.prefixlen = length;
+        __builtin_memcpy(key.addr, unit, 16);
+        if (bpf_map_lookup_elem(&ct_allow_v6_units, &key))
+            goto allowlisted;
+    }
+    uint32_t zero = 0;
+    uint64_t *blocked = bpf_map_lookup_elem(&ct_blocked_count, &zero);
+    if (!blocked)
+        goto failed;
+    if (*blocked >= scan_config.max_blocked) {
+        stats->refused_full++;
+        return CT_VERDICT_FULL;
+    }
+    if (spend_block_budget(now) < 0) {
+        stats->refused_rate_limited++;
+        return CT_VERDICT_RATE_LIMITED;
+    }
+    struct ct_block_value value = {
+        .expires_ns = scan_config.block_ttl_ns > 0 ? (uint64_t)now + (uint64_t)scan_config.block_ttl_ns : 0,
+        .packets = 1, /* the SYN that made it */
+        .reason = CT_REASON_PORT_SCAN,
+        .origin = CT_ORIGIN_LOCAL,
+    };
+    long result;
+    if (family == CT_FAMILY_IPV4) {
+        struct ct_lpm_v4_key key = { .prefixlen = 32 };
+        __builtin_memcpy(key.addr, source, 4);
+        result = bpf_map_update_elem(&ct_block_v4, &key, &value, BPF_ANY);
+    } else {
+        struct ct_lpm_v6_key key = { .prefixlen = length };
+        __builtin_memcpy(key.addr, unit, 16);
+        result = bpf_map_update_elem(&ct_block_v6, &key, &value, BPF_ANY);
+    }
+    if (result != 0)
+        goto failed;
+    __sync_fetch_and_add(blocked, 1);
+    stats->blocks++;
+    return CT_VERDICT_BLOCKED;
+
+allowlisted:
+    stats->refused_allowlisted++;
+    return CT_VERDICT_ALLOWLISTED;
+failed:
+    stats->refused_failed++;
+    return CT_VERDICT_FAILED;
+}
+
+/* A SYN for the scan rule, handed to it in one piece. */
+struct ct_scan_request {
+    uint8_t source[16];      /* the address as on the wire: 4 bytes for IPv4, 16 for IPv6 */
+    uint8_t destination[16];
+    uint16_t port;
+    uint8_t family;
+    uint8_t pad[5];
+};
+
+/* Counts a SYN under the scan rule and, when it takes the pair over the threshold (or the pair waits for a block
+ * a limit refused), blocks the source's unit. Returns the verdict for the event: CT_VERDICT_NONE for SYNs that
+ * change nothing, including a retry refused again.
+ *
+ * A global function: the verifier checks it once, on its own, instead of once per IPv4 and IPv6 call site. */
+__attribute__((noinline)) int apply_scan_rule(struct ct_scan_request *request)
+{
+    if (!request)
+        return CT_VERDICT_NONE;
+    const uint8_t *source = request->source;
+    const uint8_t *destination = request->destination;
+    int family = request->family;
+    uint16_t port = request->port;
+    uint32_t threshold = scan_config.port_threshold;
+    if (threshold == 0 || threshold > CT_SCAN_MAX_THRESHOLD)
+        return CT_VERDICT_NONE;
+    uint32_t zero = 0;
+    struct ct_scan_stats *stats = bpf_map_lookup_elem(&ct_scan_stats, &zero);
+    if (!stats)
+        return CT_VERDICT_NONE;
+
+    struct ct_scan_key key = {};
+    uint32_t length = 32;
+    if (family == CT_FAMILY_IPV4) {
+        key.source[10] = key.source[11] = 0xFF;
+        key.destination[10] = key.destination[11] = 0xFF;
+        __builtin_memcpy(key.source + 12, source, 4);
+        __builtin_memcpy(key.destination + 12, destination, 4);
+    } else {
+        length = scan_config.ipv6_prefix_len;
+        if (length == 0 || length > 128)
+            length = 64;
+        __builtin_memcpy(key.source, source, 16);
+        mask_prefix(key.source, length);
+        __builtin_memcpy(key.destination, destination, 16);
+    }
+    int64_t now = (int64_t)bpf_ktime_get_boot_ns();
+
+    struct ct_scan_state *state = bpf_map_lookup_elem(&ct_scan_pairs, &key);
+    if (!state) {
+        struct ct_scan_state *fresh = bpf_map_lookup_elem(&ct_scan_zero, &zero);
+        if (!fresh)
+            return CT_VERDICT_NONE;
+        /* Another CPU may insert the same pair first: then its entry is the one used. */
+        bpf_map_update_elem(&ct_scan_pairs, &key, fresh, BPF_NOEXIST);
+        state = bpf_map_lookup_elem(&ct_scan_pairs, &key);
+        if (!state) {
+            stats->untracked++;
+            return CT_VERDICT_NONE;
+        }
+        stats->pairs_inserted++;
+    }
+    if (!lock_pair(state)) {
+        stats->untracked++;
+        return CT_VERDICT_NONE;
+    }
+    struct ct_scan_pass pass;
+    if (ct_scan_begin(&pass, state, port, now, scan_config.window_ns))
+        bpf_loop(CT_SCAN_SLOTS, scan_slot, &pass, 0);
+    int over = ct_scan_finish(&pass, threshold);
+    int retry = !over && state->retry_block;
+    state->retry_block = 0;
+    unlock_pair(state);
+    if (!over && !retry)
+        return CT_VERDICT_NONE;
+
+    if (over)
+        stats->scans++;
+    uint8_t verdict = block_unit(source, key.source, length, family, now, stats);
+    if (verdict == CT_VERDICT_RATE_LIMITED || verdict == CT_VERDICT_FULL || verdict == CT_VERDICT_FAILED) {
+        /* A limit that may lift: the pair's next SYN tries again, so a scanner cannot first spend the budget
+         * (or fill the list) and then scan at leisure. (A byte store: no lock needed.) */
+        state->retry_block = 1;
+        return over ? verdict : CT_VERDICT_NONE;
+    }
+    if (retry)
+        return verdict == CT_VERDICT_BLOCKED ? CT_VERDICT_BLOCKED_LATER : CT_VERDICT_NONE;
+    return verdict;
+}
+
+/* Reports a SYN with the scan rule's verdict; XDP_DROP when the verdict blocked its source. */
+static __always_inline int handle_attempt(struct xdp_md *ctx, const uint8_t *saddr, const uint8_t *daddr,
+                                          int family, uint16_t sport, uint16_t dport, struct ct_stats *stats)
+{
+    uint8_t verdict = CT_VERDICT_NONE;
+    if (scan_config.port_threshold != 0) {
+        struct ct_scan_request request = { .port = dport, .family = (uint8_t)family };
+        if (family == CT_FAMILY_IPV4) {
+            __builtin_memcpy(request.source, saddr, 4);
+            __builtin_memcpy(request.destination, daddr, 4);
+        } else {
+            __builtin_memcpy(request.source, saddr, 16);
+            __builtin_memcpy(request.destination, daddr, 16);
+        }
+        verdict = (uint8_t)apply_scan_rule(&request);
+    }
+    stats->syns++;
+    if (report(saddr, daddr, family, sport, dport, ctx->ingress_ifindex, verdict) == 0)
+        stats->events++;
+    else
+        stats->ringbuf_full++;
+    if (verdict == CT_VERDICT_BLOCKED || verdict == CT_VERDICT_BLOCKED_LATER) {
+        stats->dropped++;
+        return XDP_DROP;
+    }
+    return XDP_PASS;
 }
 
 /* IPv4 at `ip` (FrameParser.classifyIPv4). Returns XDP_DROP for blocked sources, else XDP_PASS. */
@@ -227,12 +556,7 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, const uint8_t *ip, co
     default:
         return XDP_PASS;
     }
-    stats->syns++;
-    if (report(ip + 12, ip + 16, CT_FAMILY_IPV4, sport, dport, ctx->ingress_ifindex) == 0)
-        stats->events++;
-    else
-        stats->ringbuf_full++;
-    return XDP_PASS;
+    return handle_attempt(ctx, ip + 12, ip + 16, CT_FAMILY_IPV4, sport, dport, stats);
 
 malformed:
     stats->malformed++;
@@ -307,12 +631,7 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, co
     default:
         return XDP_PASS;
     }
-    stats->syns++;
-    if (report(ip + 8, ip + 24, CT_FAMILY_IPV6, sport, dport, ctx->ingress_ifindex) == 0)
-        stats->events++;
-    else
-        stats->ringbuf_full++;
-    return XDP_PASS;
+    return handle_attempt(ctx, ip + 8, ip + 24, CT_FAMILY_IPV6, sport, dport, stats);
 
 malformed:
     stats->malformed++;

@@ -29,6 +29,58 @@
 #define CT_FAMILY_IPV4 4
 #define CT_FAMILY_IPV6 6
 
+/* What the program's own scan rule decided at a SYN (struct ct_event.verdict). */
+#define CT_VERDICT_NONE 0          /* not a SYN that took its pair over the threshold (or the rule is off) */
+#define CT_VERDICT_BLOCKED 1       /* took its pair over: the source's unit is now blocked, this SYN dropped */
+#define CT_VERDICT_ALLOWLISTED 2   /* took its pair over; not blocked: allowlisted */
+#define CT_VERDICT_RATE_LIMITED 3  /* took its pair over; not blocked: max blocks per minute reached (retried) */
+#define CT_VERDICT_FULL 4          /* took its pair over; not blocked: the blocklist is full (retried) */
+#define CT_VERDICT_FAILED 5        /* took its pair over; not blocked: the map update failed (retried) */
+#define CT_VERDICT_BLOCKED_LATER 6 /* a pair refused for a limit before: the block was retried and is now made */
+
+/* The largest scan threshold the program holds ports for: CT_SCAN_MAX_THRESHOLD of scan_rule.h (the program
+ * checks that they agree; user space sees only this header). */
+#define CT_SCAN_RULE_MAX_THRESHOLD 32u
+
+/* The most blocks per minute the program's budget can hold; a larger setting is capped here. */
+#define CT_MAX_BLOCKS_PER_MINUTE 1024u
+/* Pairs the program tracks for its scan rule (LRU: the least recently active go first). */
+#define CT_SCAN_MAX_PAIRS 65536u
+
+/* The program's scan rule and block policy, set by the loader (read-only data). A port_threshold of 0 turns the
+ * rule off: the program then only reports and drops what user space blocked. */
+struct ct_scan_config {
+    /* A scan is more than this many distinct ports of one destination (1...CT_SCAN_MAX_THRESHOLD)... */
+    uint32_t port_threshold;
+    /* ...within this window. */
+    uint32_t max_blocks_per_minute;
+    int64_t window_ns;
+    /* How long a block lasts; 0 until removed. */
+    int64_t block_ttl_ns;
+    /* The most blocked prefixes (as counted in ct_blocked_count). */
+    uint64_t max_blocked;
+    /* IPv6 sources are counted and blocked as this prefix of their address (1...128). */
+    uint8_t ipv6_prefix_len;
+    uint8_t pad[7];
+};
+
+/* Counters of the scan rule, kept per CPU like struct ct_stats (a map of their own, so that ct_stats keeps its
+ * layout and older pins stay usable). */
+struct ct_scan_stats {
+    /* SYNs that took a pair over the threshold. */
+    uint64_t scans;
+    /* Blocks the program made (retries included). */
+    uint64_t blocks;
+    uint64_t refused_allowlisted;
+    uint64_t refused_rate_limited;
+    uint64_t refused_full;
+    uint64_t refused_failed;
+    /* Pairs inserted into the LRU; above CT_SCAN_MAX_PAIRS each insert evicts the least recent pair. */
+    uint64_t pairs_inserted;
+    /* SYNs the rule could not track (the pair could not be inserted). */
+    uint64_t untracked;
+};
+
 /* One connection attempt (TCP SYN without ACK), as the program writes it into the ring buffer. */
 struct ct_event {
     /* When the program saw the frame: CLOCK_BOOTTIME nanoseconds (bpf_ktime_get_boot_ns). */
@@ -43,7 +95,9 @@ struct ct_event {
     uint32_t ifindex;
     /* CT_FAMILY_IPV4 or CT_FAMILY_IPV6. */
     uint8_t family;
-    uint8_t pad[7];
+    /* CT_VERDICT_*: what the program's scan rule decided at this SYN. */
+    uint8_t verdict;
+    uint8_t pad[6];
 };
 
 /* Keys of the LPM tries: a prefix length in bits and the address in network byte order. */

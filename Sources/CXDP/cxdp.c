@@ -42,6 +42,8 @@ struct ct_maps {
     int fds[2][2]; /* [table][0 IPv4, 1 IPv6] */
     uint32_t capacity[2][2];
     int stats_fd;
+    int blocked_count_fd;
+    int allow_units_fd;
 };
 
 /* --- errors --- */
@@ -165,7 +167,8 @@ static int copy_record(void *context, void *data, size_t size)
     return program->batch_count == program->batch_capacity ? CT_BATCH_FULL : 0;
 }
 
-int ct_program_open(const char *pin_root, uint64_t wakeup_bytes, ct_program **out, char *err, size_t err_len)
+int ct_program_open(const char *pin_root, uint64_t wakeup_bytes, const struct ct_scan_config *scan,
+                    ct_program **out, char *err, size_t err_len)
 {
     char why[300];
     begin_call();
@@ -188,6 +191,8 @@ int ct_program_open(const char *pin_root, uint64_t wakeup_bytes, ct_program **ou
         goto failed;
     }
     program->skel->rodata->wakeup_bytes = wakeup_bytes ? wakeup_bytes : CT_DEFAULT_WAKEUP_BYTES;
+    if (scan)
+        program->skel->rodata->scan_config = *scan;
     code = conntrackr__load(program->skel);
     if (code < 0) {
         if (code == -EPERM || code == -EACCES) {
@@ -375,6 +380,35 @@ int ct_program_read_stats(ct_program *program, struct ct_stats *stats, char *err
     return read_stats(bpf_map__fd(program->skel->maps.ct_stats), stats, err, err_len);
 }
 
+int ct_program_read_scan_stats(ct_program *program, struct ct_scan_stats *stats, char *err, size_t err_len)
+{
+    memset(stats, 0, sizeof(*stats));
+    int cpus = libbpf_num_possible_cpus();
+    if (cpus <= 0)
+        return fail(err, err_len, cpus < 0 ? cpus : -EINVAL, "cannot count the CPUs");
+    struct ct_scan_stats *per_cpu = calloc((size_t)cpus, sizeof(*per_cpu));
+    if (!per_cpu)
+        return fail(err, err_len, -ENOMEM, "out of memory");
+    uint32_t zero = 0;
+    if (bpf_map_lookup_elem(bpf_map__fd(program->skel->maps.ct_scan_stats), &zero, per_cpu) != 0) {
+        int code = -errno;
+        free(per_cpu);
+        return fail(err, err_len, code, "cannot read the scan rule's statistics: %s", strerror(-code));
+    }
+    for (int cpu = 0; cpu < cpus; cpu++) {
+        stats->scans += per_cpu[cpu].scans;
+        stats->blocks += per_cpu[cpu].blocks;
+        stats->refused_allowlisted += per_cpu[cpu].refused_allowlisted;
+        stats->refused_rate_limited += per_cpu[cpu].refused_rate_limited;
+        stats->refused_full += per_cpu[cpu].refused_full;
+        stats->refused_failed += per_cpu[cpu].refused_failed;
+        stats->pairs_inserted += per_cpu[cpu].pairs_inserted;
+        stats->untracked += per_cpu[cpu].untracked;
+    }
+    free(per_cpu);
+    return 0;
+}
+
 int ct_program_test_run(ct_program *program, const void *frame, size_t frame_len, uint32_t ingress_ifindex,
                         uint32_t repeat, uint32_t *verdict, char *err, size_t err_len)
 {
@@ -453,8 +487,16 @@ static int open_all(const char *root, struct ct_maps *maps, char *err, size_t er
                 return code;
         }
     }
-    return open_pinned(root, "ct_stats", BPF_MAP_TYPE_PERCPU_ARRAY, sizeof(uint32_t), sizeof(struct ct_stats),
-                       &maps->stats_fd, NULL, err, err_len);
+    int code = open_pinned(root, "ct_stats", BPF_MAP_TYPE_PERCPU_ARRAY, sizeof(uint32_t), sizeof(struct ct_stats),
+                           &maps->stats_fd, NULL, err, err_len);
+    if (code < 0)
+        return code;
+    code = open_pinned(root, "ct_blocked_count", BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), sizeof(uint64_t),
+                       &maps->blocked_count_fd, NULL, err, err_len);
+    if (code < 0)
+        return code;
+    return open_pinned(root, "ct_allow_v6_units", BPF_MAP_TYPE_HASH, sizeof(struct ct_lpm_v6_key),
+                       sizeof(struct ct_allow_value), &maps->allow_units_fd, NULL, err, err_len);
 }
 
 static void close_all(struct ct_maps *maps)
@@ -465,9 +507,13 @@ static void close_all(struct ct_maps *maps)
                 close(maps->fds[table][family]);
     if (maps->stats_fd >= 0)
         close(maps->stats_fd);
+    if (maps->blocked_count_fd >= 0)
+        close(maps->blocked_count_fd);
+    if (maps->allow_units_fd >= 0)
+        close(maps->allow_units_fd);
     for (int table = 0; table < 2; table++)
         maps->fds[table][0] = maps->fds[table][1] = -1;
-    maps->stats_fd = -1;
+    maps->stats_fd = maps->blocked_count_fd = maps->allow_units_fd = -1;
 }
 
 int ct_maps_open(const char *pin_root, int create, ct_maps **out, char *err, size_t err_len)
@@ -482,14 +528,14 @@ int ct_maps_open(const char *pin_root, int create, ct_maps **out, char *err, siz
         return fail(err, err_len, -ENOMEM, "out of memory");
     for (int table = 0; table < 2; table++)
         maps->fds[table][0] = maps->fds[table][1] = -1;
-    maps->stats_fd = -1;
+    maps->stats_fd = maps->blocked_count_fd = maps->allow_units_fd = -1;
 
     code = open_all(pin_root, maps, err, err_len);
     if (code == -ENOENT && create) {
         /* Nothing pinned yet: loading the program creates and pins the maps, which outlive it. */
         close_all(maps);
         ct_program *program = NULL;
-        code = ct_program_open(pin_root, 0, &program, err, err_len);
+        code = ct_program_open(pin_root, 0, NULL, &program, err, err_len);
         if (code == 0) {
             ct_program_close(program);
             code = open_all(pin_root, maps, err, err_len);
@@ -680,6 +726,44 @@ int ct_entry_foreach(const ct_maps *maps, enum ct_table table, ct_entry_visitor 
             } else if (visitor(context, &prefix, NULL)) {
                 return 0;
             }
+        }
+    }
+    return 0;
+}
+
+int ct_maps_set_blocked_count(const ct_maps *maps, uint64_t count, char *err, size_t err_len)
+{
+    uint32_t zero = 0;
+    if (bpf_map_update_elem(maps->blocked_count_fd, &zero, &count, BPF_ANY) != 0) {
+        int code = -errno;
+        if (code == -EPERM || code == -EACCES)
+            return fail(err, err_len, -EPERM, "writing ct_blocked_count " PRIVILEGE_HINT);
+        return fail(err, err_len, code, "cannot write ct_blocked_count: %s", strerror(-code));
+    }
+    return 0;
+}
+
+int ct_maps_replace_allow_units(const ct_maps *maps, const struct ct_prefix *units, size_t count, char *err,
+                                size_t err_len)
+{
+    /* Delete what is there, then insert: the map is small (CT_MAX_ALLOWED) and rewritten only on reloads. */
+    struct ct_lpm_v6_key key, next;
+    int more = bpf_map_get_next_key(maps->allow_units_fd, NULL, &next) == 0;
+    while (more) {
+        key = next;
+        more = bpf_map_get_next_key(maps->allow_units_fd, &key, &next) == 0;
+        bpf_map_delete_elem(maps->allow_units_fd, &key);
+    }
+    for (size_t index = 0; index < count; index++) {
+        union lpm_key unit;
+        if (make_key(&units[index], &unit) != 1)
+            return fail(err, err_len, -EINVAL, "an IPv6 block unit must be an IPv6 prefix");
+        struct ct_allow_value value = { 0 };
+        if (bpf_map_update_elem(maps->allow_units_fd, &unit.v6, &value, BPF_ANY) != 0) {
+            int code = -errno;
+            if (code == -EPERM || code == -EACCES)
+                return fail(err, err_len, -EPERM, "writing ct_allow_v6_units " PRIVILEGE_HINT);
+            return fail(err, err_len, code, "cannot write ct_allow_v6_units: %s", strerror(-code));
         }
     }
     return 0;

@@ -30,17 +30,22 @@ public final class XDPBlocker: Blocker {
     /// The program this blocker attached itself, when no XDP capture attaches it.
     private let enforcer = Mutex<XDPProgram?>(nil)
 
+    /// IPv6 sources are blocked as this prefix of their address (the program refuses units holding an
+    /// allowlisted address).
+    public let ipv6UnitLength: Int
+
     /// A blocker on already opened maps.
-    public init(maps: PinnedBlockMaps, refreshInterval: Duration = .seconds(5)) {
+    public init(maps: PinnedBlockMaps, refreshInterval: Duration = .seconds(5), ipv6UnitLength: Int = 64) {
         self.maps = maps
         self.refreshInterval = refreshInterval
+        self.ipv6UnitLength = ipv6UnitLength
     }
 
     /// A blocker on the maps pinned under `pinRoot`, created if missing.
     /// - Throws: ``ConntrackrError`` when bpffs is not mounted, privileges are missing or the pins are of another
     ///   conntrackr version.
-    public convenience init(pinRoot: String = XDPProgram.defaultPinRoot) throws {
-        self.init(maps: try PinnedBlockMaps(pinRoot: pinRoot, createIfMissing: true))
+    public convenience init(pinRoot: String = XDPProgram.defaultPinRoot, ipv6UnitLength: Int = 64) throws {
+        self.init(maps: try PinnedBlockMaps(pinRoot: pinRoot, createIfMissing: true), ipv6UnitLength: ipv6UnitLength)
     }
 
     /// Loads the XDP program on the same pinned maps and attaches it to `interface`, so that blocks are enforced
@@ -69,6 +74,7 @@ public final class XDPBlocker: Blocker {
     /// Makes the program's allow maps hold exactly `allowlist`: it never drops an allowlisted source.
     public func replaceAllowlist(_ allowlist: Allowlist) throws {
         try maps.syncAllowlist(allowlist)
+        try maps.syncAllowedUnits(allowlist, ipv6UnitLength: ipv6UnitLength)
     }
 
     /// The most prefixes the maps hold, both families together (each family has a map of its own, of half that).
@@ -84,6 +90,7 @@ public final class XDPBlocker: Blocker {
             // The map keeps the counter of a replaced entry.
             stored.droppedPackets = copy.entries[entry.prefix]?.droppedPackets ?? 0
             copy.entries[entry.prefix] = stored
+            try? maps.setBlockedCount(copy.entries.count)
             return true
         }
     }
@@ -91,6 +98,7 @@ public final class XDPBlocker: Blocker {
     public func remove(_ prefix: IPPrefix) throws -> Bool {
         try copy.withLock { copy in
             copy.entries[prefix] = nil
+            defer { try? maps.setBlockedCount(copy.entries.count) }
             return try maps.unblock(prefix)
         }
     }
@@ -117,6 +125,7 @@ public final class XDPBlocker: Blocker {
                     copy.readAt = nil  // renewed or removed elsewhere: read the maps again next time
                 }
             }
+            if !removed.isEmpty { try? maps.setBlockedCount(copy.entries.count) }
             return Self.sorted(removed)
         }
     }
@@ -127,6 +136,8 @@ public final class XDPBlocker: Blocker {
         let entries = try maps.blockEntries()
         copy.entries = Dictionary(entries.map { ($0.prefix, $0) }, uniquingKeysWith: { _, last in last })
         copy.readAt = now
+        // The program counts its own blocks between these exact counts (kernel enforcement's --max-blocked).
+        try? maps.setBlockedCount(copy.entries.count)
     }
 
     private static func sorted(_ entries: some Sequence<BlockEntry>) -> [BlockEntry] {

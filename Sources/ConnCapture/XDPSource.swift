@@ -29,6 +29,8 @@ public final class XDPSource: PacketSource {
         public var pollInterval: Duration
         /// The most records handed over between two ends of batch. Default 4096.
         public var batchSize: Int
+        /// The scan rule and block policy the program enforces itself; `nil` leaves them to user space.
+        public var enforcement: KernelEnforcement?
 
         public init(
             interface: String,
@@ -36,7 +38,8 @@ public final class XDPSource: PacketSource {
             pinRoot: String = XDPProgram.defaultPinRoot,
             destinations: [IPAddress]? = nil,
             pollInterval: Duration = .milliseconds(100),
-            batchSize: Int = 4096
+            batchSize: Int = 4096,
+            enforcement: KernelEnforcement? = nil
         ) {
             self.interface = interface
             self.mode = mode
@@ -44,6 +47,7 @@ public final class XDPSource: PacketSource {
             self.destinations = destinations
             self.pollInterval = pollInterval
             self.batchSize = batchSize
+            self.enforcement = enforcement
         }
     }
 
@@ -70,7 +74,10 @@ public final class XDPSource: PacketSource {
     public func attach() throws -> XDPProgram.AttachMode {
         try active.withLock { active in
             if let active { return active.mode }
-            let program = try XDPProgram(pinRoot: configuration.pinRoot, batchSize: configuration.batchSize)
+            let program = try XDPProgram(
+                pinRoot: configuration.pinRoot, batchSize: configuration.batchSize,
+                enforcement: configuration.enforcement
+            )
             let mode = try program.attach(to: configuration.interface, mode: configuration.mode)
             active = Attached(program: program, mode: mode)
             logger.info(
@@ -89,6 +96,12 @@ public final class XDPSource: PacketSource {
         // The program is released only under the lock, so it outlives this read.
         let program = active.withLock { $0?.program }
         return try program?.statistics()
+    }
+
+    /// The program's scan-rule counters while it is attached, `nil` otherwise. Safe from any thread.
+    public func scanStatistics() throws -> KernelScanStatistics? {
+        let program = active.withLock { $0?.program }
+        return try program?.scanStatistics()
     }
 
     public func run(into pipeline: ConnectionPipeline) throws {

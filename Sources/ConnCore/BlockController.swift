@@ -52,19 +52,55 @@ public final class BlockController: Sendable {
 
     /// Decides on a detected scan: blocks its source, or says why not.
     public func handle(_ scan: PortScan) -> BlockDecision {
-        let prefix = policy.prefix(for: scan.source)
-        let entry = BlockEntry(
-            prefix: prefix,
-            reason: .portScan,
-            origin: .local,
-            since: scan.time,
-            expires: policy.ttl.map { scan.time + $0 }
-        )
+        let entry = entry(for: scan)
         let decision = apply(entry, at: scan.time)
         if case .blocked = decision {
             localBlockHandler.withLock { $0 }?(entry, scan)
         }
         return decision
+    }
+
+    /// Takes over a decision the XDP program made itself about `scan` (kernel enforcement): the program applied the
+    /// same allowlist and limits before the SYN was answered; this reports its decision, counts it against the
+    /// local limits, and for a block writes the entry's exact times (the program knows only boot time) and hands
+    /// it to the fleet, as ``handle(_:)`` does for its own blocks.
+    public func adopt(_ kernel: KernelDecision, for scan: PortScan) -> BlockDecision {
+        let entry = entry(for: scan)
+        let decision: BlockDecision
+        switch kernel {
+        case .blocked, .blockedLater:
+            // The program's entry is in force already; rewriting it keeps its drop counter.
+            _ = try? blocker.add(entry)
+            state.withLock { $0.recentBlockTimes.append(scan.time.nanoseconds) }
+            decision = .blocked(entry)
+        case .refusedAllowlisted:
+            let listed = allowlist.overlaps(entry.prefix) ?? Allowlist.Entry(prefix: entry.prefix, reason: .configured)
+            decision = .refused(.allowlisted(listed))
+        case .refusedRateLimited: decision = .refused(.rateLimited)
+        case .refusedBlocklistFull: decision = .refused(.blocklistFull)
+        case .refusedFailed: decision = .refused(.failed("the XDP program could not insert the block"))
+        }
+        count(decision)
+        if case .blocked = decision {
+            localBlockHandler.withLock { $0 }?(entry, scan)
+        }
+        return decision
+    }
+
+    /// Whether exactly `prefix` is in the blocklist now.
+    public func isBlocked(_ prefix: IPPrefix) -> Bool {
+        (try? blocker.entries().contains { $0.prefix == prefix }) ?? false
+    }
+
+    /// The entry that blocking the source of `scan` makes.
+    public func entry(for scan: PortScan) -> BlockEntry {
+        BlockEntry(
+            prefix: policy.prefix(for: scan.source),
+            reason: .portScan,
+            origin: .local,
+            since: scan.time,
+            expires: policy.ttl.map { scan.time + $0 }
+        )
     }
 
     /// Applies a block learned from elsewhere (fleet mode); the local allowlist still wins.
@@ -92,11 +128,15 @@ public final class BlockController: Sendable {
             state.recentBlockTimes.append(now.nanoseconds)
             return .blocked(entry)
         }
+        count(decision)
+        return decision
+    }
+
+    private func count(_ decision: BlockDecision) {
         switch decision {
         case .blocked(let entry): metrics.increment(.blocks(entry.origin), by: 1)
         case .refused(let refusal): metrics.increment(.blocksRefused(refusal.kind), by: 1)
         }
-        return decision
     }
 
     /// Lifts the block of exactly `prefix` before its time (a fleet-wide unblock) and reports it.

@@ -39,6 +39,9 @@ public final class ConnectionPipeline {
     }
 
     public let configuration: Configuration
+    /// Whether the attempts come from an XDP program that enforces the scan rule itself (their
+    /// ``ConnectionAttempt/kernelDecision`` is then the decision).
+    public let kernelEnforces: Bool
     private let events: any EventSink
     private let detector: any ScanDetector
     private let blocking: BlockController?
@@ -73,9 +76,11 @@ public final class ConnectionPipeline {
         detector: (any ScanDetector)? = nil,
         blocking: BlockController? = nil,
         metrics: any MetricsSink = DiscardingMetricsSink(),
-        logger: Logger = Logger(label: "conntrackr.pipeline")
+        logger: Logger = Logger(label: "conntrackr.pipeline"),
+        kernelEnforces: Bool = false
     ) {
         self.configuration = configuration
+        self.kernelEnforces = kernelEnforces
         self.events = events
         self.detector = detector ?? SlidingWindowScanDetector(rule: configuration.scanRule)
         self.blocking = blocking
@@ -147,12 +152,38 @@ public final class ConnectionPipeline {
             unreported.newConnections += 1
             events.emit(.newConnection(attempt))
         }
-        guard let scan = detector.observe(attempt) else { return }
+        guard let scan = detector.observe(attempt) else {
+            if let kernel = attempt.kernelDecision { handleKernelOnly(kernel, attempt) }
+            return
+        }
         statistics.portScans += 1
         unreported.portScans += 1
         events.emit(.portScan(scan))
         guard let blocking else { return }
-        let decision = blocking.handle(scan)
+        let decision: BlockDecision
+        if let kernel = attempt.kernelDecision {
+            decision = blocking.adopt(kernel, for: scan)
+        } else {
+            if kernelEnforces {
+                // The program saw no scan here (its pair was evicted, or the pair's SYNs reached us out of order):
+                // count it, and block from user space unless the program's block is already in force.
+                metrics.increment(.scanRuleDisagreements, by: 1)
+                if blocking.isBlocked(blocking.policy.prefix(for: scan.source)) { return }
+            }
+            decision = blocking.handle(scan)
+        }
+        if case .refused(let refusal) = decision { logRefusal(of: scan.source, refusal, at: scan.time) }
+        events.emit(decision.event(about: scan.source, at: scan.time))
+    }
+
+    /// A decision of the XDP program at a SYN where the detector found no new scan: a block the program retried
+    /// once a limit lifted (the pair was reported, refused, before), or a disagreement, where the kernel's decision
+    /// is reported.
+    private func handleKernelOnly(_ kernel: KernelDecision, _ attempt: ConnectionAttempt) {
+        if kernel != .blockedLater { metrics.increment(.scanRuleDisagreements, by: 1) }
+        guard let blocking else { return }
+        let scan = PortScan(time: attempt.time, source: attempt.source, destination: attempt.destination, ports: [])
+        let decision = blocking.adopt(kernel, for: scan)
         if case .refused(let refusal) = decision { logRefusal(of: scan.source, refusal, at: scan.time) }
         events.emit(decision.event(about: scan.source, at: scan.time))
     }

@@ -18,6 +18,11 @@ public enum CounterMetric: Hashable, Sendable {
     case eventsDropped
     /// Frames the pipeline examined.
     case framesProcessed
+    /// Scans where the XDP program's rule and the user-space detector disagreed (evicted state, SYNs of one pair
+    /// reported out of order across CPUs); the kernel's decision is the one reported.
+    case scanRuleDisagreements
+    /// Pairs the XDP program's scan rule started tracking (a running total the kernel keeps).
+    case kernelScanPairsInserted
     /// Blocks this agent published to the fleet store.
     case fleetPublications
     /// Publications dropped unpublished: the queue kept while the fleet store was unreachable was full, or the

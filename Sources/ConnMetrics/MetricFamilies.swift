@@ -140,6 +140,18 @@ extension MetricFamily {
         help: "Frames examined by the pipeline or by the XDP program.",
         label: nil
     )
+    static let scanRuleDisagreements = MetricFamily(
+        baseName: "scan_rule_disagreements",
+        kind: .counter,
+        help: "Scans where the XDP program's rule and the user-space detector disagreed; the kernel's decision is reported.",
+        label: nil
+    )
+    static let kernelScanPairsInserted = MetricFamily(
+        baseName: "kernel_scan_pairs_inserted",
+        kind: .counter,
+        help: "Pairs the XDP program's scan rule started tracking; beyond its capacity each evicts the least recent.",
+        label: nil
+    )
     static let captureRunning = MetricFamily(
         baseName: "capture_running",
         kind: .gauge,
@@ -181,7 +193,7 @@ extension MetricFamily {
     static let all: [MetricFamily] = [
         .newConnections, .portScans, .blocks, .unblocks, .blocksRefused, .blockedSources, .blockedPackets,
         .captureDropped, .malformedFrames, .trackedPairs, .trackedPairsEvicted, .trackedConnections,
-        .trackedConnectionsEvicted, .eventsDropped, .frames, .captureRunning, .fleetConnected, .fleetPublications,
+        .trackedConnectionsEvicted, .eventsDropped, .frames, .scanRuleDisagreements, .kernelScanPairsInserted, .captureRunning, .fleetConnected, .fleetPublications,
         .fleetPublicationsDropped, .fleetRefused, .buildInfo,
     ]
 }

@@ -195,6 +195,8 @@ struct SeriesTable: Sendable {
     let trackedConnectionsEvicted: Counter
     let eventsDropped: Counter
     let frames: Counter
+    let scanRuleDisagreements: Counter
+    let kernelScanPairsInserted: Counter
     let trackedPairs: Gauge
     let trackedConnections: Gauge
     let blockedSources: Gauge
@@ -219,6 +221,8 @@ struct SeriesTable: Sendable {
         trackedConnectionsEvicted = MetricFamily.trackedConnectionsEvicted.makeCounter(in: registry)
         eventsDropped = MetricFamily.eventsDropped.makeCounter(in: registry)
         frames = MetricFamily.frames.makeCounter(in: registry)
+        scanRuleDisagreements = MetricFamily.scanRuleDisagreements.makeCounter(in: registry)
+        kernelScanPairsInserted = MetricFamily.kernelScanPairsInserted.makeCounter(in: registry)
         trackedPairs = MetricFamily.trackedPairs.makeGauge(in: registry)
         trackedConnections = MetricFamily.trackedConnections.makeGauge(in: registry)
         blockedSources = MetricFamily.blockedSources.makeGauge(in: registry)
@@ -245,6 +249,8 @@ struct SeriesTable: Sendable {
         case .trackedConnectionsEvicted: trackedConnectionsEvicted
         case .eventsDropped: eventsDropped
         case .framesProcessed: frames
+        case .scanRuleDisagreements: scanRuleDisagreements
+        case .kernelScanPairsInserted: kernelScanPairsInserted
         case .fleetPublications: fleetPublications
         case .fleetPublicationsDropped: fleetPublicationsDropped
         case .fleetRefused: fleetRefused

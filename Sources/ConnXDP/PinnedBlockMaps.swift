@@ -130,6 +130,28 @@ public final class PinnedBlockMaps: @unchecked Sendable {
         return prefixes
     }
 
+    /// Tells the program how many prefixes are blocked, for its own `--max-blocked` check (kernel enforcement).
+    public func setBlockedCount(_ count: Int) throws {
+        try cxdpCall(failing: .blockerFailed) { ct_maps_set_blocked_count(handle, UInt64(max(count, 0)), $0, $1) }
+    }
+
+    /// Makes the program refuse to block any IPv6 unit (a source's prefix of `unitLength` bits) that holds an
+    /// address of `allowlist` more specific than the unit, such as this host's own address in its /64: blocking
+    /// the unit would cut it off. (Sources inside an allowlisted prefix are found in the allow maps.)
+    public func syncAllowedUnits(_ allowlist: Allowlist, ipv6UnitLength unitLength: Int) throws {
+        let length = min(max(unitLength, 1), 128)
+        let units = Set(
+            allowlist.entries.map(\.prefix).filter { !$0.address.isIPv4 && $0.length > length }
+                .compactMap { IPPrefix(address: $0.address, length: length) }
+        )
+        var prefixes = units.map { ct_prefix($0) }
+        try prefixes.withUnsafeMutableBufferPointer { buffer in
+            _ = try cxdpCall(failing: .blockerFailed) {
+                ct_maps_replace_allow_units(handle, buffer.baseAddress, buffer.count, $0, $1)
+            }
+        }
+    }
+
     /// An allowlisted prefix that `prefix` overlaps (holds or lies in), `nil` when none does: the program lets
     /// such a source through even when it is blocked.
     public func allowedPrefix(overlapping prefix: IPPrefix) throws -> IPPrefix? {

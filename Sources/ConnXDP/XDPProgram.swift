@@ -59,12 +59,23 @@ public final class XDPProgram: @unchecked Sendable {
     ///   - batchSize: the most records one ``poll(timeout:_:)`` delivers.
     ///   - wakeupBytes: how much data waits in the ring buffer before the program wakes the reader; `nil` keeps the
     ///     program's default (256 KiB). Below it, records wait for the next timed poll.
+    ///   - enforcement: the scan rule and block policy the program applies itself; `nil` (or a rule it cannot
+    ///     hold, see ``KernelEnforcement/init(rule:policy:)``) leaves detection to user space.
     /// - Throws: ``ConntrackrError`` with `.missingPrivilege`, `.kernelUnsupported` (bpffs not mounted) or
     ///   `.bpfFailed`, in one line saying what to do.
-    public init(pinRoot: String = XDPProgram.defaultPinRoot, batchSize: Int = 4096, wakeupBytes: Int? = nil) throws {
+    public init(
+        pinRoot: String = XDPProgram.defaultPinRoot,
+        batchSize: Int = 4096,
+        wakeupBytes: Int? = nil,
+        enforcement: KernelEnforcement? = nil
+    ) throws {
         precondition(batchSize > 0, "batchSize must be positive")
         var raw: OpaquePointer?
-        try cxdpCall { ct_program_open(pinRoot, UInt64(max(0, wakeupBytes ?? 0)), &raw, $0, $1) }
+        if var config = enforcement?.config {
+            try cxdpCall { ct_program_open(pinRoot, UInt64(max(0, wakeupBytes ?? 0)), &config, &raw, $0, $1) }
+        } else {
+            try cxdpCall { ct_program_open(pinRoot, UInt64(max(0, wakeupBytes ?? 0)), nil, &raw, $0, $1) }
+        }
         guard let raw else { throw ConntrackrError(.bpfFailed, "loading the XDP program returned no handle") }
         self.pinRoot = pinRoot
         self.handle = raw
@@ -131,6 +142,13 @@ public final class XDPProgram: @unchecked Sendable {
         }
     }
 
+    /// The scan rule's counters, summed over CPUs (zero while the program does not enforce). Safe from any thread.
+    public func scanStatistics() throws -> KernelScanStatistics {
+        var stats = ct_scan_stats()
+        try cxdpCall { ct_program_read_scan_stats(handle, &stats, $0, $1) }
+        return KernelScanStatistics(stats)
+    }
+
     /// Ends a ``poll(timeout:_:)`` that is waiting, and makes every later one return without waiting. For
     /// shutting down; safe from any thread.
     public func wake() {
@@ -184,6 +202,8 @@ public struct XDPRecord: Hashable, Sendable {
     public var destinationPort: UInt16
     /// The index of the interface the frame arrived on.
     public var interfaceIndex: UInt32
+    /// What the program's own scan rule decided at this SYN, if anything.
+    public var kernelDecision: KernelDecision?
 
     init(_ event: ct_event) {
         self.bootTime = event.time_ns
@@ -192,6 +212,7 @@ public struct XDPRecord: Hashable, Sendable {
         self.destination = ipAddress(event.daddr)
         self.destinationPort = event.dport
         self.interfaceIndex = event.ifindex
+        self.kernelDecision = KernelDecision(rawValue: event.verdict)
     }
 
     /// The attempt, stamped in wall-clock time with `bootToWall` (wall-clock minus boot-time nanoseconds).
@@ -201,7 +222,8 @@ public struct XDPRecord: Hashable, Sendable {
             source: source,
             sourcePort: sourcePort,
             destination: destination,
-            destinationPort: destinationPort
+            destinationPort: destinationPort,
+            kernelDecision: kernelDecision
         )
     }
 }

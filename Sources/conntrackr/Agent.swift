@@ -44,12 +44,19 @@ struct Agent {
                 scrape.setBlockedPacketsTotal(statistics.dropped)
             }
         }
+        if let kernelScanStatistics = parts.kernelScanStatistics {
+            metrics.addScrapeHook(name: "kernel scan rule") { scrape in
+                guard let statistics = try kernelScanStatistics() else { return }
+                scrape.setTotal(.kernelScanPairsInserted, to: statistics.pairsInserted)
+            }
+        }
         let pipeline = ConnectionPipeline(
             configuration: settings.pipelineConfiguration,
             events: writer,
             blocking: blocking,
             metrics: metrics,
-            logger: logger
+            logger: logger,
+            kernelEnforces: parts.kernelScanStatistics != nil
         )
         // Fleet mode registers for local blocks when made, so it comes before capture starts.
         var fleet: FleetService?

@@ -13,6 +13,8 @@ struct PrivilegedParts {
     let allowlist: Allowlist
     /// The XDP program's counters while the XDP source runs, for metrics.
     let xdpStatistics: (@Sendable () throws -> XDPStatistics?)?
+    /// The program's scan-rule counters, when it enforces the rule.
+    let kernelScanStatistics: (@Sendable () throws -> KernelScanStatistics?)?
     /// Undo what was set up in the kernel, in order, when the agent stops.
     let cleanups: [@Sendable () -> Void]
 
@@ -27,6 +29,14 @@ struct PrivilegedParts {
 
         let source: any PacketSource
         var xdpStatistics: (@Sendable () throws -> XDPStatistics?)?
+        var kernelScanStatistics: (@Sendable () throws -> KernelScanStatistics?)?
+        let enforcement = settings.source == .xdp && settings.block == .xdp && settings.kernelEnforcement
+            ? KernelEnforcement(rule: settings.pipelineConfiguration.scanRule, policy: settings.blockPolicy) : nil
+        if settings.source == .xdp, settings.block == .xdp, settings.kernelEnforcement, enforcement == nil {
+            logger.notice(
+                "the scan rule runs in user space only: the XDP program holds at most \(KernelEnforcement.maxPortThreshold) ports"
+            )
+        }
         switch settings.source {
         case .pcap:
             let pcap = PcapLiveSource(
@@ -38,12 +48,14 @@ struct PrivilegedParts {
         case .xdp:
             let xdp = XDPSource(
                 configuration: .init(
-                    interface: interface, mode: mode, pinRoot: settings.pinDirectory, destinations: destinations
+                    interface: interface, mode: mode, pinRoot: settings.pinDirectory, destinations: destinations,
+                    enforcement: enforcement
                 ),
                 logger: logger
             )
             try xdp.attach()
             xdpStatistics = { try xdp.statistics() }
+            if enforcement != nil { kernelScanStatistics = { try xdp.scanStatistics() } }
             source = xdp
         }
 
@@ -52,7 +64,7 @@ struct PrivilegedParts {
         case .none:
             blocker = nil
         case .xdp:
-            let xdpBlocker = try XDPBlocker(pinRoot: settings.pinDirectory)
+            let xdpBlocker = try XDPBlocker(pinRoot: settings.pinDirectory, ipv6UnitLength: settings.ipv6BlockPrefix)
             try xdpBlocker.replaceAllowlist(allowlist)
             if settings.source != .xdp {
                 // Blocking in XDP needs the program on the interface even when libpcap captures.
@@ -79,7 +91,8 @@ struct PrivilegedParts {
             )
         }
         return PrivilegedParts(
-            source: source, blocker: blocker, allowlist: allowlist, xdpStatistics: xdpStatistics, cleanups: cleanups
+            source: source, blocker: blocker, allowlist: allowlist, xdpStatistics: xdpStatistics,
+            kernelScanStatistics: kernelScanStatistics, cleanups: cleanups
         )
     }
 }

@@ -30,6 +30,9 @@ struct PrometheusMetricsSinkTests {
         ("conntrackr_tracked_connections_evicted_total", "counter", [[:]]),
         ("conntrackr_events_dropped_total", "counter", [[:]]),
         ("conntrackr_frames_total", "counter", [[:]]),
+        // Issue 12: kernel enforcement.
+        ("conntrackr_scan_rule_disagreements_total", "counter", [[:]]),
+        ("conntrackr_kernel_scan_pairs_inserted_total", "counter", [[:]]),
         ("conntrackr_capture_running", "gauge", [[:]]),
         ("conntrackr_fleet_connected", "gauge", [[:]]),
         ("conntrackr_fleet_publications_total", "counter", [[:]]),

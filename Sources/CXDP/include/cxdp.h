@@ -58,8 +58,10 @@ struct ct_prefix {
 
 /* Loads the program with its maps pinned by name under `pin_root` (created if missing), reusing the maps
  * already pinned there so that blocks survive a restart. `wakeup_bytes` is how much data must wait in the ring
- * buffer before the program wakes the consumer (0: CT_DEFAULT_WAKEUP_BYTES). */
-int ct_program_open(const char *pin_root, uint64_t wakeup_bytes, ct_program **out, char *err, size_t err_len);
+ * buffer before the program wakes the consumer (0: CT_DEFAULT_WAKEUP_BYTES). `scan` turns on the program's own
+ * scan rule and block policy (NULL: off). */
+int ct_program_open(const char *pin_root, uint64_t wakeup_bytes, const struct ct_scan_config *scan,
+                    ct_program **out, char *err, size_t err_len);
 
 /* Attaches to the interface through a BPF link, which the kernel detaches when the process exits however it
  * exits. `used_mode` (may be NULL) receives CT_XDP_MODE_NATIVE or CT_XDP_MODE_GENERIC. */
@@ -83,6 +85,9 @@ void ct_program_wake(ct_program *program);
 
 /* The program's per-CPU statistics, summed over CPUs. Safe from any thread. */
 int ct_program_read_stats(ct_program *program, struct ct_stats *stats, char *err, size_t err_len);
+
+/* The scan rule's per-CPU statistics, summed over CPUs. Safe from any thread. */
+int ct_program_read_scan_stats(ct_program *program, struct ct_scan_stats *stats, char *err, size_t err_len);
 
 /* Runs the program `repeat` times (at least once) on `frame` (at least 14 bytes) with BPF_PROG_TEST_RUN and
  * stores its last return value (XDP_DROP 1, XDP_PASS 2) in `verdict`. `ingress_ifindex` 0 lets the kernel pick
@@ -120,6 +125,14 @@ int ct_allow_put(const ct_maps *maps, const struct ct_prefix *prefix, char *err,
 /* Removes the exact `prefix` from a table; -ENOENT when it is not there. */
 int ct_entry_delete(const ct_maps *maps, enum ct_table table, const struct ct_prefix *prefix, char *err,
                     size_t err_len);
+
+/* Tells the program how many prefixes are blocked (for its --max-blocked check). */
+int ct_maps_set_blocked_count(const ct_maps *maps, uint64_t count, char *err, size_t err_len);
+
+/* Makes the IPv6 block units that hold an allowlisted address exactly `units` (IPv6 prefixes of the block
+ * length): the program refuses to block them. */
+int ct_maps_replace_allow_units(const ct_maps *maps, const struct ct_prefix *units, size_t count, char *err,
+                                size_t err_len);
 
 /* Called for each entry; return nonzero to stop. `value` is NULL for the allow table. */
 typedef int (*ct_entry_visitor)(void *context, const struct ct_prefix *prefix, const struct ct_block_value *value);

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# e2e-timeout: 240
+# Issue 12: with `run --source xdp --block xdp` the XDP program enforces the scan rule itself, so a scanner learns
+# no more ports than the threshold, whatever its rate. What it learned is counted on the scanner's side: the
+# distinct ports of the victim's answers (SYN-ACK or RST) captured in the attacker's namespace. Scanners: hping3
+# at 1 SYN/ms to the next port each time, nmap -sS -T4 over 1000 ports, nmap -6 over 1000 ports (its /64 is the
+# lab's, so --ipv6-block-prefix 128). N = 3 and N = 7. A benign client is served throughout. Usage: BINARY
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib-xdp.sh"
+lab_require_root
+lab_require_cmds nmap hping3 tcpdump python3
+bin=$(e2e_binary "$@")
+
+lab_up
+xdp_init
+lab_listen victim 22 80 443
+
+# Starts tcpdump in the attacker's namespace on the victim's answers; sets LEAK_PID and LEAK_FILE.
+leak_capture_start() { # NAME
+    LEAK_FILE=$LAB_TMP/$1.pcap
+    lab_spawn attacker "tcpdump-$1" tcpdump -i "$LAB_IF_ATTACKER" -U -n -w "$LEAK_FILE" \
+        "tcp and (src host $LAB_VICTIM_IP4 or src host $LAB_VICTIM_IP6)"
+    LEAK_PID=$LAB_LAST_PID
+    sleep 1
+}
+
+# Stops the capture and prints the number of distinct victim ports that answered (SYN-ACK or RST).
+leak_capture_ports() {
+    sleep 1
+    kill -INT "$LEAK_PID" 2>/dev/null || true
+    lab_wait_exit "$LEAK_PID" 10 || true
+    tcpdump -r "$LEAK_FILE" -nn 2>/dev/null | python3 -c '
+import re, sys
+ports = set()
+for line in sys.stdin:
+    m = re.search(r" IP6? (\S+)\.(\d+) > \S+: Flags \[([^\]]*)\]", line)
+    if m and ("S" in m.group(3) or "R" in m.group(3)):
+        ports.add(int(m.group(2)))
+print(len(ports))'
+}
+
+# One scan against a fresh agent with threshold N (a fresh agent: a pair already reported is not reported again
+# within its window, in the kernel as in user space); checks what the scanner learned and what the agent said.
+scan_once() { # N KIND
+    local n=$1 kind=$2 name=agent-$1-$2
+    xdp_agent_start "$name" "$bin" --block xdp --scan-ports "$n" --ipv6-block-prefix 128 --block-ttl 600
+    local agent=$XDP_AGENT out=$LAB_TMP/$name.out scanner=$LAB_ATTACKER_IP4 bits=32 client_ip=$LAB_CLIENT_IP4
+    leak_capture_start "$kind-$n"
+    case $kind in
+        hping3) lab_exec attacker 30 hping3 -q -S -i u1000 -p ++1 -c 400 "$LAB_VICTIM_IP4" >/dev/null 2>&1 || true ;;
+        nmap) lab_exec attacker 120 nmap -n -Pn -sS -T4 -p 1-1000 --max-retries 1 --host-timeout 90s \
+            "$LAB_VICTIM_IP4" >"$LAB_TMP/$kind-$n.out" 2>&1 || true ;;
+        nmap6) lab_exec attacker 120 nmap -6 -n -Pn -sS -T4 -p 1-1000 --max-retries 1 --host-timeout 90s \
+            "$LAB_VICTIM_IP6" >"$LAB_TMP/$kind-$n.out" 2>&1 || true
+            scanner=$LAB_ATTACKER_IP6 bits=128 ;;
+    esac
+    local learned
+    learned=$(leak_capture_ports)
+    log "N=$n $kind: $learned ports answered"
+    assert_int "$learned" -le "$n" "ports $kind learned with N=$n"
+    assert_int "$learned" -ge 1 "ports $kind learned with N=$n (the capture sees answers)"
+    lab_connect client "$LAB_VICTIM_IP4" 22 80
+    lab_connect client "$LAB_VICTIM_IP6" 443
+    sleep 0.5
+    # The agent reports what the kernel decided: one scan and one block.
+    assert_eq "$(events count "$out" event=port_scan src="$scanner")" 1 "port_scan events for $kind with N=$n"
+    assert_eq "$(events count "$out" event=blocked src="$scanner/$bits" reason=port_scan)" 1 \
+        "blocked events for $kind with N=$n"
+    assert_eq "$(events count "$out" event=not_blocked)" 0 "not_blocked events with N=$n"
+    assert_eq "$(events count "$out" event=new_connection src="$LAB_CLIENT_IP4")" 2 "client connections with N=$n"
+    xdp_agent_stop "$agent" "$name"
+    "$bin" blocklist flush --pin-dir "$XDP_PINS" >/dev/null
+}
+
+for n in 3 7; do
+    for kind in hping3 nmap nmap6; do scan_once "$n" "$kind"; done
+done
+log "zero leak: hping3, nmap and nmap -6 learned at most N ports, N = 3 and 7; the client was served throughout"
