@@ -346,33 +346,35 @@ void ct_program_wake(ct_program *program)
     }
 }
 
-static int read_stats(int fd, struct ct_stats *stats, char *err, size_t err_len)
+/* Sums a per-CPU value made of `fields` uint64_t counters (struct ct_stats, struct ct_scan_stats) into `out`. */
+static int sum_per_cpu(int fd, uint64_t *out, size_t fields, const char *what, char *err, size_t err_len)
 {
-    memset(stats, 0, sizeof(*stats));
+    memset(out, 0, fields * sizeof(uint64_t));
     int cpus = libbpf_num_possible_cpus();
     if (cpus <= 0)
         return fail(err, err_len, cpus < 0 ? cpus : -EINVAL, "cannot count the CPUs");
-    struct ct_stats *per_cpu = calloc((size_t)cpus, sizeof(*per_cpu));
+    uint64_t *per_cpu = calloc((size_t)cpus * fields, sizeof(uint64_t));
     if (!per_cpu)
         return fail(err, err_len, -ENOMEM, "out of memory");
     uint32_t zero = 0;
     if (bpf_map_lookup_elem(fd, &zero, per_cpu) != 0) {
         int code = -errno;
         free(per_cpu);
-        return fail(err, err_len, code, "cannot read the XDP statistics: %s", strerror(-code));
+        return fail(err, err_len, code, "cannot read %s: %s", what, strerror(-code));
     }
-    for (int cpu = 0; cpu < cpus; cpu++) {
-        stats->frames += per_cpu[cpu].frames;
-        stats->syns += per_cpu[cpu].syns;
-        stats->events += per_cpu[cpu].events;
-        stats->ringbuf_full += per_cpu[cpu].ringbuf_full;
-        stats->dropped += per_cpu[cpu].dropped;
-        stats->malformed += per_cpu[cpu].malformed;
-        stats->allow_overrides += per_cpu[cpu].allow_overrides;
-        stats->expired_hits += per_cpu[cpu].expired_hits;
-    }
+    for (int cpu = 0; cpu < cpus; cpu++)
+        for (size_t field = 0; field < fields; field++)
+            out[field] += per_cpu[(size_t)cpu * fields + field];
     free(per_cpu);
     return 0;
+}
+
+_Static_assert(sizeof(struct ct_stats) % sizeof(uint64_t) == 0, "struct ct_stats is counters only");
+_Static_assert(sizeof(struct ct_scan_stats) % sizeof(uint64_t) == 0, "struct ct_scan_stats is counters only");
+
+static int read_stats(int fd, struct ct_stats *stats, char *err, size_t err_len)
+{
+    return sum_per_cpu(fd, (uint64_t *)stats, sizeof(*stats) / sizeof(uint64_t), "the XDP statistics", err, err_len);
 }
 
 int ct_program_read_stats(ct_program *program, struct ct_stats *stats, char *err, size_t err_len)
@@ -382,31 +384,8 @@ int ct_program_read_stats(ct_program *program, struct ct_stats *stats, char *err
 
 int ct_program_read_scan_stats(ct_program *program, struct ct_scan_stats *stats, char *err, size_t err_len)
 {
-    memset(stats, 0, sizeof(*stats));
-    int cpus = libbpf_num_possible_cpus();
-    if (cpus <= 0)
-        return fail(err, err_len, cpus < 0 ? cpus : -EINVAL, "cannot count the CPUs");
-    struct ct_scan_stats *per_cpu = calloc((size_t)cpus, sizeof(*per_cpu));
-    if (!per_cpu)
-        return fail(err, err_len, -ENOMEM, "out of memory");
-    uint32_t zero = 0;
-    if (bpf_map_lookup_elem(bpf_map__fd(program->skel->maps.ct_scan_stats), &zero, per_cpu) != 0) {
-        int code = -errno;
-        free(per_cpu);
-        return fail(err, err_len, code, "cannot read the scan rule's statistics: %s", strerror(-code));
-    }
-    for (int cpu = 0; cpu < cpus; cpu++) {
-        stats->scans += per_cpu[cpu].scans;
-        stats->blocks += per_cpu[cpu].blocks;
-        stats->refused_allowlisted += per_cpu[cpu].refused_allowlisted;
-        stats->refused_rate_limited += per_cpu[cpu].refused_rate_limited;
-        stats->refused_full += per_cpu[cpu].refused_full;
-        stats->refused_failed += per_cpu[cpu].refused_failed;
-        stats->pairs_inserted += per_cpu[cpu].pairs_inserted;
-        stats->untracked += per_cpu[cpu].untracked;
-    }
-    free(per_cpu);
-    return 0;
+    return sum_per_cpu(bpf_map__fd(program->skel->maps.ct_scan_stats), (uint64_t *)stats,
+                       sizeof(*stats) / sizeof(uint64_t), "the scan rule's statistics", err, err_len);
 }
 
 int ct_program_test_run(ct_program *program, const void *frame, size_t frame_len, uint32_t ingress_ifindex,

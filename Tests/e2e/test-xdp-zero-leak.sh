@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e-timeout: 240
+# e2e-timeout: 300
 # Issue 12: with `run --source xdp --block xdp` the XDP program enforces the scan rule itself, so a scanner learns
 # no more ports than the threshold, whatever its rate. What it learned is counted on the scanner's side: the
 # distinct ports of the victim's answers (SYN-ACK or RST) captured in the attacker's namespace. Scanners: hping3
@@ -49,9 +49,9 @@ scan_once() { # N KIND
     leak_capture_start "$kind-$n"
     case $kind in
         hping3) lab_exec attacker 30 hping3 -q -S -i u1000 -p ++1 -c 400 "$LAB_VICTIM_IP4" >/dev/null 2>&1 || true ;;
-        nmap) lab_exec attacker 120 nmap -n -Pn -sS -T4 -p 1-1000 --max-retries 1 --host-timeout 90s \
+        nmap) lab_exec attacker 120 nmap -n -Pn -sS -T4 -p 1-1000 --max-retries 0 --max-rtt-timeout 100ms --host-timeout 30s \
             "$LAB_VICTIM_IP4" >"$LAB_TMP/$kind-$n.out" 2>&1 || true ;;
-        nmap6) lab_exec attacker 120 nmap -6 -n -Pn -sS -T4 -p 1-1000 --max-retries 1 --host-timeout 90s \
+        nmap6) lab_exec attacker 120 nmap -6 -n -Pn -sS -T4 -p 1-1000 --max-retries 0 --max-rtt-timeout 100ms --host-timeout 30s \
             "$LAB_VICTIM_IP6" >"$LAB_TMP/$kind-$n.out" 2>&1 || true
             scanner=$LAB_ATTACKER_IP6 bits=128 ;;
     esac
