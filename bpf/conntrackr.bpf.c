@@ -34,6 +34,9 @@ _Static_assert(CT_SCAN_RULE_MAX_THRESHOLD == CT_SCAN_MAX_THRESHOLD, "conntrackr.
 /* The scan rule and block policy (all zero: the rule is off). Set by the loader. */
 const volatile struct ct_scan_config scan_config = {};
 
+/* Ports that never count toward the scan rule, as user space ignores them. Set by the loader. */
+const volatile uint64_t ignored_ports[CT_PORT_BITMAP_WORDS] = {};
+
 /* The consumer is woken each time another this many bytes wait in the ring buffer; below that it polls on a
  * short timer. Waking it for every record costs a core at a few hundred thousand SYNs a second. Set by the loader. */
 const volatile uint64_t wakeup_bytes = CT_DEFAULT_WAKEUP_BYTES;
@@ -419,6 +422,8 @@ __attribute__((noinline)) int apply_scan_rule(struct ct_scan_request *request)
 {
     if (!request)
         return CT_VERDICT_NONE;
+    if ((ignored_ports[(request->port >> 6) & (CT_PORT_BITMAP_WORDS - 1)] >> (request->port & 63)) & 1)
+        return CT_VERDICT_NONE; /* never counts, as in user space */
     const uint8_t *source = request->source;
     const uint8_t *destination = request->destination;
     int family = request->family;

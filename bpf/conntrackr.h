@@ -64,6 +64,10 @@ struct ct_scan_config {
     uint8_t pad[7];
 };
 
+/* Ports that never count toward the scan rule (--ignore-ports): a 65,536-bit bitmap, port p is bit p % 64 of
+ * word p / 64, as ScanRule.ignoredPorts keeps it in user space. */
+#define CT_PORT_BITMAP_WORDS 1024
+
 /* Counters of the scan rule, kept per CPU like struct ct_stats (a map of their own, so that ct_stats keeps its
  * layout and older pins stay usable). */
 struct ct_scan_stats {

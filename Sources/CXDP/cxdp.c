@@ -168,7 +168,7 @@ static int copy_record(void *context, void *data, size_t size)
 }
 
 int ct_program_open(const char *pin_root, uint64_t wakeup_bytes, const struct ct_scan_config *scan,
-                    ct_program **out, char *err, size_t err_len)
+                    const uint64_t *ignored_ports, ct_program **out, char *err, size_t err_len)
 {
     char why[300];
     begin_call();
@@ -193,6 +193,9 @@ int ct_program_open(const char *pin_root, uint64_t wakeup_bytes, const struct ct
     program->skel->rodata->wakeup_bytes = wakeup_bytes ? wakeup_bytes : CT_DEFAULT_WAKEUP_BYTES;
     if (scan)
         program->skel->rodata->scan_config = *scan;
+    if (ignored_ports)
+        memcpy((void *)program->skel->rodata->ignored_ports, ignored_ports,
+               sizeof(program->skel->rodata->ignored_ports));
     code = conntrackr__load(program->skel);
     if (code < 0) {
         if (code == -EPERM || code == -EACCES) {
@@ -514,7 +517,7 @@ int ct_maps_open(const char *pin_root, int create, ct_maps **out, char *err, siz
         /* Nothing pinned yet: loading the program creates and pins the maps, which outlive it. */
         close_all(maps);
         ct_program *program = NULL;
-        code = ct_program_open(pin_root, 0, NULL, &program, err, err_len);
+        code = ct_program_open(pin_root, 0, NULL, NULL, &program, err, err_len);
         if (code == 0) {
             ct_program_close(program);
             code = open_all(pin_root, maps, err, err_len);

@@ -59,9 +59,10 @@ struct ct_prefix {
 /* Loads the program with its maps pinned by name under `pin_root` (created if missing), reusing the maps
  * already pinned there so that blocks survive a restart. `wakeup_bytes` is how much data must wait in the ring
  * buffer before the program wakes the consumer (0: CT_DEFAULT_WAKEUP_BYTES). `scan` turns on the program's own
- * scan rule and block policy (NULL: off). */
+ * scan rule and block policy (NULL: off); `ignored_ports` (CT_PORT_BITMAP_WORDS words, or NULL for none) are
+ * ports that never count toward it. */
 int ct_program_open(const char *pin_root, uint64_t wakeup_bytes, const struct ct_scan_config *scan,
-                    ct_program **out, char *err, size_t err_len);
+                    const uint64_t *ignored_ports, ct_program **out, char *err, size_t err_len);
 
 /* Attaches to the interface through a BPF link, which the kernel detaches when the process exits however it
  * exits. `used_mode` (may be NULL) receives CT_XDP_MODE_NATIVE or CT_XDP_MODE_GENERIC. */
