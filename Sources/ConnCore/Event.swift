@@ -125,6 +125,26 @@ public enum ConnEvent: Hashable, Sendable {
     /// A scanner that was not blocked, and why (allowlisted, blocklist full, rate limited).
     case notBlocked(IPAddress, reason: BlockRefusal, at: Timestamp)
 
+    /// The kinds of event, named as the output names them (`"event":"port_scan"`).
+    public enum Kind: String, Hashable, Sendable, CaseIterable {
+        case newConnection = "new_connection"
+        case portScan = "port_scan"
+        case blocked
+        case unblocked
+        case notBlocked = "not_blocked"
+    }
+
+    /// This event's kind.
+    public var kind: Kind {
+        switch self {
+        case .newConnection: .newConnection
+        case .portScan: .portScan
+        case .blocked: .blocked
+        case .unblocked: .unblocked
+        case .notBlocked: .notBlocked
+        }
+    }
+
     /// When the event happened.
     public var time: Timestamp {
         switch self {

@@ -30,8 +30,51 @@ public final class BroadcastEventSink: EventSink {
     public func flush() { for sink in sinks { sink.flush() } }
 }
 
+/// Passes on only the events of chosen kinds: what a busy host writes (its scans and blocks, say, without a line
+/// per connection). It filters output only; the pipeline counts every event for metrics before it gets here.
+public final class FilteringEventSink: EventSink {
+    /// The kinds passed on.
+    public let kinds: Set<ConnEvent.Kind>
+    private let sink: any EventSink
+    /// One bit per kind (its index in `allCases`), so a check costs no hashing.
+    private let mask: UInt8
+
+    public init(kinds: Set<ConnEvent.Kind>, wrapping sink: any EventSink) {
+        self.kinds = kinds
+        self.sink = sink
+        mask = kinds.reduce(0) { $0 | Self.bit($1) }
+    }
+
+    @inline(__always)
+    private static func bit(_ kind: ConnEvent.Kind) -> UInt8 {
+        switch kind {
+        case .newConnection: 1
+        case .portScan: 2
+        case .blocked: 4
+        case .unblocked: 8
+        case .notBlocked: 16
+        }
+    }
+
+    public func emit(_ event: ConnEvent) {
+        if mask & Self.bit(event.kind) != 0 { sink.emit(event) }
+    }
+
+    public func flush() { sink.flush() }
+}
+
+extension FilteringEventSink {
+    /// `sink` itself when `kinds` holds every kind (nothing to filter), else `sink` behind a filter.
+    public static func wrapping(_ sink: any EventSink, kinds: Set<ConnEvent.Kind>) -> any EventSink {
+        kinds.isSuperset(of: ConnEvent.Kind.allCases) ? sink : FilteringEventSink(kinds: kinds, wrapping: sink)
+    }
+}
+
 @available(*, unavailable)
 extension CollectingEventSink: Sendable {}
+
+@available(*, unavailable)
+extension FilteringEventSink: Sendable {}
 
 @available(*, unavailable)
 extension BroadcastEventSink: Sendable {}

@@ -48,13 +48,27 @@ public struct ScanRule: Hashable, Sendable {
     public var window: Duration
     /// The most (source, destination) pairs tracked at once. Default 1,000,000.
     public var maxTrackedPairs: Int
+    /// Destination ports that never count toward a scan: a SYN to one is still a new connection, but the detector
+    /// does not see it, so it neither counts nor appears in a scan's ports (mail clients reaching 25, 465, 587,
+    /// 993 and 995 of one server are not scanning it). Default none.
+    ///
+    /// - Important: The XDP program's in-kernel scan rule must skip the same ports, or the kernel and user space
+    ///   disagree about who scans; ``PortSet/bitmap`` is the form its map takes (1,024 `u64`, port *p* at bit
+    ///   `p % 64` of word `p / 64`).
+    public var ignoredPorts: PortSet
 
     /// The largest threshold accepted: per-pair state holds `portThreshold + 1` ports.
     public static let maxPortThreshold = 1024
 
-    public init(portThreshold: Int = 3, window: Duration = .seconds(60), maxTrackedPairs: Int = 1_000_000) {
+    public init(
+        portThreshold: Int = 3,
+        window: Duration = .seconds(60),
+        maxTrackedPairs: Int = 1_000_000,
+        ignoredPorts: PortSet = PortSet()
+    ) {
         self.portThreshold = portThreshold
         self.window = window
         self.maxTrackedPairs = maxTrackedPairs
+        self.ignoredPorts = ignoredPorts
     }
 }

@@ -7,6 +7,8 @@
 /// - A pair is reported once, when its count first goes over the threshold, with the distinct ports of the window
 ///   in ascending order. It is reported again only after it has been quiet (no SYN from that source to that
 ///   destination) for a whole window.
+/// - A SYN to one of ``ScanRule/ignoredPorts`` is not seen at all: it neither counts, nor is listed, nor keeps
+///   the pair active.
 /// - Memory is bounded: at most ``ScanRule/maxTrackedPairs`` pairs, the least recently active evicted first, and
 ///   `portThreshold + 1` ports per pair. With the default threshold a pair costs ``bytesPerPair(portThreshold:)``
 ///   bytes (160: a cache line of key and state, one of ports, and its buckets), so a million pairs need 160 MB.
@@ -39,6 +41,8 @@ public final class SlidingWindowScanDetector: ScanDetector {
     private let portRecords: UnsafeMutableRawPointer
     private let portRecordStride: Int
     public private(set) var evictedPairs = 0
+    /// The bitmap of ``ScanRule/ignoredPorts``, `nil` when none are: one well-predicted branch per SYN then.
+    private let ignoredPorts: UnsafeMutablePointer<UInt64>?
     /// Folds the loads made by ``warm(_:)`` so the optimiser cannot drop them.
     private var warmSink: Int64 = 0
 
@@ -61,9 +65,17 @@ public final class SlidingWindowScanDetector: ScanDetector {
         self.table = RecencyTable(capacity: rule.maxTrackedPairs)
         portRecordStride = Self.portRecordStride(portsPerPair: portsPerPair)
         portRecords = TableMemory.allocateZeroed(byteCount: rule.maxTrackedPairs * portRecordStride)
+        if rule.ignoredPorts.isEmpty {
+            ignoredPorts = nil
+        } else {
+            let bitmap = UnsafeMutablePointer<UInt64>.allocate(capacity: PortSet.wordCount)
+            bitmap.initialize(from: rule.ignoredPorts.bitmap, count: PortSet.wordCount)
+            ignoredPorts = bitmap
+        }
     }
 
     deinit {
+        ignoredPorts?.deallocate()
         TableMemory.deallocate(portRecords, byteCount: rule.maxTrackedPairs * portRecordStride)
     }
 
@@ -97,6 +109,10 @@ public final class SlidingWindowScanDetector: ScanDetector {
     }
 
     public func observe(_ attempt: ConnectionAttempt) -> PortScan? {
+        if let ignoredPorts {
+            let port = attempt.destinationPort
+            if ignoredPorts[Int(port &>> 6)] & (1 &<< UInt64(port & 63)) != 0 { return nil }
+        }
         let now = attempt.time.nanoseconds
         let key = Pair(source: attempt.source, destination: attempt.destination)
         let slot: Int32

@@ -138,6 +138,28 @@ extension Setting {
     }
 
     /// One of the cases of `Value`.
+    /// A list whose items are strings or whole numbers (`[25, "8000-8100"]`), as text.
+    public static func items(_ input: SettingInput) throws(SettingProblem) -> [String] {
+        switch input {
+        case .flag(let text): return [text]
+        case .file(let value):
+            if let text = value as? String { return [text] }
+            if let number = value as? Int { return [String(number)] }
+            guard let items = value as? [Any] else { throw .expected("a list") }
+            var texts: [String] = []
+            for item in items {
+                if let text = item as? String {
+                    texts.append(text)
+                } else if let number = item as? Int {
+                    texts.append(String(number))
+                } else {
+                    throw .expected("a list of strings or numbers")
+                }
+            }
+            return texts
+        }
+    }
+
     public static func choice<Value: RawRepresentable & CaseIterable & Sendable>(_ name: String, _ path: Path<Value>, help: String)
         -> Setting where Value.RawValue == String
     {
@@ -176,6 +198,27 @@ extension Setting {
             },
             describe: { $0[keyPath: path].isEmpty ? nil : $0[keyPath: path].joined(separator: ",") },
             check: { check($0[keyPath: path]) }
+        )
+    }
+
+    /// A list read as a whole into one typed value (a set of ports, of event kinds): `--name A --name B,C` or
+    /// `name: [A, B]`. Items are split at commas and trimmed; YAML items may be strings or whole numbers.
+    public static func items<Value>(
+        _ name: String, _ path: Path<Value>, placeholder: String, help: String,
+        parse: @escaping @Sendable ([String]) throws(Problem) -> Value,
+        describe: @escaping @Sendable (Value) -> String?
+    ) -> Setting {
+        Setting(
+            name: name, shape: .list(placeholder: placeholder), help: help, environment: nil,
+            apply: { (settings: inout Root, input: Input) throws(Problem) in
+                let items = try Parse.items(input)
+                    .flatMap { $0.split(separator: ",") }
+                    .map { String($0.filter { !$0.isWhitespace }) }
+                    .filter { !$0.isEmpty }
+                settings[keyPath: path] = try parse(items)
+            },
+            describe: { describe($0[keyPath: path]) },
+            check: { _ in nil }
         )
     }
 }
@@ -228,6 +271,28 @@ public enum Parse: Sendable {
             for item in items {
                 guard let text = item as? String else { throw .expected("a list of strings") }
                 texts.append(text)
+            }
+            return texts
+        }
+    }
+
+    /// A list whose items are strings or whole numbers (`[25, "8000-8100"]`), as text.
+    public static func items(_ input: SettingInput) throws(SettingProblem) -> [String] {
+        switch input {
+        case .flag(let text): return [text]
+        case .file(let value):
+            if let text = value as? String { return [text] }
+            if let number = value as? Int { return [String(number)] }
+            guard let items = value as? [Any] else { throw .expected("a list") }
+            var texts: [String] = []
+            for item in items {
+                if let text = item as? String {
+                    texts.append(text)
+                } else if let number = item as? Int {
+                    texts.append(String(number))
+                } else {
+                    throw .expected("a list of strings or numbers")
+                }
             }
             return texts
         }

@@ -52,7 +52,7 @@ struct Agent {
         }
         let pipeline = ConnectionPipeline(
             configuration: settings.pipelineConfiguration,
-            events: writer,
+            events: FilteringEventSink.wrapping(writer, kinds: settings.events),
             blocking: blocking,
             metrics: metrics,
             logger: logger,

@@ -37,6 +37,9 @@ struct AgentSettings: SettingsRoot {
     var scanPorts = ScanRule().portThreshold
     var scanWindow = Double(ScanRule().window.nanosecondsClamped) / 1e9
     var maxTrackedPairs = ScanRule().maxTrackedPairs
+    var ignorePorts = ScanRule().ignoredPorts
+    /// The kinds of event written; every kind by default.
+    var events = Set(ConnEvent.Kind.allCases)
     var maxTrackedConnections = ConnectionPipeline.Configuration().maxTrackedConnections
     var allDestinations = false
     var fleetSettings = FleetSettings()
@@ -74,6 +77,19 @@ struct AgentSettings: SettingsRoot {
         .seconds("scan-window", \.scanWindow, help: "The window, in seconds, in which those ports must be reached.", valid: { $0 > 0 && $0 <= 86_400 }, invalid: "scan-window must be in (0, 86400] seconds"),
         .integer("max-tracked-pairs", \.maxTrackedPairs, help: "The most (source, destination) pairs tracked at once; the least recently active are evicted.", range: 1...maxTrackedLimit, outOfRange: trackedOutOfRange),
         .integer("max-tracked-connections", \.maxTrackedConnections, help: "The most 4-tuples remembered to tell retransmissions from new connections.", range: 1...maxTrackedLimit, outOfRange: trackedOutOfRange),
+        .items("ignore-ports", \.ignorePorts, placeholder: "port|low-high", help: "Destination ports that never count toward a scan (their SYNs are still new connections), e.g. 25,465,587,993,995 or 8000-8100.", parse: { (items: [String]) throws(SettingProblem) in
+            do throws(ConntrackrError) { return try PortSet(parsing: items) } catch { throw .message("ignore-ports: \(error.message)") }
+        }, describe: { $0.isEmpty ? nil : $0.description }),
+        .items("events", \.events, placeholder: "kind", help: "The kinds of event written: \(ConnEvent.Kind.allCases.map(\.rawValue).joined(separator: ", ")); metrics count every kind.", parse: { (items: [String]) throws(SettingProblem) in
+            var kinds = Set<ConnEvent.Kind>()
+            for item in items {
+                guard let kind = ConnEvent.Kind(rawValue: item) else {
+                    throw .message("events: \(item.debugDescription) is not one of \(ConnEvent.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                kinds.insert(kind)
+            }
+            return kinds
+        }, describe: { kinds in ConnEvent.Kind.allCases.filter { kinds.contains($0) }.map(\.rawValue).joined(separator: ",") }),
         .toggle("all-destinations", \.allDestinations, help: "Report attempts to any destination, not only to this host's addresses."),
         .list("fleet-etcd", \.fleetSettings.endpoints, placeholder: "url[,url...]", help: "Share blocks through etcd at these endpoints (http://HOST:2379 or https://...).", splitCommas: true),
         .value("fleet-prefix", \.fleetSettings.keyPrefix, placeholder: "prefix", help: "The etcd key prefix blocks are shared under.", parse: { (input: SettingInput) throws(SettingProblem) in try Parse.text(input) }),
@@ -90,7 +106,10 @@ struct AgentSettings: SettingsRoot {
 
     /// The settings `replay` takes: the output and the scan rule.
     static let detection = all.only(
-        ["format", "scan-ports", "scan-window", "max-tracked-pairs", "max-tracked-connections", "log-level"]
+        [
+            "format", "scan-ports", "scan-window", "max-tracked-pairs", "max-tracked-connections", "ignore-ports",
+            "events", "log-level",
+        ]
     )
 
     /// The fleet's settings (for `blocklist remove`).
@@ -126,7 +145,8 @@ struct AgentSettings: SettingsRoot {
             scanRule: ScanRule(
                 portThreshold: scanPorts,
                 window: .nanoseconds(Int64(scanWindow * 1e9)),
-                maxTrackedPairs: maxTrackedPairs
+                maxTrackedPairs: maxTrackedPairs,
+                ignoredPorts: ignorePorts
             ),
             maxTrackedConnections: maxTrackedConnections
         )

@@ -46,7 +46,10 @@ struct ReplayCommand: ParsableCommand {
         bootstrapLogging(level: settings.logLevel)
         signal(SIGPIPE, SIG_IGN)
         let writer = EventWriter(format: settings.format, policy: .lossless)
-        let pipeline = ConnectionPipeline(configuration: settings.pipelineConfiguration, events: writer)
+        let pipeline = ConnectionPipeline(
+            configuration: settings.pipelineConfiguration,
+            events: FilteringEventSink.wrapping(writer, kinds: settings.events)
+        )
         let source = PcapFileSource(path: file)
         do {
             try source.run(into: pipeline)

@@ -147,3 +147,57 @@ struct FleetSettingsTests {
         #expect(error?.message.contains("\n") == false)
     }
 }
+
+@Suite("Busy-host settings: ignore-ports and events")
+struct BusyHostSettingsTests {
+    let settings = AgentSettingsTests()
+
+    @Test("By default no port is ignored and every kind of event is written")
+    func defaults() throws {
+        let resolved = try settings.resolve([])
+        #expect(resolved.pipelineConfiguration.scanRule.ignoredPorts.isEmpty)
+        #expect(resolved.events == Set(ConnEvent.Kind.allCases))
+    }
+
+    @Test("The file takes numbers, strings and ranges; flags (repeated or with commas) replace the file's list")
+    func fileThenFlags() throws {
+        let config = """
+            ignore-ports: [25, 465, "587", 993, 995, 8000-8100]
+            events: [port_scan, blocked, unblocked, not_blocked]
+            """
+        let fromFile = try settings.resolve([], config: config)
+        #expect(fromFile.pipelineConfiguration.scanRule.ignoredPorts.description == "25,465,587,993,995,8000-8100")
+        #expect(fromFile.events == [.portScan, .blocked, .unblocked, .notBlocked])
+        let overridden = try settings.resolve(
+            ["--ignore-ports", "22", "--ignore-ports", "80,443", "--events", "port_scan,new_connection"], config: config
+        )
+        #expect(overridden.pipelineConfiguration.scanRule.ignoredPorts.description == "22,80,443")
+        #expect(overridden.events == [.portScan, .newConnection])
+    }
+
+    @Test("Bad values fail with one line naming the setting and the item", arguments: [
+        ("ignore-ports: [25, 70000]", #"ignore-ports: "70000" is not a port"#),
+        ("ignore-ports: [9000-8000]", #"ignore-ports: "9000-8000" is not a port"#),
+        ("ignore-ports: {smtp: 25}", "ignore-ports must be a list"),
+        ("events: [port_scan, scans]", #"events: "scans" is not one of new_connection, port_scan"#),
+    ])
+    func badValues(config: String, message: String) {
+        let error = #expect(throws: ConntrackrError.self) { try settings.resolve([], config: config) }
+        #expect(error?.message.contains(message) == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("\n") == false)
+    }
+
+    @Test("replay takes both settings, and the help shows them")
+    func replayAndHelp() throws {
+        let (resolved, positional) = try AgentSettings.resolve(
+            arguments: ["capture.pcap", "--ignore-ports", "25", "--events", "port_scan"], configurationFile: nil,
+            table: AgentSettings.detection
+        )
+        #expect(positional == ["capture.pcap"])
+        #expect(resolved.pipelineConfiguration.scanRule.ignoredPorts.contains(25))
+        #expect(resolved.events == [.portScan])
+        let help = ReplayCommand.helpMessage(columns: 200)
+        #expect(help.contains("--ignore-ports <port|low-high> ..."))
+        #expect(help.contains("new_connection,port_scan,blocked,unblocked,not_blocked)"), "the default: every kind")
+    }
+}
