@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "ConnTesting", targets: ["ConnTesting"]),
         .library(name: "ConnFleet", targets: ["ConnFleet"]),
         .library(name: "ConnSettings", targets: ["ConnSettings"]),
+        .library(name: "ConnLogging", targets: ["ConnLogging"]),
         .executable(name: "conntrackr", targets: ["conntrackr"]),
     ],
     dependencies: [
@@ -77,6 +78,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // swift-log handlers that keep one record on one line: text with escaped metadata, and JSON.
+        .target(
+            name: "ConnLogging",
+            dependencies: [.product(name: "Logging", package: "swift-log")]
+        ),
         // Settings declared once, from which flags, configuration file keys and help derive.
         .target(
             name: "ConnSettings",
@@ -103,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "conntrackr",
             dependencies: [
-                "ConnCore", "ConnCapture", "ConnBlock", "ConnXDP", "ConnMetrics", "ConnFleet", "ConnSettings", "CPrivileges",
+                "ConnCore", "ConnCapture", "ConnBlock", "ConnXDP", "ConnMetrics", "ConnFleet", "ConnSettings", "ConnLogging", "CPrivileges",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -158,6 +164,10 @@ let package = Package(
             name: "ConnBlockTests",
             dependencies: ["ConnCore", "ConnBlock", "ConnXDP", "ConnTesting"],
             resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "ConnLoggingTests",
+            dependencies: ["ConnLogging", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "ConnFleetTests", dependencies: ["ConnCore", "ConnFleet", "ConnTesting"]),
         .testTarget(

@@ -25,6 +25,12 @@ public struct KernelEnforcement: Hashable, Sendable {
         self.policy = policy
     }
 
+    /// The ports that never count, as the program's bitmap (CT_PORT_BITMAP_WORDS words).
+    var ignoredPortWords: [UInt64] {
+        let words = rule.ignoredPorts.bitmap
+        return words.count == Int(CT_PORT_BITMAP_WORDS) ? words : Array(repeating: 0, count: Int(CT_PORT_BITMAP_WORDS))
+    }
+
     var config: ct_scan_config {
         var config = ct_scan_config()
         config.port_threshold = UInt32(rule.portThreshold)

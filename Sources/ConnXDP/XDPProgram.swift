@@ -71,10 +71,15 @@ public final class XDPProgram: @unchecked Sendable {
     ) throws {
         precondition(batchSize > 0, "batchSize must be positive")
         var raw: OpaquePointer?
-        if var config = enforcement?.config {
-            try cxdpCall { ct_program_open(pinRoot, UInt64(max(0, wakeupBytes ?? 0)), &config, &raw, $0, $1) }
+        let wakeup = UInt64(max(0, wakeupBytes ?? 0))
+        if let enforcement {
+            var config = enforcement.config
+            let ignored = enforcement.ignoredPortWords
+            try ignored.withUnsafeBufferPointer { words in
+                _ = try cxdpCall { ct_program_open(pinRoot, wakeup, &config, words.baseAddress, &raw, $0, $1) }
+            }
         } else {
-            try cxdpCall { ct_program_open(pinRoot, UInt64(max(0, wakeupBytes ?? 0)), nil, &raw, $0, $1) }
+            try cxdpCall { ct_program_open(pinRoot, wakeup, nil, nil, &raw, $0, $1) }
         }
         guard let raw else { throw ConntrackrError(.bpfFailed, "loading the XDP program returned no handle") }
         self.pinRoot = pinRoot

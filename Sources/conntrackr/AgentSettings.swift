@@ -1,5 +1,6 @@
 import ConnCore
 import ConnFleet
+import ConnLogging
 import ConnMetrics
 import ConnSettings
 import ConnXDP

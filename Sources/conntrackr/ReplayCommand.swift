@@ -1,6 +1,7 @@
 import ArgumentParser
 import ConnCapture
 import ConnCore
+import ConnLogging
 import ConnSettings
 import Logging
 

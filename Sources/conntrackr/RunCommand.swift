@@ -1,5 +1,6 @@
 import ArgumentParser
 import ConnCore
+import ConnLogging
 import ConnSettings
 import Dispatch
 import Logging

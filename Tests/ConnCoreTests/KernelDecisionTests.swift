@@ -27,12 +27,16 @@ struct KernelDecisionTests {
 
         /// SYNs from the attacker to `ports` at consecutive milliseconds, the last with `decision`.
         func send(_ ports: [UInt16], lastDecision decision: KernelDecision?) {
+            send(ports, decisions: [ports.count - 1: decision].compactMapValues { $0 })
+        }
+
+        /// SYNs from the attacker to `ports` at consecutive milliseconds, the kernel's decisions by index.
+        func send(_ ports: [UInt16], decisions: [Int: KernelDecision]) {
             for (index, port) in ports.enumerated() {
                 pipeline.process(
                     ConnectionAttempt(
                         time: referenceTime + .milliseconds(Int64(index)), source: attacker, sourcePort: 40000,
-                        destination: victim, destinationPort: port,
-                        kernelDecision: index == ports.count - 1 ? decision : nil
+                        destination: victim, destinationPort: port, kernelDecision: decisions[index]
                     )
                 )
             }
@@ -93,9 +97,10 @@ struct KernelDecisionTests {
     @Test("A block made later, once a limit lifted, is reported without a second scan and is no disagreement")
     func blockedLater() {
         let setup = Setup()
-        setup.send([1, 2, 3, 4, 5], lastDecision: .blockedLater)
-        #expect(setup.decisions.count == 1)
-        #expect({ if case .blocked = setup.decisions.first { true } else { false } }())
+        setup.send([1, 2, 3, 4, 5], decisions: [3: .refusedRateLimited, 4: .blockedLater])
+        #expect(setup.decisions.count == 2)
+        #expect({ if case .notBlocked = setup.decisions.first { true } else { false } }())
+        #expect({ if case .blocked = setup.decisions.last { true } else { false } }())
         #expect(setup.sink.events.filter { if case .portScan = $0 { true } else { false } }.count == 1)
         #expect(setup.metrics[.scanRuleDisagreements] == 0)
     }

@@ -64,6 +64,25 @@ struct KernelEnforcementTests {
         #expect(statistics.scans == 1 && statistics.blocks == 1)
     }
 
+    /// A mail client reaching 25, 465, 587, 993 and 995 within a minute is no scan where those ports are ignored,
+    /// in the kernel exactly as in user space.
+    @Test func ignoredPortsNeverCount() throws {
+        let root = try TemporaryPinRoot()
+        defer { root.remove() }
+        var rule = ScanRule(portThreshold: 3)
+        rule.ignoredPorts = PortSet([25...25, 465...465, 587...587, 993...995])
+        let enforcement = try #require(KernelEnforcement(rule: rule, policy: BlockPolicy()))
+        let program = try XDPProgram(pinRoot: root.path, enforcement: enforcement)
+        let client = IPAddress("198.51.100.25")!
+        for port: UInt16 in [25, 465, 587, 993, 995, 1, 2, 3] {
+            let (verdict, decision) = try Self.send(program, Self.syn(client, to: port))
+            #expect(verdict == .pass)
+            #expect(decision == .some(nil), "port \(port)")
+        }
+        // The fourth counted port crosses the threshold.
+        #expect(try Self.send(program, Self.syn(client, to: 4)).1 == .some(.blocked))
+    }
+
     @Test func anAllowlistedScannerIsReportedAndNeverDropped() throws {
         let root = try TemporaryPinRoot()
         defer { root.remove() }

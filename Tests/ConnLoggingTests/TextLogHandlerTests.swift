@@ -2,7 +2,7 @@ import Logging
 import Synchronization
 import Testing
 
-@testable import conntrackr
+@testable import ConnLogging
 
 @Suite("Text log lines")
 struct TextLogHandlerTests {
@@ -28,7 +28,7 @@ struct TextLogHandlerTests {
         logger[metadataKey: "interface"] = "eth0"
         logger.info("capture started", metadata: ["source": "pcap", "bpf": "on"])
         let line = collector.output
-        #expect(line.hasSuffix(" info conntrackr: bpf=on interface=eth0 source=pcap [conntrackrTests] capture started\n"))
+        #expect(line.hasSuffix(" info conntrackr: bpf=on interface=eth0 source=pcap [ConnLoggingTests] capture started\n"))
         let time = line.prefix { $0 != " " }
         #expect(time.count >= 24 && time.contains("T"), "\(time)")
         #expect(line.contains("capture started"))

@@ -1,21 +1,26 @@
-import Logging
+public import Logging
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Writes each log record to standard error as one JSON object per line, for log shippers.
-struct JSONLogHandler: LogHandler {
-    let label: String
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
+public struct JSONLogHandler: LogHandler, Sendable {
+    public let label: String
+    public var logLevel: Logger.Level = .info
+    public var metadata: Logger.Metadata = [:]
 
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    /// A handler for the logger `label`.
+    public init(label: String) {
+        self.label = label
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    func log(event: LogEvent) {
+    public func log(event: LogEvent) {
         var time = timespec()
         clock_gettime(CLOCK_REALTIME, &time)
         var formatter = TimeFormatter()

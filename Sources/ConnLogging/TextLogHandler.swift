@@ -1,4 +1,4 @@
-import Logging
+public import Logging
 
 #if canImport(Glibc)
 import Glibc
@@ -11,24 +11,25 @@ import Glibc
 /// prefix, a file name) that holds a newline would start a forged log line. Here every control character in the
 /// label, message, metadata keys and values and source is written as an escape (`\n`, `\r`, `\t`, `\u{1B}`), and
 /// a backslash as `\\`, so that one record is always exactly one line and an escape cannot be forged either.
-struct TextLogHandler: LogHandler {
-    let label: String
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
+public struct TextLogHandler: LogHandler, Sendable {
+    public let label: String
+    public var logLevel: Logger.Level = .info
+    public var metadata: Logger.Metadata = [:]
     /// Where finished lines go; standard error unless a test collects them.
     private let output: @Sendable (String) -> Void
 
-    init(label: String, output: @escaping @Sendable (String) -> Void = TextLogHandler.writeToStandardError) {
+    /// A handler for the logger `label` that hands finished lines to `output` (standard error by default).
+    public init(label: String, output: @escaping @Sendable (String) -> Void = TextLogHandler.writeToStandardError) {
         self.label = label
         self.output = output
     }
 
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    func log(event: LogEvent) {
+    public func log(event: LogEvent) {
         output(line(for: event, time: Self.localTimestamp()))
     }
 
@@ -86,7 +87,8 @@ struct TextLogHandler: LogHandler {
     }
 
     /// Writes `line` to standard error in one call, so that lines from several threads do not interleave.
-    @Sendable static func writeToStandardError(_ line: String) {
+    /// Writes `line` and a newline to standard error in one write.
+    @Sendable public static func writeToStandardError(_ line: String) {
         let bytes = Array(line.utf8)
         var offset = 0
         while offset < bytes.count {
