@@ -26,6 +26,15 @@ struct PrivilegedParts {
         let allowlist = try HostAllowlist(settings: settings).build()
         let destinations = settings.allDestinations ? nil : try HostAddresses.current()
         let mode = settings.xdpMode
+        if settings.source == .xdp || settings.block == .xdp {
+            // A fresh machine (no systemd, a minimal container) has no bpffs: mount it as systemd would.
+            if case .mounted(let mountPoint) = try BPFFileSystem.ensureMounted(forPinRoot: settings.pinDirectory) {
+                logger.notice(
+                    "mounted bpffs for the pinned maps",
+                    metadata: ["mount_point": "\(mountPoint)", "pin_dir": "\(settings.pinDirectory)"]
+                )
+            }
+        }
 
         let source: any PacketSource
         var xdpStatistics: (@Sendable () throws -> XDPStatistics?)?
@@ -43,7 +52,7 @@ struct PrivilegedParts {
                 configuration: .init(interface: interface, destinations: destinations),
                 logger: logger
             )
-            try pcap.open()
+            try StartUpFix.pcap(interface: interface) { try pcap.open() }
             source = pcap
         case .xdp:
             let xdp = XDPSource(
@@ -53,7 +62,7 @@ struct PrivilegedParts {
                 ),
                 logger: logger
             )
-            try xdp.attach()
+            try StartUpFix.xdp(interface: interface) { try xdp.attach() }
             xdpStatistics = { try xdp.statistics() }
             if enforcement != nil { kernelScanStatistics = { try xdp.scanStatistics() } }
             source = xdp
@@ -64,11 +73,13 @@ struct PrivilegedParts {
         case .none:
             blocker = nil
         case .xdp:
-            let xdpBlocker = try XDPBlocker(pinRoot: settings.pinDirectory, ipv6UnitLength: settings.ipv6BlockPrefix)
+            let xdpBlocker = try StartUpFix.xdp(interface: interface) {
+                try XDPBlocker(pinRoot: settings.pinDirectory, ipv6UnitLength: settings.ipv6BlockPrefix)
+            }
             try xdpBlocker.replaceAllowlist(allowlist)
             if settings.source != .xdp {
                 // Blocking in XDP needs the program on the interface even when libpcap captures.
-                let attached = try xdpBlocker.enforce(on: interface, mode: mode)
+                let attached = try StartUpFix.xdp(interface: interface) { try xdpBlocker.enforce(on: interface, mode: mode) }
                 logger.info(
                     "XDP program attached for blocking", metadata: ["interface": "\(interface)", "mode": "\(attached)"]
                 )
@@ -81,7 +92,7 @@ struct PrivilegedParts {
             blocker = xdpBlocker
         case .nftables:
             let nftables = try NftablesBlocker()
-            try nftables.createTable(allowing: allowlist)
+            try StartUpFix.nftables { try nftables.createTable(allowing: allowlist) }
             cleanups.append { try? nftables.removeTable() }
             blocker = nftables
         }
@@ -94,5 +105,58 @@ struct PrivilegedParts {
             source: source, blocker: blocker, allowlist: allowlist, xdpStatistics: xdpStatistics,
             kernelScanStatistics: kernelScanStatistics, cleanups: cleanups
         )
+    }
+}
+
+/// Start-up failures end with what to do about them. The parts' own messages say what failed (and, for a missing
+/// privilege or a missing tool, the fix already); these add the fix where a message of that kind has none.
+enum StartUpFix {
+    static let interfaces = "pick one of `ip -br link` with --interface"
+    static let otherModes = "use --source pcap with --block nftables where XDP cannot run"
+
+    /// pcap capture: the interface, or the capture itself.
+    static func pcap<T>(interface: String, _ body: () throws -> T) throws -> T {
+        try adding(body) { error in
+            switch error.code {
+            case .noSuchInterface: interfaces
+            case .captureFailed: "check `ip link show \(interface)` (it must exist and be up), or \(interfaces)"
+            default: nil
+            }
+        }
+    }
+
+    /// Loading or attaching the XDP program, or opening its pinned maps.
+    static func xdp<T>(interface: String, _ body: () throws -> T) throws -> T {
+        try adding(body) { error in
+            switch error.code {
+            case .noSuchInterface: interfaces
+            case .alreadyRunning: "stop the other agent, or detach it with `ip link set dev \(interface) xdp off`"
+            case .kernelUnsupported: otherModes
+            case .bpfFailed where error.message.hasPrefix("cannot attach"): "try --xdp-mode generic, or \(otherModes)"
+            case .bpfFailed: "CONNTRACKR_LIBBPF_DEBUG=1 shows libbpf's log; or \(otherModes)"
+            default: nil
+            }
+        }
+    }
+
+    /// Creating conntrackr's nftables table.
+    static func nftables<T>(_ body: () throws -> T) throws -> T {
+        try adding(body) { error in
+            error.code == .blockerFailed && !error.message.contains("install the nftables package")
+                ? "check that `nft list ruleset` works on this host, or use --block xdp" : nil
+        }
+    }
+
+    private static func adding<T>(_ body: () throws -> T, fix: (ConntrackrError) -> String?) throws -> T {
+        do {
+            return try body()
+        } catch var error as ConntrackrError {
+            // A message that names a command to run, a flag to change or a directory to remove has its fix already.
+            let fixed = ["`", "--", "run as root", "to start afresh", "install the"].contains { error.message.contains($0) }
+            if !fixed, let text = fix(error) {
+                error.message += ": " + text
+            }
+            throw error
+        }
     }
 }

@@ -201,3 +201,43 @@ struct BusyHostSettingsTests {
         #expect(help.contains("new_connection,port_scan,blocked,unblocked,not_blocked)"), "the default: every kind")
     }
 }
+
+@Suite("Start-up failures name the fix")
+struct StartUpFixTests {
+    func message(_ fix: (() throws -> Void) throws -> Void, _ error: ConntrackrError) -> String {
+        do {
+            try fix { throw error }
+        } catch let thrown as ConntrackrError {
+            return thrown.message
+        } catch {
+            return "not a ConntrackrError: \(error)"
+        }
+        return "nothing thrown"
+    }
+
+    @Test("A failure of a kind with a known fix gets it; one naming its fix already is left alone", arguments: [
+        (ConntrackrError(.noSuchInterface, "no such interface: eth9"), "no such interface: eth9: pick one of `ip -br link` with --interface"),
+        (ConntrackrError(.bpfFailed, "cannot attach XDP to eth0 in native mode: Invalid argument"), "cannot attach XDP to eth0 in native mode: Invalid argument: try --xdp-mode generic, or use --source pcap with --block nftables where XDP cannot run"),
+        (ConntrackrError(.bpfFailed, "cannot load the XDP program: Invalid argument"), "cannot load the XDP program: Invalid argument: CONNTRACKR_LIBBPF_DEBUG=1 shows libbpf's log; or use --source pcap with --block nftables where XDP cannot run"),
+        (ConntrackrError(.alreadyRunning, "the XDP program is already attached"), "the XDP program is already attached: stop the other agent, or detach it with `ip link set dev eth0 xdp off`"),
+        (ConntrackrError(.missingPrivilege, "attaching XDP to eth0 needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (run as root)"), "attaching XDP to eth0 needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (run as root)"),
+        (ConntrackrError(.bpfFailed, "the maps pinned under /p belong to another conntrackr version (remove that directory to start afresh, which drops its blocks): x"), "the maps pinned under /p belong to another conntrackr version (remove that directory to start afresh, which drops its blocks): x"),
+    ])
+    func xdp(error: ConntrackrError, expected: String) {
+        #expect(message({ try StartUpFix.xdp(interface: "eth0", $0) }, error) == expected)
+    }
+
+    @Test("pcap and nftables failures get theirs")
+    func pcapAndNftables() {
+        #expect(
+            message({ try StartUpFix.pcap(interface: "eth0", $0) }, ConntrackrError(.captureFailed, "cannot capture on eth0: That device is not up"))
+                == "cannot capture on eth0: That device is not up: check `ip link show eth0` (it must exist and be up), or pick one of `ip -br link` with --interface"
+        )
+        #expect(
+            message({ try StartUpFix.nftables($0) }, ConntrackrError(.blockerFailed, "nftables: creating the table failed: Error: Could not process rule: No such file or directory"))
+                .hasSuffix(": check that `nft list ruleset` works on this host, or use --block xdp")
+        )
+        let missing = "nftables blocker: cannot run nft: not found in /usr/sbin (install the nftables package)"
+        #expect(message({ try StartUpFix.nftables($0) }, ConntrackrError(.blockerFailed, missing)) == missing)
+    }
+}
