@@ -62,7 +62,7 @@ struct PrivilegedParts {
                 ),
                 logger: logger
             )
-            try StartUpFix.xdp(interface: interface) { try xdp.attach() }
+            _ = try StartUpFix.xdp(interface: interface) { try xdp.attach() }
             xdpStatistics = { try xdp.statistics() }
             if enforcement != nil { kernelScanStatistics = { try xdp.scanStatistics() } }
             source = xdp
