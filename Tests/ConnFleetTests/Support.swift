@@ -44,7 +44,7 @@ final class TestClock: Sendable {
 /// The default is generous because every test target shares one process: suites that block their threads (sleeps
 /// in synchronous kernel tests) can starve the concurrency pool for seconds. Passing tests return at once.
 func eventually(
-    within timeout: Duration = .seconds(30),
+    within timeout: Duration = .seconds(120),
     _ condition: () throws -> Bool
 ) async rethrows -> Bool {
     let clock = ContinuousClock()
