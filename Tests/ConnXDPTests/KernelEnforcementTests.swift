@@ -62,6 +62,12 @@ struct KernelEnforcementTests {
         #expect(entry.expires != nil)
         let statistics = try program.scanStatistics()
         #expect(statistics.scans == 1 && statistics.blocks == 1)
+        // User space takes the block over with its exact times, as BlockController.adopt does: still dropped.
+        let now = Timestamp.now()
+        let adopted = BlockEntry(prefix: IPPrefix(host: scanner), reason: .portScan, since: now, expires: now + .seconds(600))
+        #expect(try maps.block(adopted))
+        #expect(try program.testRun(Self.syn(scanner, to: 443)) == .drop)
+        #expect(try maps.blockEntries().count == 1)
     }
 
     /// A mail client reaching 25, 465, 587, 993 and 995 within a minute is no scan where those ports are ignored,

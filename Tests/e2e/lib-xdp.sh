@@ -61,7 +61,7 @@ xdp_family() {
 
 # A real SYN scan from the attacker over ports 20-120, bounded in time; fails when nmap does not reach the victim.
 xdp_nmap_scan() {
-    lab_spawn attacker nmap nmap "${nmap_family[@]}" -n -Pn -sS -p 20-120 --max-retries 1 -T4 --host-timeout 60s \
+    lab_spawn attacker nmap nmap "${nmap_family[@]}" -n -Pn -sS -p 20-120 --max-retries 1 -T4 --max-rtt-timeout 100ms --host-timeout 60s \
         "$victim"
     local scanner=$LAB_LAST_PID
     lab_wait_exit "$scanner" 90 || fail "nmap did not finish within 90 s"

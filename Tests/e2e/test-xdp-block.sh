@@ -13,7 +13,7 @@ lab_require_root
 lab_require_cmds nmap python3
 bin=$(e2e_binary "$@")
 xdp_family
-ttl=25
+ttl=40
 
 lab_up
 xdp_init
