@@ -156,7 +156,7 @@ let package = Package(
         .testTarget(
             name: "conntrackrTests",
             dependencies: [
-                "conntrackr", "ConnCore", "ConnFleet", "ConnMetrics", "ConnTesting",
+                "conntrackr", "ConnBlock", "ConnCore", "ConnFleet", "ConnMetrics", "ConnTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -11,13 +11,18 @@ import Darwin
 ///
 /// In order, each with its reason: loopback (`loopback`, always), every address of this host on every
 /// interface, IPv4 and IPv6 including link-local (`host address`), the default gateways (`gateway`), then the
-/// `--allow` prefixes and the contents of each `--allow-file` (`configured`). The first entry that matches an
-/// address gives its reason. Build again on SIGHUP to pick up new addresses and edited files.
+/// `--allow` prefixes and the contents of each `--allow-file` (`configured`), then in fleet mode the addresses of
+/// the fleet's store (`fleet infrastructure`) and the `--fleet-allow` prefixes (`fleet allow`). The first entry
+/// that matches an address gives its reason. Build again on SIGHUP to pick up new addresses and edited files.
 public struct HostAllowlist: Hashable, Sendable {
     /// Prefixes given with `--allow`.
     public var allowed: [IPPrefix]
     /// Paths given with `--allow-file`, in the format ``AllowFile`` reads.
     public var allowFiles: [String]
+    /// The addresses of the fleet's store (etcd endpoints), never blocked so no record can cut the fleet off.
+    public var fleetInfrastructure: [IPAddress]
+    /// Prefixes given with `--fleet-allow`: the fleet-wide allowlist every agent applies.
+    public var fleetAllowed: [IPPrefix]
     /// The kernel's IPv4 route table, `/proc/net/route` by default (tests pass fixtures).
     public var ipv4RouteTable: String
     /// The kernel's IPv6 route table, `/proc/net/ipv6_route` by default.
@@ -26,11 +31,15 @@ public struct HostAllowlist: Hashable, Sendable {
     public init(
         allowed: [IPPrefix] = [],
         allowFiles: [String] = [],
+        fleetInfrastructure: [IPAddress] = [],
+        fleetAllowed: [IPPrefix] = [],
         ipv4RouteTable: String = "/proc/net/route",
         ipv6RouteTable: String = "/proc/net/ipv6_route"
     ) {
         self.allowed = allowed
         self.allowFiles = allowFiles
+        self.fleetInfrastructure = fleetInfrastructure
+        self.fleetAllowed = fleetAllowed
         self.ipv4RouteTable = ipv4RouteTable
         self.ipv6RouteTable = ipv6RouteTable
     }
@@ -60,6 +69,8 @@ public struct HostAllowlist: Hashable, Sendable {
         for path in allowFiles {
             for prefix in try AllowFile.load(path: path) { add(prefix, .configured) }
         }
+        for address in fleetInfrastructure where !address.isLoopback { add(IPPrefix(host: address), .fleetInfrastructure) }
+        for prefix in fleetAllowed { add(prefix, .fleetAllowed) }
         return Allowlist(entries)
     }
 }

@@ -9,7 +9,9 @@ import Synchronization
 public final class BlockController: Sendable {
     private struct State {
         var allowlist: Allowlist
-        var recentBlockTimes: [Int64] = []  // for the per-minute limit, oldest first
+        /// For the per-minute limits, oldest first: this agent's own blocks and learned ones have separate budgets.
+        var recentBlockTimes: [Int64] = []
+        var recentFleetBlockTimes: [Int64] = []
     }
 
     private let blocker: any Blocker
@@ -103,9 +105,14 @@ public final class BlockController: Sendable {
         )
     }
 
-    /// Applies a block learned from elsewhere (fleet mode); the local allowlist still wins.
+    /// Applies a block learned from elsewhere (fleet mode); the local allowlist still wins. Learned blocks spend
+    /// a budget of their own (``BlockPolicy/maxFleetBlocksPerMinute``, ``BlockPolicy/maxFleetBlocked``), never the
+    /// budget of this agent's own blocks.
+    /// - Important: `entry`'s origin must be `fleet`; it is set so here, whatever it was.
     public func applyLearned(_ entry: BlockEntry, at now: Timestamp) -> BlockDecision {
-        apply(entry, at: now)
+        var learned = entry
+        learned.origin = .fleet
+        return apply(learned, at: now)
     }
 
     private func apply(_ entry: BlockEntry, at now: Timestamp) -> BlockDecision {
@@ -113,19 +120,30 @@ public final class BlockController: Sendable {
         // thread) and learned blocks (fleet task) arrive concurrently.
         let decision = state.withLock { state -> BlockDecision in
             if let listed = state.allowlist.overlaps(entry.prefix) { return .refused(.allowlisted(listed)) }
-            let minuteAgo = now.nanoseconds - 60_000_000_000
+            let learned = entry.origin == .fleet
+            let minuteAgo = now.nanoseconds.saturatingAdding(-60_000_000_000)
             state.recentBlockTimes.removeAll { $0 <= minuteAgo }
-            if state.recentBlockTimes.count >= policy.maxBlocksPerMinute { return .refused(.rateLimited) }
+            state.recentFleetBlockTimes.removeAll { $0 <= minuteAgo }
+            let recent = learned ? state.recentFleetBlockTimes.count : state.recentBlockTimes.count
+            if recent >= (learned ? policy.maxFleetBlocksPerMinute : policy.maxBlocksPerMinute) {
+                return .refused(.rateLimited)
+            }
             do {
                 let current = try blocker.entries()
-                if current.count >= policy.maxBlocked, !current.contains(where: { $0.prefix == entry.prefix }) {
+                let replaces = current.contains { $0.prefix == entry.prefix }
+                if current.count >= policy.maxBlocked, !replaces { return .refused(.blocklistFull) }
+                if learned, !replaces, current.count(where: { $0.origin == .fleet }) >= policy.maxFleetBlocked {
                     return .refused(.blocklistFull)
                 }
                 guard try blocker.add(entry) else { return .refused(.blocklistFull) }
             } catch {
                 return .refused(.failed("\(error)"))
             }
-            state.recentBlockTimes.append(now.nanoseconds)
+            if learned {
+                state.recentFleetBlockTimes.append(now.nanoseconds)
+            } else {
+                state.recentBlockTimes.append(now.nanoseconds)
+            }
             return .blocked(entry)
         }
         count(decision)

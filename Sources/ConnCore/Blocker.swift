@@ -47,6 +47,10 @@ public struct Allowlist: Hashable, Sendable {
         case gateway
         /// Given with `--allow` or in an allow file.
         case configured
+        /// An address of the fleet's store (an etcd endpoint): blocking it would cut the fleet off.
+        case fleetInfrastructure = "fleet infrastructure"
+        /// Given with `--fleet-allow`: what no agent of the fleet may block (monitoring, DNS, bastions).
+        case fleetAllowed = "fleet allow"
     }
 
     /// A listed prefix and why it is listed.
@@ -89,19 +93,30 @@ public struct BlockPolicy: Hashable, Sendable {
     public var ipv6PrefixLength: Int
     /// The most entries in the blocklist; further blocks are refused and counted. Default 65,536.
     public var maxBlocked: Int
-    /// The most new blocks in any minute, so forged scans cannot fill the blocklist at once. Default 120.
+    /// The most new blocks of this agent's own (origin `local`) in any minute, so forged scans cannot fill the
+    /// blocklist at once. Default 120.
     public var maxBlocksPerMinute: Int
+    /// The most blocks learned from the fleet (origin `fleet`) in the blocklist at once, within ``maxBlocked``, so
+    /// that the fleet cannot fill the room this agent's own blocks need. Default 16,384.
+    public var maxFleetBlocked: Int
+    /// The most new blocks learned from the fleet in any minute: a budget of their own, separate from
+    /// ``maxBlocksPerMinute``, so one host under a forged storm cannot spend every other host's budget. Default 120.
+    public var maxFleetBlocksPerMinute: Int
 
     public init(
         ttl: Duration? = .seconds(3600),
         ipv6PrefixLength: Int = 64,
         maxBlocked: Int = 65_536,
-        maxBlocksPerMinute: Int = 120
+        maxBlocksPerMinute: Int = 120,
+        maxFleetBlocked: Int = 16_384,
+        maxFleetBlocksPerMinute: Int = 120
     ) {
         self.ttl = ttl
         self.ipv6PrefixLength = ipv6PrefixLength
         self.maxBlocked = maxBlocked
         self.maxBlocksPerMinute = maxBlocksPerMinute
+        self.maxFleetBlocked = maxFleetBlocked
+        self.maxFleetBlocksPerMinute = maxFleetBlocksPerMinute
     }
 
     /// The prefix that blocking `source` would block. An ``ipv6PrefixLength`` outside 0...128 is clamped.

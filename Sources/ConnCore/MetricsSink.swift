@@ -28,9 +28,43 @@ public enum CounterMetric: Hashable, Sendable {
     /// Publications dropped unpublished: the queue kept while the fleet store was unreachable was full, or the
     /// store rejected them.
     case fleetPublicationsDropped
-    /// Blocks learned from the fleet that local policy refused (allowlist, caps, rate limit). Learned blocks that
+    /// Fleet records not applied, by reason: refused by validation (malformed, non-canonical key, too wide, too
+    /// large, beyond the listing's bounds) or by local policy (allowlist, caps, rate limit). Learned blocks that
     /// were applied count as ``blocks(_:)`` with origin `fleet`.
-    case fleetRefused
+    case fleetRefused(FleetRefusalReason)
+}
+
+/// Why a fleet record was not applied. Usable as a metric label.
+public enum FleetRefusalReason: String, Hashable, Sendable, CaseIterable {
+    /// The value is not a fleet record (not JSON, a field missing or of the wrong type, an invalid prefix).
+    case malformed
+    /// The key is not the canonical key of the record's prefix and host (an alias such as `128.0.0.1_1`, an
+    /// `::ffff:` or upper-case form, another layout, or a record whose host is not the key's).
+    case key
+    /// The prefix is wider than this fleet allows (by default, wider than its automatic blocks).
+    case tooWide = "too_wide"
+    /// The key, value or a field is over its size bound.
+    case tooLarge = "too_large"
+    /// Beyond the bounds of one listing (keys or bytes): not read at all.
+    case listingLimit = "listing_limit"
+    /// Local policy: blocking it would drop an allowlisted address (fleet infrastructure included).
+    case allowlisted
+    /// Local policy: the fleet's per-minute budget was spent.
+    case rateLimited = "rate_limited"
+    /// Local policy: the blocklist, or the fleet's share of it, is full.
+    case blocklistFull = "blocklist_full"
+    /// The blocker failed.
+    case error
+
+    /// The reason for a refusal by local policy.
+    public init(_ kind: BlockRefusal.Kind) {
+        switch kind {
+        case .allowlisted: self = .allowlisted
+        case .rateLimited: self = .rateLimited
+        case .blocklistFull: self = .blocklistFull
+        case .error: self = .error
+        }
+    }
 }
 
 /// Where a capture loses frames or records before the pipeline sees them. Usable as a metric label.

@@ -64,12 +64,16 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
 
     public static func < (lhs: Timestamp, rhs: Timestamp) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
 
+    /// `lhs` moved by `rhs`, saturating at `Int64`'s range: a time from outside (a fleet record, a kernel map)
+    /// plus a long TTL must not wrap into the distant past.
     public static func + (lhs: Timestamp, rhs: Duration) -> Timestamp {
-        Timestamp(nanoseconds: lhs.nanoseconds &+ rhs.nanosecondsClamped)
+        Timestamp(nanoseconds: lhs.nanoseconds.saturatingAdding(rhs.nanosecondsClamped))
     }
 
+    /// The time from `rhs` to `lhs`, saturating at `Int64`'s range of nanoseconds.
     public static func - (lhs: Timestamp, rhs: Timestamp) -> Duration {
-        .nanoseconds(lhs.nanoseconds &- rhs.nanoseconds)
+        let (difference, overflow) = lhs.nanoseconds.subtractingReportingOverflow(rhs.nanoseconds)
+        return .nanoseconds(overflow ? (lhs.nanoseconds < rhs.nanoseconds ? Int64.min : Int64.max) : difference)
     }
 
     public var description: String {
@@ -77,6 +81,15 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         var formatter = TimeFormatter()
         formatter.appendRFC3339(self, to: &buffer)
         return String(decoding: buffer, as: UTF8.self)
+    }
+}
+
+extension Int64 {
+    /// `self + other`, saturating at `Int64.min` and `Int64.max` instead of trapping or wrapping.
+    public func saturatingAdding(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        guard overflow else { return sum }
+        return other < 0 ? .min : .max
     }
 }
 

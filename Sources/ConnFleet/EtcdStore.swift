@@ -39,6 +39,8 @@ public final class EtcdStore: FleetStore {
     private let current = Mutex(0)  // index of the endpoint in use
     private let token = Mutex<String?>(nil)
     private let pageSize: Int
+    private let maxListedKeys: Int
+    private let maxListedBytes: Int
 
     /// The most bytes read from one answer (a page of a listing, a line of a watch).
     static let maxResponseBytes = 64 << 20
@@ -56,6 +58,15 @@ public final class EtcdStore: FleetStore {
                 "TLS files given but no etcd endpoint is https://: use https:// endpoints with --fleet-ca/--fleet-cert"
             )
         }
+        if configuration.credentials != nil, !configuration.allowInsecure,
+            let clear = endpoints.first(where: { $0.hasPrefix("http://") })
+        {
+            throw FleetError(
+                .invalidConfiguration,
+                "fleet-user would send its password in clear to \(clear): use https:// endpoints "
+                    + "(or fleet-allow-insecure, in a lab only)"
+            )
+        }
         var httpConfiguration = HTTPClient.Configuration(
             tlsConfiguration: usesTLS ? try Self.makeTLSConfiguration(configuration.tls) : nil,
             timeout: HTTPClient.Configuration.Timeout(
@@ -64,8 +75,12 @@ public final class EtcdStore: FleetStore {
             )
         )
         httpConfiguration.httpVersion = .http1Only
+        // Never follow a redirect: it would carry the token (and the request) to wherever the answer points.
+        httpConfiguration.redirectConfiguration = .disallow
         self.httpConfiguration = httpConfiguration
         self.pageSize = max(configuration.listPageSize, 1)
+        self.maxListedKeys = max(configuration.maxListedKeys, 0)
+        self.maxListedBytes = max(configuration.maxListedBytes, 0)
         self.endpoints = endpoints
         self.credentials = configuration.credentials
         self.requestTimeout = configuration.requestTimeout
@@ -152,23 +167,46 @@ public final class EtcdStore: FleetStore {
         var start = prefixBytes
         var revision: Int64?
         var values: [FleetKeyValue] = []
+        var bytes = 0
+        var limit = pageSize
+        var omitted = 0
         while true {
+            let room = maxListedKeys - values.count
+            guard room > 0, bytes < maxListedBytes else {
+                // Bounded: what is left is counted, not read.
+                let request = RangeRequest(
+                    key: Self.base64(start), range_end: end, limit: "1", revision: revision.map(String.init),
+                    count_only: true
+                )
+                let response: RangeResponse = try await call("/v3/kv/range", request)
+                omitted = Int(clamping: response.count?.value ?? 0)
+                break
+            }
             let request = RangeRequest(
                 key: Self.base64(start),
                 range_end: end,
-                limit: String(pageSize),
+                limit: String(min(limit, room)),
                 revision: revision.map(String.init)
             )
-            let response: RangeResponse = try await call("/v3/kv/range", request)
+            let response: RangeResponse
+            do {
+                response = try await call("/v3/kv/range", request)
+            } catch let error as FleetError where error.code == .tooLarge && limit > 1 {
+                // A page of large values can be over the largest answer read: ask for fewer keys at a time.
+                limit /= 2
+                logger.debug("etcd listing page failed; asking for fewer keys", metadata: ["error": "\(error)"])
+                continue
+            }
             // Later pages read at the first page's revision, so the listing is one consistent snapshot.
             let pageRevision = revision ?? response.header?.revision?.value ?? 0
             revision = pageRevision
             let page = try (response.kvs ?? []).map { try $0.keyValue() }
             values += page.map(\.value)
+            bytes += page.reduce(0) { $0 + $1.value.value.count }
             guard response.more == true, let last = page.last else { break }
             start = last.keyBytes + [0]
         }
-        return FleetListing(values: values, revision: revision ?? 0)
+        return FleetListing(values: values, revision: revision ?? 0, omitted: omitted)
     }
 
     public func watch(prefix: String, fromRevision revision: Int64) -> AsyncThrowingStream<[FleetChange], any Error> {
@@ -293,6 +331,8 @@ public final class EtcdStore: FleetStore {
         do {
             response = try await httpClient().execute(request, timeout: .nanoseconds(requestTimeout.nanosecondsClamped))
             bytes = Array(try await response.body.collect(upTo: Self.maxResponseBytes).readableBytesView)
+        } catch is NIOTooManyBytesError {
+            throw FleetError(.tooLarge, "etcd at \(endpoint) answered \(path) with over 64 MiB")
         } catch {
             try Task.checkCancellation()
             rotate(from: endpoint)
@@ -513,12 +553,14 @@ private struct RangeRequest: Encodable {
     var range_end: String
     var limit: String
     var revision: String?
+    var count_only: Bool?
 }
 
 private struct RangeResponse: Decodable {
     var header: ResponseHeader?
     var kvs: [EtcdKeyValue]?
     var more: Bool?
+    var count: EtcdInt?
 }
 
 private struct DeleteRangeRequest: Encodable {

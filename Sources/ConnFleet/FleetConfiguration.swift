@@ -1,4 +1,8 @@
-import ConnCore
+public import ConnCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Settings of fleet mode: where the store is, how to reach it, and how this agent shows itself.
 public struct FleetConfiguration: Hashable, Sendable {
@@ -19,6 +23,8 @@ public struct FleetConfiguration: Hashable, Sendable {
     /// The most publications kept while etcd is unreachable; beyond it the oldest are dropped and counted.
     /// Default 1024.
     public var maxQueuedPublications: Int
+    /// What this agent accepts from the store (prefix widths, lifetimes, reporters, bounds).
+    public var trust: FleetTrust
 
     /// The key prefix used unless another is configured.
     public static let defaultKeyPrefix = "/conntrackr/blocks/"
@@ -30,8 +36,10 @@ public struct FleetConfiguration: Hashable, Sendable {
         healthCheckInterval: Duration = .seconds(5),
         initialBackoff: Duration = .milliseconds(200),
         maxBackoff: Duration = .seconds(10),
-        maxQueuedPublications: Int = 1024
+        maxQueuedPublications: Int = 1024,
+        trust: FleetTrust = FleetTrust()
     ) {
+        self.trust = trust
         self.etcd = etcd
         self.keyPrefix = keyPrefix
         self.hostName = hostName
@@ -95,8 +103,15 @@ public struct EtcdConfiguration: Hashable, Sendable {
     public var requestTimeout: Duration
     /// The longest a connection attempt may take. Default 2 seconds.
     public var connectTimeout: Duration
-    /// Keys per request when listing, so that a large blocklist is not one huge answer. Default 1000.
+    /// Keys per request when listing, so that a large blocklist is not one huge answer; halved, down to 1, while
+    /// a page is over the largest answer read. Default 1000.
     public var listPageSize: Int
+    /// The most keys one listing reads; the rest are counted as omitted. Default 100,000.
+    public var maxListedKeys: Int
+    /// The most bytes of values one listing reads; the rest are counted as omitted. Default 64 MiB.
+    public var maxListedBytes: Int
+    /// Whether credentials may be sent over `http://` (in clear). Only for a lab. Default off.
+    public var allowInsecure: Bool
 
     public init(
         endpoints: [String],
@@ -104,13 +119,89 @@ public struct EtcdConfiguration: Hashable, Sendable {
         credentials: Credentials? = nil,
         requestTimeout: Duration = .seconds(5),
         connectTimeout: Duration = .seconds(2),
-        listPageSize: Int = 1000
+        listPageSize: Int = 1000,
+        maxListedKeys: Int = 100_000,
+        maxListedBytes: Int = 64 << 20,
+        allowInsecure: Bool = false
     ) {
+        self.maxListedKeys = maxListedKeys
+        self.maxListedBytes = maxListedBytes
+        self.allowInsecure = allowInsecure
         self.endpoints = endpoints
         self.tls = tls
         self.credentials = credentials
         self.requestTimeout = requestTimeout
         self.connectTimeout = connectTimeout
         self.listPageSize = listPageSize
+    }
+}
+
+extension EtcdConfiguration {
+    /// The addresses of every endpoint: IP literals as they are, host names resolved (every address they have), so
+    /// that each agent allowlists its fleet's store and no record can cut the fleet off it.
+    /// - Throws: ``ConnCore/ConntrackrError`` (`invalidConfiguration`) naming an endpoint whose host does not
+    ///   resolve.
+    public func endpointAddresses() throws(ConntrackrError) -> [IPAddress] {
+        var addresses: [IPAddress] = []
+        for endpoint in endpoints {
+            let host = Self.host(of: endpoint)
+            if let literal = IPAddress(host) {
+                addresses.append(literal)
+                continue
+            }
+            let resolved = Self.resolve(host)
+            guard !resolved.isEmpty else {
+                throw ConntrackrError(
+                    .invalidConfiguration,
+                    "cannot resolve the host of fleet-etcd endpoint \(endpoint) to allowlist it: fix DNS or give an "
+                        + "IP address"
+                )
+            }
+            addresses += resolved
+        }
+        var seen = Set<IPAddress>()
+        return addresses.filter { seen.insert($0).inserted }
+    }
+
+    /// The host of `http://HOST:PORT/...`, `https://[V6]:PORT` or a bare `HOST:PORT`.
+    static func host(of endpoint: String) -> String {
+        var rest = Substring(endpoint)
+        for scheme in ["http://", "https://"] where rest.hasPrefix(scheme) { rest = rest.dropFirst(scheme.count) }
+        if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
+        if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
+        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
+            return String(rest[rest.index(after: rest.startIndex)..<close])
+        }
+        if rest.filter({ $0 == ":" }).count == 1, let colon = rest.firstIndex(of: ":") { rest = rest[..<colon] }
+        return String(rest)
+    }
+
+    private static func resolve(_ host: String) -> [IPAddress] {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var head: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &head) == 0 else { return [] }
+        defer { freeaddrinfo(head) }
+        var addresses: [IPAddress] = []
+        var cursor = head
+        while let entry = cursor {
+            cursor = entry.pointee.ai_next
+            guard let socketAddress = entry.pointee.ai_addr else { continue }
+            switch entry.pointee.ai_family {
+            case AF_INET:
+                let value = socketAddress.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    $0.pointee.sin_addr.s_addr
+                }
+                addresses.append(IPAddress(ipv4: UInt32(bigEndian: value)))
+            case AF_INET6:
+                let bytes = socketAddress.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { pointer in
+                    withUnsafeBytes(of: pointer.pointee.sin6_addr) { Array($0) }
+                }
+                if let address = IPAddress(bytes: bytes) { addresses.append(address) }
+            default:
+                continue
+            }
+        }
+        return addresses
     }
 }

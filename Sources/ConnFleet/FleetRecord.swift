@@ -6,7 +6,7 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// One block as the fleet shares it: the value stored under ``FleetKeys/key(for:)``.
+/// One block as the fleet shares it: the value stored under ``FleetKeys/key(for:host:)``.
 ///
 /// Stored as JSON so that people can read it with `etcdctl get --prefix /conntrackr/blocks/`:
 ///
@@ -45,13 +45,13 @@ public struct FleetRecord: Hashable, Sendable {
         self.expires = expires
     }
 
-    /// The record of a block this agent made because of `scan`.
+    /// The record of a block this agent made because of `scan`; at most ``FleetTrust/maxPorts`` ports are kept.
     public init(entry: BlockEntry, scan: PortScan?, host: String) {
         self.init(
             prefix: entry.prefix,
             host: host,
             reason: entry.reason,
-            ports: scan?.ports ?? [],
+            ports: Array((scan?.ports ?? []).prefix(FleetTrust.maxPorts)),
             since: entry.since,
             expires: entry.expires
         )
@@ -125,11 +125,18 @@ extension FleetRecord: Codable {
     }
 }
 
-/// Where blocks live in the store: one key per prefix under a common key prefix.
+/// Where blocks live in the store: one key per host and prefix, each host's reports under a key prefix of its own.
 ///
-/// The prefix's `/` becomes `_`, so `198.51.100.7/32` under `/conntrackr/blocks/` is
-/// `/conntrackr/blocks/198.51.100.7_32`, and `2001:db8::/64` is `/conntrackr/blocks/2001:db8::_64`. One key per
-/// prefix means two hosts blocking the same scanner share one key: the later publication wins, with its lease.
+/// `198.51.100.7/32` reported by `web-1` under `/conntrackr/blocks/` is `/conntrackr/blocks/web-1/198.51.100.7_32`
+/// (the prefix's `/` becomes `_`), and `2001:db8::/64` is `/conntrackr/blocks/web-1/2001:db8::_64`. Two hosts
+/// blocking the same scanner write two keys, so an agent can count how many hosts reported a source
+/// (``FleetTrust/minReporters``), and etcd's permission model, which grants key prefixes, can let each host write
+/// only under `/conntrackr/blocks/HOST/` while an operator role deletes anywhere (fleet-wide unblock deletes every
+/// host's report of the prefix).
+///
+/// Every key has exactly one spelling: ``parse(_:)`` accepts a key only when ``key(for:host:)`` of what it names
+/// gives the same key back, so aliases (`128.0.0.1_1` for `128.0.0.0/1`, `::ffff:` forms, upper-case IPv6) are
+/// refused rather than applied as a second copy.
 public struct FleetKeys: Hashable, Sendable {
     /// The common key prefix, always ending in `/`.
     public let prefix: String
@@ -139,15 +146,41 @@ public struct FleetKeys: Hashable, Sendable {
         self.prefix = prefix.hasSuffix("/") ? prefix : prefix + "/"
     }
 
-    /// The key of `blocked`.
-    public func key(for blocked: IPPrefix) -> String {
-        prefix + String(blocked.description.map { $0 == "/" ? "_" : $0 })
+    /// The key of `host`'s report of `blocked`.
+    public func key(for blocked: IPPrefix, host: String) -> String {
+        hostPrefix(host) + String(blocked.description.map { $0 == "/" ? "_" : $0 })
     }
 
-    /// The prefix a key names, or `nil` for a key this scheme did not make.
-    public func blockedPrefix(fromKey key: String) -> IPPrefix? {
-        guard key.hasPrefix(prefix) else { return nil }
-        let name = key.dropFirst(prefix.count)
-        return IPPrefix(String(name.map { $0 == "_" ? "/" : $0 }))
+    /// The key prefix under which `host` writes its reports: what an etcd role for that host is granted.
+    public func hostPrefix(_ host: String) -> String {
+        prefix + host + "/"
+    }
+
+    /// The host and prefix a key names, or `nil` for a key that is not the canonical key of a host's report.
+    public func parse(_ key: String) -> (host: String, blocked: IPPrefix)? {
+        guard key.utf8.count <= FleetTrust.maxKeyBytes, key.hasPrefix(prefix) else { return nil }
+        let rest = key.dropFirst(prefix.count)
+        guard let slash = rest.firstIndex(of: "/") else { return nil }
+        let host = String(rest[..<slash])
+        guard Self.isValidHostName(host),
+            let blocked = IPPrefix(String(rest[rest.index(after: slash)...].map { $0 == "_" ? "/" : $0 })),
+            self.key(for: blocked, host: host) == key
+        else { return nil }
+        return (host, blocked)
+    }
+
+    /// Whether `name` can name a host in a key: 1 to ``FleetTrust/maxHostBytes`` letters, digits, `.`, `-` or
+    /// `_`, and not `.` or `..`.
+    public static func isValidHostName(_ name: String) -> Bool {
+        guard (1...FleetTrust.maxHostBytes).contains(name.utf8.count), name != ".", name != ".." else { return false }
+        return name.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "-"), UInt8(ascii: "_"):
+                true
+            default:
+                false
+            }
+        }
     }
 }

@@ -6,11 +6,14 @@ import Synchronization
 /// Fleet mode: shares this agent's blocks with other hosts through a ``FleetStore`` (etcd), and applies theirs.
 ///
 /// - Publishing: every block the ``ConnCore/BlockController`` decides on its own is queued from the capture thread
-///   (never blocking it) and put under ``FleetConfiguration/keyPrefix`` as a ``FleetRecord``, attached to a lease
-///   whose TTL is the block's remaining time, so the key lapses fleet-wide with the block. Permanent blocks get no
-///   lease.
+///   (never blocking it) and put under this host's key (``FleetKeys/key(for:host:)``) as a ``FleetRecord``, attached
+///   to a lease whose TTL is the block's remaining time, so the key lapses fleet-wide with the block. Permanent
+///   blocks get no lease.
 /// - Learning: on connecting, the service lists the prefix and reconciles the local blocklist with it
 ///   (``FleetReconciler``), then watches from the listed revision + 1, so no change is missed or applied twice.
+///   Every record is checked first (``FleetTrust``: canonical key, prefix width, size, clamped times; refusals
+///   counted by reason and logged at a bounded rate), and a prefix is applied only once
+///   ``FleetTrust/minReporters`` distinct hosts reported it (``FleetReports``).
 ///   Learned blocks go through ``ConnCore/BlockController/applyLearned(_:at:)``: the local allowlist wins, refusals
 ///   are logged and counted. Its own publications come back through the watch and change nothing, since the local
 ///   entry is already there.
@@ -29,6 +32,7 @@ public final class FleetService: Service, Sendable {
     private let logger: Logger
     private let now: @Sendable () -> Timestamp
     private let keys: FleetKeys
+    private var trust: FleetTrust { configuration.trust }
     private let queue: PublicationQueue
     private let state = Mutex(State())
 
@@ -39,14 +43,22 @@ public final class FleetService: Service, Sendable {
         /// Failed connection attempts since the last successful listing.
         var failures = 0
         /// Learned blocks refused for a limit that may lift (rate limit, full blocklist), retried on each health
-        /// check. Reported once, when first refused.
+        /// check. Reported once, when first refused; at most ``FleetService/maxDeferred``.
         var deferred: [IPPrefix: BlockEntry] = [:]
+        /// The store's checked reports, as last listed and watched.
+        var reports = FleetReports()
+        /// When each refusal reason was last logged, and how many went unlogged since.
+        var refusalLog: [FleetRefusalReason: (logged: Int64, unlogged: Int)] = [:]
         /// Whether a dropped publication was logged since the last connection, so an outage logs one line.
         var loggedDrop = false
-        /// The keys that hold this agent's own record, as last listed or watched: a deletion of one of them before
-        /// its block expires is a fleet-wide unblock of a block this agent made (see ``FleetReconciler``).
-        var ownRecords: [IPPrefix: FleetRecord] = [:]
     }
+
+    /// The most learned blocks kept for a retry; more are dropped (they were counted and reported when refused,
+    /// and the next listing finds them again).
+    static let maxDeferred = 4096
+    /// Fleet records refused are counted and (for local policy) reported as events, but logged at most once per
+    /// reason in this many nanoseconds: a poisoned store would otherwise write a log line per key.
+    static let refusalLogInterval: Int64 = 10_000_000_000
 
     /// Makes a fleet service and registers it with `controller` to publish its blocks.
     /// - Parameters:
@@ -191,24 +203,74 @@ public final class FleetService: Service, Sendable {
     // MARK: Learning
 
     private func reconcile(with listing: FleetListing) throws {
-        let records = listing.values.compactMap(record(in:))
+        let time = now()
+        var reports = FleetReports()
+        var bytes = 0
+        if listing.omitted > 0 { refused(.listingLimit, count: listing.omitted, "store listing over its bounds", time) }
+        for value in listing.values {
+            bytes += value.value.count
+            guard reports.count < trust.maxRecords, bytes <= trust.maxListingBytes else {
+                refused(.listingLimit, "beyond \(trust.maxRecords) records or \(trust.maxListingBytes) bytes", time)
+                continue
+            }
+            if let record = checked(value, at: time) { reports.put(record) }
+        }
         let local = try controller.entries()
-        let own = Dictionary(
-            records.filter { $0.host == configuration.hostName }.map { ($0.prefix, $0) },
-            uniquingKeysWith: { _, later in later }
-        )
+        let records = reports.prefixes.compactMap {
+            reports.effective(for: $0, minReporters: trust.minReporters, now: time)
+        }
         let withdrawn = state.withLock { state -> [IPPrefix: FleetRecord] in
             // Own records seen before and missing now were deleted while the watch was down, unless the store
             // went back in time (a new or restored cluster), where missing records say nothing.
             let storeMovedOn = listing.revision >= state.revision
-            let missing = storeMovedOn ? state.ownRecords.filter { own[$0.key] == nil } : [:]
+            var missing: [IPPrefix: FleetRecord] = [:]
+            if storeMovedOn {
+                for blocked in state.reports.prefixes {
+                    guard let own = state.reports.report(of: blocked, by: configuration.hostName),
+                        reports.report(of: blocked, by: configuration.hostName) == nil
+                    else { continue }
+                    missing[blocked] = own
+                }
+            }
             state.revision = listing.revision
             state.deferred.removeAll()
-            state.ownRecords = own
+            state.reports = reports
             return missing
         }
-        let plan = FleetReconciler.reconcile(local: local, listed: records, withdrawn: withdrawn, now: now())
+        let plan = FleetReconciler.reconcile(local: local, listed: records, withdrawn: withdrawn, now: time)
         execute(plan)
+    }
+
+    /// The checked record stored in `value`, or `nil` (counted, logged at a bounded rate) when it may not be
+    /// applied.
+    private func checked(_ value: FleetKeyValue, at time: Timestamp) -> FleetRecord? {
+        do throws(FleetRecordRefusal) {
+            return try trust.check(key: value.key, value: value.value, keys: keys, now: time)
+        } catch {
+            refused(error.reason, "\(error.message) (key \(error.key))", time)
+            return nil
+        }
+    }
+
+    /// Counts `count` refusals for `reason`, and logs one line unless one of that reason was logged less than
+    /// ``refusalLogInterval`` ago.
+    private func refused(_ reason: FleetRefusalReason, count: Int = 1, _ message: String, _ time: Timestamp) {
+        metrics.increment(.fleetRefused(reason), by: count)
+        let unlogged = state.withLock { state -> Int? in
+            if let last = state.refusalLog[reason],
+                time.nanoseconds.saturatingAdding(-last.logged) < Self.refusalLogInterval
+            {
+                state.refusalLog[reason]?.unlogged += count
+                return nil
+            }
+            defer { state.refusalLog[reason] = (time.nanoseconds, 0) }
+            return state.refusalLog[reason]?.unlogged ?? 0
+        }
+        guard let unlogged else { return }
+        var metadata: Logger.Metadata = ["reason": "\(reason.rawValue)", "detail": "\(message)"]
+        if count > 1 { metadata["count"] = "\(count)" }
+        if unlogged > 0 { metadata["unlogged_since_last"] = "\(unlogged)" }
+        logger.warning("fleet record refused (see conntrackr_fleet_refused_total)", metadata: metadata)
     }
 
     private func follow(from revision: Int64) async throws {
@@ -224,62 +286,57 @@ public final class FleetService: Service, Sendable {
         let floor = state.withLock { $0.revision }
         let fresh = batch.filter { $0.revision > floor }
         guard let newest = fresh.map(\.revision).max() else { return }
-        var changes: [(prefix: IPPrefix, record: FleetRecord?)] = []
+        let time = now()
+        // Each change, checked: a put of a record that may not be applied removes what its key held before.
+        var changes: [(host: String, prefix: IPPrefix, record: FleetRecord?)] = []
         for change in fresh {
             switch change {
             case .put(let value):
-                guard let record = record(in: value) else { continue }
-                changes.append((record.prefix, record))
+                guard let named = keys.parse(value.key) else {
+                    refused(.key, "not the canonical key of a host's report (key \(value.key.prefix(200)))", time)
+                    continue
+                }
+                changes.append((named.host, named.blocked, checked(value, at: time)))
             case .delete(let key, _):
-                guard let prefix = keys.blockedPrefix(fromKey: key) else { continue }
-                changes.append((prefix, nil))
+                guard let named = keys.parse(key) else { continue }
+                changes.append((named.host, named.blocked, nil))
             }
         }
         // Read before committing the batch: if this throws, the reconnect's listing still sees what changed.
         let local = try controller.entries()
-        let withdrawn = state.withLock { state in
+        let (effective, withdrawn, overCap) = state.withLock { state in
             state.revision = newest
             var withdrawn: [IPPrefix: FleetRecord] = [:]
+            var touched: [IPPrefix] = []
+            var overCap = 0
             for change in changes {
                 state.deferred.removeValue(forKey: change.prefix)
+                touched.append(change.prefix)
                 if let record = change.record {
-                    state.ownRecords[change.prefix] = record.host == configuration.hostName ? record : nil
-                    withdrawn[change.prefix] = nil
-                } else if let own = state.ownRecords.removeValue(forKey: change.prefix) {
-                    withdrawn[change.prefix] = own
+                    if state.reports.report(of: change.prefix, by: change.host) == nil,
+                        state.reports.count >= trust.maxRecords
+                    {
+                        overCap += 1  // counted below, outside the lock
+                        continue
+                    }
+                    state.reports.put(record)
+                    if change.host == configuration.hostName { withdrawn[change.prefix] = nil }
+                } else if let removed = state.reports.remove(change.prefix, host: change.host),
+                    change.host == configuration.hostName
+                {
+                    withdrawn[change.prefix] = removed
                 }
             }
-            return withdrawn
-        }
-        guard !changes.isEmpty else { return }
-        let plan = FleetReconciler.update(
-            local: local,
-            changes: changes,
-            withdrawn: withdrawn,
-            now: now()
-        )
-        execute(plan)
-    }
-
-    /// The record stored in `value`, or `nil` (logged) when it is not one this version can apply.
-    private func record(in value: FleetKeyValue) -> FleetRecord? {
-        guard let keyPrefix = keys.blockedPrefix(fromKey: value.key) else {
-            logger.debug("fleet key that names no prefix skipped", metadata: ["key": "\(value.key.prefix(200))"])
-            return nil
-        }
-        do {
-            let record = try FleetRecord(decoding: value.value)
-            guard record.prefix == keyPrefix else {
-                throw FleetError(.malformedRecord, "record for \(record.prefix) stored under the key of \(keyPrefix)")
+            var seen = Set<IPPrefix>()
+            let effective = touched.filter { seen.insert($0).inserted }.map { prefix in
+                (prefix: prefix, record: state.reports.effective(for: prefix, minReporters: trust.minReporters, now: time))
             }
-            return record
-        } catch {
-            logger.warning(
-                "fleet record skipped",
-                metadata: ["key": "\(value.key.prefix(200))", "error": "\(error)"]
-            )
-            return nil
+            return (effective, withdrawn, overCap)
         }
+        if overCap > 0 { refused(.listingLimit, count: overCap, "more than \(trust.maxRecords) records kept", time) }
+        guard !effective.isEmpty else { return }
+        let plan = FleetReconciler.update(local: local, changes: effective, withdrawn: withdrawn, now: time)
+        execute(plan)
     }
 
     private func execute(_ plan: FleetReconciler.Plan) {
@@ -299,13 +356,13 @@ public final class FleetService: Service, Sendable {
         for entry in plan.add {
             let decision = controller.applyLearned(entry, at: time)
             if case .refused(let refusal) = decision {
-                metrics.increment(.fleetRefused, by: 1)
-                logger.notice(
-                    "fleet block refused",
-                    metadata: ["prefix": "\(entry.prefix)", "reason": "\(refusal)"]
-                )
+                refused(FleetRefusalReason(refusal.kind), "\(entry.prefix): \(refusal)", time)
                 if refusal.mayLift {
-                    state.withLock { $0.deferred[entry.prefix] = entry }
+                    state.withLock { state in
+                        if state.deferred.count < Self.maxDeferred || state.deferred[entry.prefix] != nil {
+                            state.deferred[entry.prefix] = entry
+                        }
+                    }
                 }
             }
             events.append(decision.event(about: entry.prefix.address, at: time))
@@ -326,7 +383,11 @@ public final class FleetService: Service, Sendable {
                 continue
             }
             let decision = controller.applyLearned(entry, at: time)
-            guard case .blocked = decision else { continue }
+            if case .refused(let refusal) = decision {
+                // The fleet's budget is spent: the rest would be refused too, so leave them for the next check.
+                if refusal.mayLift { break }
+                continue
+            }
             // Only if no watch change replaced it meanwhile.
             state.withLock { state in
                 if state.deferred[prefix] == entry { state.deferred.removeValue(forKey: prefix) }
@@ -399,7 +460,11 @@ public final class FleetService: Service, Sendable {
             let seconds = (remaining + 999_999_999) / 1_000_000_000
             lease = try await store.grantLease(ttl: .seconds(seconds))
         }
-        try await store.put(key: keys.key(for: record.prefix), value: record.encoded(), lease: lease)
+        try await store.put(
+            key: keys.key(for: record.prefix, host: configuration.hostName),
+            value: record.encoded(),
+            lease: lease
+        )
         metrics.increment(.fleetPublications, by: 1)
         logger.debug("block published to the fleet", metadata: ["prefix": "\(record.prefix)"])
     }

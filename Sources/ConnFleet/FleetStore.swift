@@ -53,10 +53,13 @@ public struct FleetListing: Hashable, Sendable {
     public var values: [FleetKeyValue]
     /// The store revision the listing reflects: watch from `revision + 1` to miss nothing.
     public var revision: Int64
+    /// Keys under the prefix left unread because the listing reached its bounds (keys or bytes).
+    public var omitted: Int
 
-    public init(values: [FleetKeyValue], revision: Int64) {
+    public init(values: [FleetKeyValue], revision: Int64, omitted: Int = 0) {
         self.values = values
         self.revision = revision
+        self.omitted = omitted
     }
 }
 
@@ -90,7 +93,7 @@ public struct FleetError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case unavailable, unauthenticated, rejected, compacted, malformedResponse, malformedRecord
-            case invalidConfiguration
+            case invalidConfiguration, tooLarge
         }
 
         private let base: Base
@@ -110,6 +113,8 @@ public struct FleetError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let malformedRecord = Code(.malformedRecord)
         /// A fleet setting is wrong (an endpoint, a TLS file).
         public static let invalidConfiguration = Code(.invalidConfiguration)
+        /// The store's answer was over the largest read (a page of large values): ask for less.
+        public static let tooLarge = Code(.tooLarge)
 
         public var description: String { base.rawValue }
     }

@@ -179,8 +179,9 @@ extension MetricFamily {
     static let fleetRefused = MetricFamily(
         baseName: "fleet_refused",
         kind: .counter,
-        help: "Blocks learned from the fleet that local policy refused (allowlist, caps, rate limit).",
-        label: nil
+        help: "Fleet records not applied, by reason: malformed, key, too_wide, too_large, listing_limit (validation) "
+            + "or allowlisted, rate_limited, blocklist_full, error (local policy).",
+        label: "reason"
     )
     static let buildInfo = MetricFamily(
         baseName: "build_info",

@@ -204,7 +204,7 @@ struct SeriesTable: Sendable {
     let fleetConnected: Gauge
     let fleetPublications: Counter
     let fleetPublicationsDropped: Counter
-    let fleetRefused: Counter
+    let fleetRefused: [FleetRefusalReason: Counter]
 
     init(registry: PrometheusCollectorRegistry) {
         newConnections = MetricFamily.newConnections.makeCounter(in: registry)
@@ -230,7 +230,7 @@ struct SeriesTable: Sendable {
         fleetConnected = MetricFamily.fleetConnected.makeGauge(in: registry)
         fleetPublications = MetricFamily.fleetPublications.makeCounter(in: registry)
         fleetPublicationsDropped = MetricFamily.fleetPublicationsDropped.makeCounter(in: registry)
-        fleetRefused = MetricFamily.fleetRefused.makeCounter(in: registry)
+        fleetRefused = MetricFamily.fleetRefused.makeCounters(in: registry, for: FleetRefusalReason.self)
     }
 
     func counter(for metric: CounterMetric) -> Counter {
@@ -253,7 +253,7 @@ struct SeriesTable: Sendable {
         case .kernelScanPairsInserted: kernelScanPairsInserted
         case .fleetPublications: fleetPublications
         case .fleetPublicationsDropped: fleetPublicationsDropped
-        case .fleetRefused: fleetRefused
+        case .fleetRefused(let reason): fleetRefused[reason]!
         }
     }
 

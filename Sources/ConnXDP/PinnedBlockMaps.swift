@@ -233,7 +233,8 @@ public final class PinnedBlockMaps: @unchecked Sendable {
         var value = ct_block_value()
         if let expires = entry.expires {
             // An expiry before boot is simply in the past: 1 ns after boot is expired for the program too.
-            value.expires_ns = UInt64(max(1, expires.nanoseconds &- offset))
+            // Saturating: an expiry from outside (a fleet record) may be anywhere in Int64's range.
+            value.expires_ns = UInt64(max(1, expires.nanoseconds.saturatingAdding(offset == .min ? .max : -offset)))
         }
         value.since_ns = entry.since.nanoseconds
         value.reason = UInt8(entry.reason == .manual ? CT_REASON_MANUAL : CT_REASON_PORT_SCAN)
@@ -249,7 +250,7 @@ public final class PinnedBlockMaps: @unchecked Sendable {
             origin: Int32(value.origin) == CT_ORIGIN_FLEET ? .fleet : .local,
             since: Timestamp(nanoseconds: value.since_ns),
             expires: value.expires_ns == 0
-                ? nil : Timestamp(nanoseconds: Int64(clamping: value.expires_ns) &+ offset),
+                ? nil : Timestamp(nanoseconds: Int64(clamping: value.expires_ns).saturatingAdding(offset)),
             droppedPackets: value.packets
         )
     }

@@ -143,11 +143,15 @@ struct Agent {
 }
 
 extension HostAllowlist {
-    /// The allowlist sources the settings name, on top of loopback, this host's addresses and its gateways.
-    init(settings: AgentSettings) {
+    /// The allowlist sources the settings name, on top of loopback, this host's addresses and its gateways; in
+    /// fleet mode, etcd's addresses (host names resolved now) and the fleet allowlist too.
+    /// - Throws: ``ConnCore/ConntrackrError`` when an etcd endpoint's host does not resolve.
+    init(settings: AgentSettings) throws(ConntrackrError) {
         self.init(
             allowed: settings.allow.compactMap { IPPrefix($0) },
-            allowFiles: settings.allowFile.map { [$0] } ?? []
+            allowFiles: settings.allowFile.map { [$0] } ?? [],
+            fleetInfrastructure: try settings.fleet?.etcd.endpointAddresses() ?? [],
+            fleetAllowed: settings.fleetSettings.allowedPrefixes
         )
     }
 }
@@ -169,6 +173,7 @@ struct AllowlistReloader: Service {
                     try reread.load(configurationFile: configFile)
                     fresh.allow = reread.allow
                     fresh.allowFile = reread.allowFile
+                    fresh.fleetSettings.allow = reread.fleetSettings.allow
                 }
                 let allowlist = try HostAllowlist(settings: fresh).build()
                 try blocking.replaceAllowlist(allowlist)

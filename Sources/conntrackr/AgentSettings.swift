@@ -27,6 +27,8 @@ struct AgentSettings: SettingsRoot {
     var ipv6BlockPrefix = BlockPolicy().ipv6PrefixLength
     var maxBlocked = BlockPolicy().maxBlocked
     var maxBlocksPerMinute = BlockPolicy().maxBlocksPerMinute
+    var fleetMaxBlocked = BlockPolicy().maxFleetBlocked
+    var fleetMaxBlocksPerMinute = BlockPolicy().maxFleetBlocksPerMinute
     var allow: [String] = []
     var allowFile: String?
     var flushOnExit = false
@@ -99,7 +101,17 @@ struct AgentSettings: SettingsRoot {
         .text("fleet-key", \.fleetSettings.keyFile, placeholder: "file", help: "PEM private key of --fleet-cert."),
         .text("fleet-user", \.fleetSettings.user, placeholder: "name", help: "etcd user, when etcd has authentication enabled."),
         .text("fleet-password", \.fleetSettings.password, placeholder: "password", help: "Password of --fleet-user.", environment: "CONNTRACKR_FLEET_PASSWORD"),
-        .text("fleet-host-name", \.fleetSettings.hostName, placeholder: "name", help: "This agent's name in the blocks it publishes (default: the host name)."),
+        .text("fleet-host-name", \.fleetSettings.hostName, placeholder: "name", help: "This agent's name in the blocks it publishes (default: the host name); its etcd keys are under PREFIX/NAME/."),
+        .toggle("fleet-allow-insecure", \.fleetSettings.allowInsecure, help: "Allow fleet-user over http:// endpoints, sending the password in clear (a lab only)."),
+        .integer("fleet-min-reporters", \.fleetSettings.minReporters, help: "Apply a learned block only once this many distinct hosts reported the source within its TTL.", range: 1...1000, outOfRange: "fleet-min-reporters must be 1 to 1000"),
+        .integer("fleet-widest-ipv4", \.fleetSettings.widestIPv4, help: "The widest IPv4 prefix applied from the fleet (32: single addresses only).", range: 1...32, outOfRange: "fleet-widest-ipv4 must be 1 to 32"),
+        .integer("fleet-widest-ipv6", \.fleetSettings.widestIPv6, help: "The widest IPv6 prefix applied from the fleet; 0 means ipv6-block-prefix.", range: 0...128, outOfRange: "fleet-widest-ipv6 must be 0 (ipv6-block-prefix) to 128"),
+        .toggle("fleet-allow-permanent", \.fleetSettings.allowPermanent, help: "Keep fleet records without expiry permanent (else they last block-ttl)."),
+        .list("fleet-allow", \.fleetSettings.allow, placeholder: "cidr", help: "An address or CIDR prefix no agent of the fleet blocks (monitoring, DNS, bastions, load balancers); etcd's own addresses always are.", check: { list in
+            list.first { IPPrefix($0) == nil }.map { "fleet-allow: \($0) is not an address or CIDR prefix" }
+        }),
+        .integer("fleet-max-blocked", \.fleetMaxBlocked, help: "The most blocks learned from the fleet at once (within max-blocked).", range: 1...Int.max, outOfRange: "fleet-max-blocked must be positive"),
+        .integer("fleet-max-blocks-per-minute", \.fleetMaxBlocksPerMinute, help: "The most new blocks learned from the fleet in any minute (a budget apart from max-blocks-per-minute).", range: 1...Int.max, outOfRange: "fleet-max-blocks-per-minute must be positive"),
     ])
 
     private static let trackedOutOfRange =
@@ -132,7 +144,10 @@ struct AgentSettings: SettingsRoot {
         // The password's order is flag, then environment, then file (the environment was applied over the file).
         settings.fleetSettings.passwordFromEnvironment =
             !resolution.givenByFlag.contains("fleet-password") && getenv("CONNTRACKR_FLEET_PASSWORD") != nil
-        settings.fleet = try settings.fleetSettings.configuration(defaultHostName: systemHostName())
+        settings.fleet = try settings.fleetSettings.configuration(
+            defaultHostName: systemHostName(),
+            policy: settings.blockPolicy
+        )
         return (settings, resolution.positional)
     }
 
@@ -158,7 +173,9 @@ struct AgentSettings: SettingsRoot {
             ttl: blockTTL == 0 ? nil : .nanoseconds(Int64(min(blockTTL * 1e9, 9.2e18))),
             ipv6PrefixLength: ipv6BlockPrefix,
             maxBlocked: maxBlocked,
-            maxBlocksPerMinute: maxBlocksPerMinute
+            maxBlocksPerMinute: maxBlocksPerMinute,
+            maxFleetBlocked: fleetMaxBlocked,
+            maxFleetBlocksPerMinute: fleetMaxBlocksPerMinute
         )
     }
 

@@ -114,7 +114,7 @@ struct BlocklistCommand: ParsableCommand {
                 exitWithFailure(error)
             }
             if let fleet {
-                let key = Mutex<String?>(nil)
+                let key = Mutex<[String]>([])
                 let failure = runAsync {
                     do {
                         let deleted = try await FleetUnblock.remove(blocked, configuration: fleet)
@@ -125,7 +125,7 @@ struct BlocklistCommand: ParsableCommand {
                     }
                 }
                 if let failure { exitWithFailure(failure) }
-                let deleted = key.withLock { $0 } ?? ""
+                let deleted = key.withLock { $0 }.joined(separator: ", ")
                 print("unblocked \(blocked) across the fleet: deleted \(deleted); each running agent lifts its copy")
                 return
             }

@@ -344,3 +344,34 @@ import Glibc
         return addresses
     }
 }
+
+/// Issue 13: the fleet never blocks its own infrastructure, nor what the fleet allowlist names.
+@Suite struct FleetAllowlistTests {
+    @Test func etcdsAddressesAndTheFleetAllowlistAreNeverBlockedNorLearned() throws {
+        let allowlist = try HostAllowlist(
+            fleetInfrastructure: [address("198.51.100.2"), address("2001:db8::2"), address("127.0.0.1")],
+            fleetAllowed: [prefix("198.51.100.128/25")],
+            ipv4RouteTable: fixturePath("route"),
+            ipv6RouteTable: fixturePath("ipv6_route")
+        ).build(hostAddresses: [])
+        let controller = BlockController(
+            blocker: InMemoryBlocker(), policy: BlockPolicy(), allowlist: allowlist, metrics: RecordingMetricsSink()
+        )
+        let cases = [
+            ("198.51.100.2/32", "allowlisted: fleet infrastructure 198.51.100.2"),
+            ("2001:db8::/64", "allowlisted: fleet infrastructure 2001:db8::2"),
+            ("198.51.100.200/32", "allowlisted: fleet allow 198.51.100.128/25"),
+            ("127.0.0.1/32", "allowlisted: loopback 127.0.0.0/8"),  // loopback keeps its own reason
+        ]
+        for (blocked, reason) in cases {
+            let entry = BlockEntry(
+                prefix: prefix(blocked), reason: .portScan, origin: .fleet, since: referenceTime, expires: nil
+            )
+            guard case .refused(let refusal) = controller.applyLearned(entry, at: referenceTime) else {
+                Issue.record("\(blocked) was blocked")
+                continue
+            }
+            #expect(refusal.description == reason)
+        }
+    }
+}

@@ -198,6 +198,54 @@ import Glibc
         #expect(published.withLock { $0 } == [prefix("198.51.100.1")])
         #expect(metrics[.blocks(.fleet)] == 1)
     }
+
+    func learned(_ source: String, at time: Timestamp = referenceTime) -> BlockEntry {
+        BlockEntry(prefix: prefix(source), reason: .portScan, origin: .fleet, since: time, expires: time + .seconds(600))
+    }
+
+    @Test("Learned blocks spend a budget of their own: a fleet storm leaves this agent's own budget whole")
+    func learnedBlocksHaveTheirOwnRateLimit() throws {
+        let controller = controller(BlockPolicy(maxBlocksPerMinute: 2, maxFleetBlocksPerMinute: 3))
+        let applied = (1...10).map { controller.applyLearned(learned("198.51.100.\($0)"), at: referenceTime) }
+        #expect(applied.filter { if case .blocked = $0 { true } else { false } }.count == 3)
+        #expect(applied.last == .refused(.rateLimited))
+        // This agent's own scans still have their whole budget.
+        #expect(controller.handle(scan(from: "203.0.113.1")).isBlocked)
+        #expect(controller.handle(scan(from: "203.0.113.2")).isBlocked)
+        #expect(controller.handle(scan(from: "203.0.113.3")) == .refused(.rateLimited))
+        // And the fleet's budget was not spent by them: a minute later it is whole again.
+        let later = referenceTime + .seconds(61)
+        #expect(controller.applyLearned(learned("198.51.100.50", at: later), at: later).isBlocked)
+        #expect(metrics[.blocks(.fleet)] == 4)
+        #expect(metrics[.blocks(.local)] == 2)
+    }
+
+    @Test("Learned blocks have a cap of their own within the blocklist; local blocks keep the rest")
+    func learnedBlocksHaveTheirOwnCap() throws {
+        let controller = controller(
+            BlockPolicy(maxBlocked: 4, maxBlocksPerMinute: 100, maxFleetBlocked: 2, maxFleetBlocksPerMinute: 100)
+        )
+        #expect(controller.applyLearned(learned("198.51.100.1"), at: referenceTime).isBlocked)
+        #expect(controller.applyLearned(learned("198.51.100.2"), at: referenceTime).isBlocked)
+        #expect(controller.applyLearned(learned("198.51.100.3"), at: referenceTime) == .refused(.blocklistFull))
+        // Replacing a learned block already there is not a new one.
+        #expect(controller.applyLearned(learned("198.51.100.2"), at: referenceTime).isBlocked)
+        #expect(controller.handle(scan(from: "203.0.113.1")).isBlocked)
+        #expect(controller.handle(scan(from: "203.0.113.2")).isBlocked)
+        #expect(controller.handle(scan(from: "203.0.113.3")) == .refused(.blocklistFull))
+    }
+
+    @Test("applyLearned always records the entry as learned from the fleet")
+    func applyLearnedMarksTheOrigin() throws {
+        let controller = controller()
+        var entry = learned("198.51.100.9")
+        entry.origin = .local
+        guard case .blocked(let applied) = controller.applyLearned(entry, at: referenceTime) else {
+            Issue.record("not applied")
+            return
+        }
+        #expect(applied.origin == .fleet)
+    }
 }
 
 extension BlockDecision {

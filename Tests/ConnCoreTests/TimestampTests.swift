@@ -42,4 +42,36 @@ struct TimestampTests {
         #expect(range.upperBound.nanoseconds.addingReportingOverflow(fiftyYears).overflow == false)
         #expect(range.upperBound.description == "2200-01-01T00:00:00.000000Z")
     }
+
+    @Test("Adding a duration or subtracting a time saturates instead of wrapping", arguments: [
+        (Int64.max - 5, Int64.max),
+        (Int64.max, Int64.max),
+        (0, 3_600_000_000_000),
+        (Int64.min, Int64.min + 3_600_000_000_000),
+    ])
+    func additionSaturates(start: Int64, expected: Int64) {
+        #expect((Timestamp(nanoseconds: start) + .seconds(3600)).nanoseconds == expected)
+    }
+
+    @Test func subtractionSaturates() {
+        #expect((Timestamp(nanoseconds: Int64.max) - Timestamp(nanoseconds: Int64.min)) == .nanoseconds(Int64.max))
+        #expect((Timestamp(nanoseconds: Int64.min) - Timestamp(nanoseconds: Int64.max)) == .nanoseconds(Int64.min))
+        #expect((Timestamp(nanoseconds: 5) - Timestamp(nanoseconds: 2)) == .nanoseconds(3))
+        #expect(Int64.max.saturatingAdding(1) == .max)
+        #expect(Int64.min.saturatingAdding(-1) == .min)
+    }
+
+    @Test("Events at the ends of Int64 format without trapping (issue 13: a fleet expiry of Int64.max)",
+        arguments: [Int64.max, Int64.min, Int64.max - 1, Int64.min + 1, -1])
+    func extremeTimesFormat(nanoseconds: Int64) {
+        let time = Timestamp(nanoseconds: nanoseconds)
+        let prefix = IPPrefix("198.51.100.7/32")!
+        for format in [OutputFormat.text, .json] {
+            var formatter = EventFormatter(format: format)
+            #expect(!formatter.line(for: .unblocked(prefix, reason: .expired, at: time)).isEmpty)
+            let entry = BlockEntry(prefix: prefix, reason: .portScan, origin: .fleet, since: time, expires: time)
+            #expect(!formatter.line(for: .blocked(entry, at: time)).isEmpty)
+        }
+        #expect(!time.description.isEmpty)
+    }
 }

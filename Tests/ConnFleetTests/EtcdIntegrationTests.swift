@@ -29,14 +29,17 @@ struct EtcdIntegrationTests {
     func storeConfiguration(
         _ server: EtcdServer,
         credentials: EtcdConfiguration.Credentials? = nil,
-        pageSize: Int = 1000
+        pageSize: Int = 1000,
+        maxListedKeys: Int = 100_000
     ) -> EtcdConfiguration {
         EtcdConfiguration(
             endpoints: [server.endpoint],
             credentials: credentials,
             requestTimeout: .seconds(2),
             connectTimeout: .milliseconds(500),
-            listPageSize: pageSize
+            listPageSize: pageSize,
+            maxListedKeys: maxListedKeys,
+            allowInsecure: true  // a test etcd on 127.0.0.1 has no TLS
         )
     }
 
@@ -71,7 +74,7 @@ struct EtcdIntegrationTests {
             // Stored as JSON with a lease of the block's TTL.
             try await withEtcdStore(storeConfiguration(server)) { admin in
                 let listing = try await admin.list(prefix: keys.prefix)
-                #expect(listing.values.map(\.key) == [keys.key(for: blocked)])
+                #expect(listing.values.map(\.key) == [keys.key(for: blocked, host: "a")])
                 #expect(listing.values.first?.lease != 0)
                 let published = try FleetRecord(decoding: try #require(listing.values.first).value)
                 #expect(published.host == "a")
@@ -129,31 +132,39 @@ struct EtcdIntegrationTests {
             #expect(empty.values.isEmpty)
             let prefixes = (1...7).map { IPPrefix("198.51.100.\($0)")! }
             for prefix in prefixes {
-                try await store.put(key: keys.key(for: prefix), value: record(prefix.description).encoded(), lease: nil)
+                try await store.put(key: keys.key(for: prefix, host: "h"), value: record(prefix.description).encoded(), lease: nil)
             }
             try await store.put(key: "/elsewhere/x", value: [1], lease: nil)  // outside the prefix
             let listing = try await store.list(prefix: keys.prefix)
             #expect(listing.values.count == 7)
-            #expect(Set(listing.values.map(\.key)) == Set(prefixes.map { keys.key(for: $0) }))
+            #expect(Set(listing.values.map(\.key)) == Set(prefixes.map { keys.key(for: $0, host: "h") }))
             #expect(listing.revision == empty.revision + 8)
+
+            // A listing is bounded: past its keys, the rest are counted (etcd's count_only), not read.
+            try await withEtcdStore(storeConfiguration(server, pageSize: 2, maxListedKeys: 3)) { bounded in
+                let partial = try await bounded.list(prefix: keys.prefix)
+                #expect(partial.values.count == 3)
+                #expect(partial.omitted == 4)
+                #expect(partial.revision == listing.revision)
+            }
 
             // A watch from the revision after the listing sees the next changes, each once, in order.
             var changes = store.watch(prefix: keys.prefix, fromRevision: listing.revision + 1).makeAsyncIterator()
             let lease = try await store.grantLease(ttl: .seconds(2))
-            try await store.put(key: keys.key(for: prefixes[0]), value: record("198.51.100.1").encoded(), lease: lease)
-            #expect(try await store.delete(key: keys.key(for: prefixes[1])))
+            try await store.put(key: keys.key(for: prefixes[0], host: "h"), value: record("198.51.100.1").encoded(), lease: lease)
+            #expect(try await store.delete(key: keys.key(for: prefixes[1], host: "h")))
             // Deleting a key that is not there says so, and changes nothing (no revision, no watch event).
-            #expect(try await store.delete(key: keys.key(for: prefixes[1])) == false)
+            #expect(try await store.delete(key: keys.key(for: prefixes[1], host: "h")) == false)
             let first = try await changes.next()
             let second = try await changes.next()
             guard case .put(let put)? = first?.first, case .delete(let key, let revision)? = second?.first else {
                 Issue.record("unexpected watch batches: \(String(describing: first)) \(String(describing: second))")
                 return
             }
-            #expect(put.key == keys.key(for: prefixes[0]))
+            #expect(put.key == keys.key(for: prefixes[0], host: "h"))
             #expect(put.modRevision == listing.revision + 1)
             #expect(put.lease == lease)
-            #expect(key == keys.key(for: prefixes[1]))
+            #expect(key == keys.key(for: prefixes[1], host: "h"))
             #expect(revision == listing.revision + 2)
             // The lease lapses: etcd deletes the key, and the watch says so.
             let third = try await changes.next()
@@ -161,7 +172,7 @@ struct EtcdIntegrationTests {
                 Issue.record("expected the lease's delete, got \(String(describing: third))")
                 return
             }
-            #expect(lapsed == keys.key(for: prefixes[0]))
+            #expect(lapsed == keys.key(for: prefixes[0], host: "h"))
 
             // A watch from a compacted revision fails as such, so the service lists again.
             try server.etcdctl(["compaction", String(listing.revision + 2)])

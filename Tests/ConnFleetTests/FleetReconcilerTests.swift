@@ -218,20 +218,38 @@ struct FleetRecordTests {
     }
 
     @Test(arguments: [
-        ("198.51.100.7/32", "/conntrackr/blocks/198.51.100.7_32"),
-        ("198.51.100.0/24", "/conntrackr/blocks/198.51.100.0_24"),
-        ("2001:db8::/64", "/conntrackr/blocks/2001:db8::_64"),
+        ("198.51.100.7/32", "/conntrackr/blocks/web-1/198.51.100.7_32"),
+        ("198.51.100.0/24", "/conntrackr/blocks/web-1/198.51.100.0_24"),
+        ("2001:db8::/64", "/conntrackr/blocks/web-1/2001:db8::_64"),
     ])
-    func keysNameTheirPrefix(prefix: String, key: String) {
+    func keysNameTheirHostAndPrefix(prefix: String, key: String) {
         let keys = FleetKeys(prefix: "/conntrackr/blocks")
         #expect(keys.prefix == "/conntrackr/blocks/")
-        #expect(keys.key(for: IPPrefix(prefix)!) == key)
-        #expect(keys.blockedPrefix(fromKey: key) == IPPrefix(prefix))
+        #expect(keys.key(for: IPPrefix(prefix)!, host: "web-1") == key)
+        #expect(keys.hostPrefix("web-1") == "/conntrackr/blocks/web-1/")
+        let parsed = keys.parse(key)
+        #expect(parsed?.host == "web-1")
+        #expect(parsed?.blocked == IPPrefix(prefix))
     }
 
-    @Test(arguments: ["/conntrackr/blocks/", "/conntrackr/blocks/junk", "/other/198.51.100.7_32", ""])
-    func keysThatNameNoPrefixAreRecognised(key: String) {
-        #expect(FleetKeys(prefix: "/conntrackr/blocks/").blockedPrefix(fromKey: key) == nil)
+    @Test(
+        "Keys that are not the canonical key of a host's report are refused, aliases included",
+        arguments: [
+            "/conntrackr/blocks/", "/conntrackr/blocks/junk", "/other/a/198.51.100.7_32", "",
+            "/conntrackr/blocks/198.51.100.7_32",  // the old layout: no host
+            "/conntrackr/blocks/a/128.0.0.1_1",  // an alias of 128.0.0.0/1
+            "/conntrackr/blocks/a/198.51.100.7",  // no length
+            "/conntrackr/blocks/a/::ffff:198.51.100.7_128",  // an IPv4-mapped spelling
+            "/conntrackr/blocks/a/2001:DB8::_64",  // upper case
+            "/conntrackr/blocks/a/2001:0db8::_64",  // leading zeros
+            "/conntrackr/blocks/a/198.51.100.7_32/extra",
+            "/conntrackr/blocks/a b/198.51.100.7_32",  // not a host name
+            "/conntrackr/blocks/../198.51.100.7_32",
+            "/conntrackr/blocks//198.51.100.7_32",
+        ]
+    )
+    func nonCanonicalKeysAreRefused(key: String) {
+        #expect(FleetKeys(prefix: "/conntrackr/blocks/").parse(key) == nil)
     }
 
     @Test func backoffDoublesUpToItsCap() {

@@ -19,7 +19,8 @@ struct Agent {
         allowlist: Allowlist = Allowlist(),
         maxQueued: Int = 1024,
         healthCheckInterval: Duration = .milliseconds(50),
-        clock: TestClock? = nil
+        clock: TestClock? = nil,
+        trust: FleetTrust = FleetTrust()
     ) {
         controller = BlockController(blocker: blocker, policy: policy, allowlist: allowlist, metrics: metrics)
         let events = self.events
@@ -36,7 +37,8 @@ struct Agent {
                 healthCheckInterval: healthCheckInterval,
                 initialBackoff: .milliseconds(20),
                 maxBackoff: .milliseconds(100),
-                maxQueuedPublications: maxQueued
+                maxQueuedPublications: maxQueued,
+                trust: trust
             ),
             store: store,
             controller: controller,
@@ -57,7 +59,7 @@ struct FleetServiceTests {
     let keys = FleetKeys(prefix: "/conntrackr/blocks/")
 
     func put(_ record: FleetRecord, lease: Int64? = nil) async throws {
-        try await store.put(key: keys.key(for: record.prefix), value: record.encoded(), lease: lease)
+        try await store.put(key: keys.key(for: record.prefix, host: record.host), value: record.encoded(), lease: lease)
     }
 
     @Test func aLocalBlockIsPublishedWithALeaseOfItsTTL() async throws {
@@ -69,7 +71,7 @@ struct FleetServiceTests {
                 Issue.record("scan not blocked: \(events)")
                 return
             }
-            let key = keys.key(for: IPPrefix(host: scanner))
+            let key = keys.key(for: IPPrefix(host: scanner), host: "a")
             #expect(await eventually { store.value(of: key) != nil })
             let stored = try #require(store.value(of: key))
             let published = try FleetRecord(decoding: stored.value)
@@ -92,7 +94,7 @@ struct FleetServiceTests {
         try await whileRunning([agent.service]) {
             #expect(await eventually { agent.service.isConnected })
             _ = agent.controller.handle(scan())
-            let key = keys.key(for: IPPrefix(host: scanner))
+            let key = keys.key(for: IPPrefix(host: scanner), host: "a")
             #expect(await eventually { store.value(of: key) != nil })
             #expect(store.value(of: key)?.lease == 0)
             #expect(store.calls.grantLease == 0)
@@ -126,7 +128,7 @@ struct FleetServiceTests {
     func blockScannerAndSeeItsRecord(_ agent: Agent) async -> String {
         #expect(await eventually { agent.service.isConnected })
         _ = agent.controller.handle(scan())
-        let key = keys.key(for: IPPrefix(host: scanner))
+        let key = keys.key(for: IPPrefix(host: scanner), host: "a")
         #expect(await eventually { store.value(of: key) != nil && agent.service.revision == store.revision })
         return key
     }
@@ -135,9 +137,9 @@ struct FleetServiceTests {
         let agent = Agent("a", store: store)
         try await whileRunning([agent.service]) {
             let key = await blockScannerAndSeeItsRecord(agent)
-            // Another host publishes the same scanner: the key now holds its record, and losing it lifts nothing.
+            // Another host publishes the same scanner under its own key, and losing that key lifts nothing.
             try await put(record(scanner.description, host: "b"))
-            try await store.delete(key: key)
+            try await store.delete(key: keys.key(for: IPPrefix(host: scanner), host: "b"))
             #expect(await eventually { agent.service.revision == store.revision })
             #expect(agent.blocker.entry(for: IPPrefix(host: scanner))?.origin == .local)
             #expect(agent.events.unblocked.isEmpty)
@@ -176,7 +178,7 @@ struct FleetServiceTests {
             #expect(await eventually { agent.service.isConnected })
             try await put(record("198.51.100.30", host: "a"))
             #expect(await eventually { agent.events.notBlocked.count == 1 })
-            #expect(agent.metrics.value(of: .fleetRefused) == 1)
+            #expect(agent.metrics.value(of: .fleetRefused(.allowlisted)) == 1)
             #expect(agent.blocker.entry(for: IPPrefix("198.51.100.30")!) == nil)
             #expect(agent.events.notBlocked.first?.1.hasPrefix("allowlisted") == true)
             #expect(agent.events.blocked.isEmpty)
@@ -211,7 +213,7 @@ struct FleetServiceTests {
         let replaying = ReplayingStore(store)
         try await put(record("198.51.100.50", host: "a"))
         try await put(record("198.51.100.52", host: "a"))
-        try await store.delete(key: keys.key(for: IPPrefix("198.51.100.52")!))  // listed as absent
+        try await store.delete(key: keys.key(for: IPPrefix("198.51.100.52")!, host: "a"))  // listed as absent
         let agent = Agent("b", store: replaying)
         try await whileRunning([agent.service]) {
             #expect(await eventually { agent.service.isConnected })
@@ -262,7 +264,7 @@ struct FleetServiceTests {
             #expect(store.keys.isEmpty)
 
             store.isAvailable = true
-            #expect(await eventually { store.keys == [keys.key(for: IPPrefix(host: scanner))] })
+            #expect(await eventually { store.keys == [keys.key(for: IPPrefix(host: scanner), host: "a")] })
             #expect(agent.service.queuedPublications == 0)
             #expect(await eventually { agent.metrics.value(of: .fleetPublications) == 1 })
         }
@@ -278,7 +280,7 @@ struct FleetServiceTests {
             #expect(agent.metrics.value(of: .fleetPublicationsDropped) == 2)
 
             store.isAvailable = true
-            let newest = sources.suffix(3).map { keys.key(for: IPPrefix(host: $0)) }.sorted()
+            let newest = sources.suffix(3).map { keys.key(for: IPPrefix(host: $0), host: "a") }.sorted()
             #expect(await eventually { store.keys == newest })
             #expect(await eventually { agent.metrics.value(of: .fleetPublications) == 3 })
         }
@@ -290,7 +292,7 @@ struct FleetServiceTests {
             #expect(await eventually { agent.service.isConnected })
             store.failNextPuts(1)
             _ = agent.controller.handle(scan())
-            #expect(await eventually { store.keys == [keys.key(for: IPPrefix(host: scanner))] })
+            #expect(await eventually { store.keys == [keys.key(for: IPPrefix(host: scanner), host: "a")] })
             #expect(store.calls.put == 2)
             #expect(store.calls.list >= 2)  // the failure ended the session; the next one listed again
             #expect(agent.metrics.value(of: .fleetPublicationsDropped) == 0)
@@ -298,15 +300,15 @@ struct FleetServiceTests {
     }
 
     @Test func aMalformedValueIsSkippedAndTheRestApplied() async throws {
-        try await store.put(key: "/conntrackr/blocks/198.51.100.80_32", value: Array("garbage".utf8), lease: nil)
+        try await store.put(key: "/conntrackr/blocks/other/198.51.100.80_32", value: Array("garbage".utf8), lease: nil)
         try await store.put(
-            key: "/conntrackr/blocks/not-a-prefix",
+            key: "/conntrackr/blocks/other/not-a-prefix",
             value: record("198.51.100.81").encoded(),
             lease: nil
         )
         // A record stored under another prefix's key is not trusted.
         try await store.put(
-            key: "/conntrackr/blocks/198.51.100.82_32",
+            key: "/conntrackr/blocks/other/198.51.100.82_32",
             value: record("198.51.100.83").encoded(),
             lease: nil
         )
@@ -316,7 +318,7 @@ struct FleetServiceTests {
             #expect(await eventually { agent.service.isConnected })
             let applied = agent.blocker.entries().map(\.prefix)
             #expect(applied == [IPPrefix("198.51.100.84")!])
-            try await store.put(key: "/conntrackr/blocks/198.51.100.85_32", value: [0xff, 0x00], lease: nil)
+            try await store.put(key: "/conntrackr/blocks/other/198.51.100.85_32", value: [0xff, 0x00], lease: nil)
             try await put(record("198.51.100.86"))
             #expect(await eventually { agent.fleetEntry("198.51.100.86") != nil })
             #expect(agent.blocker.entry(for: IPPrefix("198.51.100.85")!) == nil)
@@ -325,20 +327,20 @@ struct FleetServiceTests {
 
     @Test func learnedBlocksRefusedForTheRateLimitAreRetriedLater() async throws {
         let clock = TestClock()
-        let agent = Agent("b", store: store, policy: BlockPolicy(maxBlocksPerMinute: 1), clock: clock)
+        let agent = Agent("b", store: store, policy: BlockPolicy(maxFleetBlocksPerMinute: 1), clock: clock)
         try await put(record("198.51.100.90", since: clock.now))
         try await put(record("198.51.100.91", since: clock.now))
         try await whileRunning([agent.service]) {
             #expect(await eventually { agent.service.isConnected })
             let applied = agent.blocker.entries()
             #expect(applied.count == 1)
-            #expect(agent.metrics.value(of: .fleetRefused) == 1)
+            #expect(agent.metrics.value(of: .fleetRefused(.rateLimited)) == 1)
             #expect(agent.events.notBlocked.map(\.1) == ["rate_limited"])
 
             clock.advance(by: .seconds(61))
             #expect(await eventually { agent.events.blocked.count == 2 })
             #expect(agent.blocker.entries().count == 2)
-            #expect(agent.metrics.value(of: .fleetRefused) == 1)  // reported once
+            #expect(agent.metrics.value(of: .fleetRefused(.rateLimited)) == 1)  // reported once
         }
     }
 

@@ -37,7 +37,10 @@ struct PrometheusMetricsSinkTests {
         ("conntrackr_fleet_connected", "gauge", [[:]]),
         ("conntrackr_fleet_publications_total", "counter", [[:]]),
         ("conntrackr_fleet_publications_dropped_total", "counter", [[:]]),
-        ("conntrackr_fleet_refused_total", "counter", [[:]]),
+        (
+            "conntrackr_fleet_refused_total", "counter",
+            FleetRefusalReason.allCases.map { ["reason": $0.rawValue] }
+        ),
     ]
 
     @Test func everyFamilyHasItsTypeAndHelpAndStartsAtZero() throws {
@@ -76,7 +79,8 @@ struct PrometheusMetricsSinkTests {
         (.framesProcessed, "conntrackr_frames_total", [:]),
         (.fleetPublications, "conntrackr_fleet_publications_total", [:]),
         (.fleetPublicationsDropped, "conntrackr_fleet_publications_dropped_total", [:]),
-        (.fleetRefused, "conntrackr_fleet_refused_total", [:]),
+        (.fleetRefused(.tooWide), "conntrackr_fleet_refused_total", ["reason": "too_wide"]),
+        (.fleetRefused(.rateLimited), "conntrackr_fleet_refused_total", ["reason": "rate_limited"]),
     ]
 
     @Test(arguments: counterCases)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ConnBlock
 import ConnCore
 import ConnFleet
 import ConnMetrics
@@ -112,7 +113,7 @@ struct FleetSettingsTests {
         let overridden = try #require(
             try settings.resolve(
                 ["--fleet-etcd", "http://198.51.100.9:2379", "--fleet-user", "other", "--fleet-password", "from-flag",
-                 "--fleet-host-name", "edge-2"],
+                 "--fleet-host-name", "edge-2", "--fleet-allow-insecure"],
                 config: config
             ).fleet
         )
@@ -136,7 +137,15 @@ struct FleetSettingsTests {
         (["--fleet-etcd", "http://203.0.113.10:2379"], "fleet-password: secret\n", "fleet-password needs fleet-user"),
         (["--fleet-etcd", "http://203.0.113.10:2379", "--fleet-user", "agent"], "", "fleet-user needs fleet-password"),
         (["--fleet-etcd", "http://203.0.113.10:2379"], "fleet-prefix: blocks\n", "fleet-prefix must start with /"),
-        (["--fleet-etcd", "http://203.0.113.10:2379"], "fleet-host-name: \"\"\n", "fleet-host-name must not be empty"),
+        (["--fleet-etcd", "http://203.0.113.10:2379"], "fleet-host-name: \"\"\n", "fleet-host-name \"\" must be"),
+        (["--fleet-etcd", "http://203.0.113.10:2379"], "fleet-host-name: a/b\n", "fleet-host-name \"a/b\" must be"),
+        (
+            ["--fleet-etcd", "http://203.0.113.10:2379", "--fleet-user", "agent", "--fleet-password", "p"], "",
+            "fleet-user would send its password in clear"
+        ),
+        ([], "fleet-min-reporters: 2\n", "fleet-min-reporters needs fleet-etcd"),
+        (["--fleet-etcd", "http://203.0.113.10:2379", "--fleet-min-reporters", "0"], "", "fleet-min-reporters must be"),
+        (["--fleet-allow", "not-a-prefix"], "", "fleet-allow: not-a-prefix is not"),
     ] as [([String], String, String)])
     func mismatched(arguments: [String], config: String, message: String) {
         // The password may also come from the environment. (Not unset here: setenv and unsetenv race with getenv
@@ -145,6 +154,32 @@ struct FleetSettingsTests {
         let error = #expect(throws: ConntrackrError.self) { try settings.resolve(arguments, config: config) }
         #expect(error?.message.contains(message) == true, "\(error?.message ?? "")")
         #expect(error?.message.contains("\n") == false)
+    }
+
+    @Test("Fleet trust settings make the trust, the learned blocks' budget and the fleet allowlist")
+    func trust() throws {
+        let resolved = try settings.resolve(
+            [
+                "--fleet-etcd", "http://203.0.113.10:2379", "--fleet-min-reporters", "2", "--fleet-widest-ipv4", "24",
+                "--fleet-allow-permanent", "--fleet-allow", "198.51.100.0/25", "--fleet-allow", "2001:db8::53",
+                "--fleet-max-blocked", "100", "--fleet-max-blocks-per-minute", "7", "--block-ttl", "90",
+                "--ipv6-block-prefix", "56",
+            ]
+        )
+        let fleet = try #require(resolved.fleet)
+        #expect(fleet.trust.minReporters == 2)
+        #expect(fleet.trust.widestIPv4 == 24)
+        #expect(fleet.trust.widestIPv6 == 56)
+        #expect(fleet.trust.allowPermanent)
+        #expect(fleet.trust.maxLifetime == .seconds(90))
+        #expect(resolved.blockPolicy.maxFleetBlocked == 100)
+        #expect(resolved.blockPolicy.maxFleetBlocksPerMinute == 7)
+        #expect(resolved.fleetSettings.allowedPrefixes == [IPPrefix("198.51.100.0/25")!, IPPrefix("2001:db8::53")!])
+        // Every agent allowlists etcd's address and the fleet allowlist.
+        let allowlist = try HostAllowlist(settings: resolved).build(hostAddresses: [])
+        #expect(allowlist.reason(for: IPAddress("203.0.113.10")!) == .fleetInfrastructure)
+        #expect(allowlist.reason(for: IPAddress("198.51.100.9")!) == .fleetAllowed)
+        #expect(allowlist.reason(for: IPAddress("198.51.100.200")!) == nil)
     }
 }
 
