@@ -92,21 +92,9 @@ public enum HostAddresses: Sendable {
         var cursor = head
         while let entry = cursor {
             cursor = entry.pointee.ifa_next
-            guard let socketAddress = entry.pointee.ifa_addr else { continue }
-            switch Int32(socketAddress.pointee.sa_family) {
-            case AF_INET:
-                let value = socketAddress.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                    $0.pointee.sin_addr.s_addr
-                }
-                addresses.insert(IPAddress(ipv4: UInt32(bigEndian: value)))
-            case AF_INET6:
-                let bytes = socketAddress.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { pointer in
-                    withUnsafeBytes(of: pointer.pointee.sin6_addr) { Array($0) }
-                }
-                if let address = IPAddress(bytes: bytes) { addresses.insert(address) }
-            default:
-                continue
-            }
+            guard let socketAddress = entry.pointee.ifa_addr, let address = IPAddress(socketAddress: socketAddress)
+            else { continue }
+            addresses.insert(address)
         }
         return addresses.sorted()
     }

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
@@ -208,5 +208,24 @@ public struct IPPrefix: Hashable, Sendable, CustomStringConvertible {
             return ~(UInt64.max >> UInt64(bitsInWord))
         }
         return IPAddress(high: address.high & mask(bits), low: address.low & mask(bits - 64))
+    }
+}
+
+extension IPAddress {
+    /// The address of an `AF_INET` or `AF_INET6` socket address (from `getifaddrs`, `getaddrinfo`); `nil` for
+    /// other families.
+    public init?(socketAddress: UnsafePointer<sockaddr>) {
+        switch Int32(socketAddress.pointee.sa_family) {
+        case AF_INET:
+            let value = socketAddress.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
+            self.init(ipv4: UInt32(bigEndian: value))
+        case AF_INET6:
+            let bytes = socketAddress.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { pointer in
+                withUnsafeBytes(of: pointer.pointee.sin6_addr) { Array($0) }
+            }
+            self.init(bytes: bytes)
+        default:
+            return nil
+        }
     }
 }

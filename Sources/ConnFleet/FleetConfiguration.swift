@@ -186,21 +186,9 @@ extension EtcdConfiguration {
         var cursor = head
         while let entry = cursor {
             cursor = entry.pointee.ai_next
-            guard let socketAddress = entry.pointee.ai_addr else { continue }
-            switch entry.pointee.ai_family {
-            case AF_INET:
-                let value = socketAddress.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                    $0.pointee.sin_addr.s_addr
-                }
-                addresses.append(IPAddress(ipv4: UInt32(bigEndian: value)))
-            case AF_INET6:
-                let bytes = socketAddress.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { pointer in
-                    withUnsafeBytes(of: pointer.pointee.sin6_addr) { Array($0) }
-                }
-                if let address = IPAddress(bytes: bytes) { addresses.append(address) }
-            default:
-                continue
-            }
+            guard let socketAddress = entry.pointee.ai_addr, let address = IPAddress(socketAddress: socketAddress)
+            else { continue }
+            addresses.append(address)
         }
         return addresses
     }

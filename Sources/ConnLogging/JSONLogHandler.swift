@@ -55,5 +55,3 @@ public struct JSONLogHandler: LogHandler, Sendable {
         return out
     }
 }
-
-import ConnCore

@@ -138,28 +138,6 @@ extension Setting {
     }
 
     /// One of the cases of `Value`.
-    /// A list whose items are strings or whole numbers (`[25, "8000-8100"]`), as text.
-    public static func items(_ input: SettingInput) throws(SettingProblem) -> [String] {
-        switch input {
-        case .flag(let text): return [text]
-        case .file(let value):
-            if let text = value as? String { return [text] }
-            if let number = value as? Int { return [String(number)] }
-            guard let items = value as? [Any] else { throw .expected("a list") }
-            var texts: [String] = []
-            for item in items {
-                if let text = item as? String {
-                    texts.append(text)
-                } else if let number = item as? Int {
-                    texts.append(String(number))
-                } else {
-                    throw .expected("a list of strings or numbers")
-                }
-            }
-            return texts
-        }
-    }
-
     public static func choice<Value: RawRepresentable & CaseIterable & Sendable>(_ name: String, _ path: Path<Value>, help: String)
         -> Setting where Value.RawValue == String
     {
