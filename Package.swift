@@ -81,7 +81,7 @@ let package = Package(
         // swift-log handlers that keep one record on one line: text with escaped metadata, and JSON.
         .target(
             name: "ConnLogging",
-            dependencies: [.product(name: "Logging", package: "swift-log")]
+            dependencies: ["ConnCore", .product(name: "Logging", package: "swift-log")]
         ),
         // Settings declared once, from which flags, configuration file keys and help derive.
         .target(

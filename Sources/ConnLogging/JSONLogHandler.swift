@@ -1,3 +1,4 @@
+import ConnCore
 public import Logging
 
 #if canImport(Glibc)
