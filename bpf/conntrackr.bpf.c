@@ -7,6 +7,7 @@
  *      Dropped packets are never reported.
  *   3. Follow IPv4 options and fragments or the IPv6 extension-header chain to TCP; for a SYN without ACK,
  *      write a struct ct_event into the ring buffer. An IPv6 packet from an IPv4-mapped source is malformed.
+ *      A TCP fragment that splits the header's first 16 bytes (nmap -f) is dropped and counted (RFC 1858).
  *   4. With the scan rule on (scan_config.port_threshold > 0): count the SYN's port for its (source unit,
  *      destination) pair (bpf/scan_rule.h, the rule user space applies too). The SYN that takes the pair over the
  *      threshold blocks the source's unit here and now, unless it is allowlisted or a limit refuses, and is
@@ -133,9 +134,10 @@ struct {
     __uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct_blocked_count SEC(".maps");
 
-/* IPv6 block units (sources masked to scan_config.ipv6_prefix_len) that hold an allowlisted address more specific
- * than the unit (a host address inside its /64): blocking the unit would block it, so the program refuses, as user
- * space does. Synced by user space with the allowlist. */
+/* Shared IPv6 units: units (sources masked to scan_config.ipv6_prefix_len) that hold an allowlisted address more
+ * specific than the unit (a host address inside its /64). Blocking the unit would block that address, so each
+ * source inside one is counted and blocked as its own /128 (a neighbour in the host's /64), as user space does
+ * (SourceUnits). Synced by user space with the allowlist. */
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(map_flags, BPF_F_NO_PREALLOC);
@@ -144,6 +146,14 @@ struct {
     __type(value, struct ct_allow_value);
     __uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct_allow_v6_units SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, uint32_t);
+    __type(value, struct ct_guard_stats);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_guard_stats SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -449,6 +459,13 @@ __attribute__((noinline)) int apply_scan_rule(struct ct_scan_request *request)
             length = 64;
         __builtin_memcpy(key.source, source, 16);
         mask_prefix(key.source, length);
+        struct ct_lpm_v6_key unit = { .prefixlen = length };
+        __builtin_memcpy(unit.addr, key.source, 16);
+        if (length < 128 && bpf_map_lookup_elem(&ct_allow_v6_units, &unit)) {
+            /* A shared unit: this source is its own unit. */
+            length = 128;
+            __builtin_memcpy(key.source, source, 16);
+        }
         __builtin_memcpy(key.destination, destination, 16);
     }
     int64_t now = (int64_t)bpf_ktime_get_boot_ns();
@@ -523,7 +540,18 @@ static __always_inline int handle_attempt(struct xdp_md *ctx, const uint8_t *sad
     return XDP_PASS;
 }
 
-/* IPv4 at `ip` (FrameParser.classifyIPv4). Returns XDP_DROP for blocked sources, else XDP_PASS. */
+/* Drops a TCP fragment that splits the header's first 16 bytes (RFC 1858, RFC 3128): nmap -f sends SYNs so, and
+ * the host would reassemble and answer one whose flags nothing saw. Dropping any fragment loses the whole packet. */
+static __always_inline int drop_tiny_fragment(void)
+{
+    uint32_t zero = 0;
+    struct ct_guard_stats *guard = bpf_map_lookup_elem(&ct_guard_stats, &zero);
+    if (guard)
+        guard->tiny_fragments++;
+    return XDP_DROP;
+}
+
+/* IPv4 at `ip` (FrameParser.classifyIPv4). Returns XDP_DROP for blocked sources and tiny fragments, else XDP_PASS. */
 static __always_inline int handle_ipv4(struct xdp_md *ctx, const uint8_t *ip, const void *end,
                                        struct ct_stats *stats)
 {
@@ -544,11 +572,16 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, const uint8_t *ip, co
 
     if (ip[9] != 6) /* not TCP */
         return XDP_PASS;
-    if (load_be16(ip + 6) & 0x1FFF) /* a later fragment: no TCP header here */
+    uint16_t fragment = load_be16(ip + 6);
+    uint32_t fragment_offset = (uint32_t)(fragment & 0x1FFF) * 8;
+    if (fragment_offset > 8) /* a later fragment: no TCP header here */
         return XDP_PASS;
     const uint8_t *tcp = ip + header_length;
     if ((const void *)tcp > end)
         goto malformed;
+    /* The header split across fragments: the flags are not where a filter looks (FrameParser reassembles them). */
+    if (fragment_offset == 8 || ((fragment & 0x2000) && total_length < header_length + 20))
+        return drop_tiny_fragment();
     if (total_length < header_length + 20) /* the IP header says the TCP header is not all there */
         goto malformed;
 
@@ -568,7 +601,7 @@ malformed:
     return XDP_PASS;
 }
 
-/* IPv6 at `ip` (FrameParser.classifyIPv6). Returns XDP_DROP for blocked sources, else XDP_PASS. */
+/* IPv6 at `ip` (FrameParser.classifyIPv6). Returns XDP_DROP for blocked sources and tiny fragments, else XDP_PASS. */
 static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, const void *end,
                                        struct ct_stats *stats)
 {
@@ -587,6 +620,7 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, co
 
     uint8_t next_header = ip[6];
     uint32_t offset = 40;
+    int more_fragments = 0;
     /* One pass more than the limit: the header past the limit is still checked (truncated, later fragment)
      * before the chain is judged too long, exactly as the Swift parser does. */
 #pragma unroll
@@ -603,11 +637,15 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, co
                 goto malformed;
             length = ((uint32_t)header[1] + 1) * 8;
         } else if (next_header == 44) {
-            /* fragment: only the first fragment carries the TCP header */
+            /* fragment: only the first fragment carries the TCP header, or its first bytes */
             if ((const void *)(header + 8) > end)
                 goto malformed;
-            if (load_be16(header + 2) & 0xFFF8)
+            uint16_t fragment_offset = load_be16(header + 2) & 0xFFF8;
+            if (fragment_offset == 8 && header[0] == 6)
+                return drop_tiny_fragment();
+            if (fragment_offset)
                 return XDP_PASS;
+            more_fragments = load_be16(header + 2) & 1;
             length = 8;
         } else if (next_header == 51) {
             /* authentication header: length in 4-byte units minus 2 */
@@ -624,8 +662,13 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, co
     }
     /* Here next_header is TCP: every other way out of the loop returned. */
     uint32_t payload_length = load_be16(ip + 4);
-    if (payload_length + 40 < offset + 20)
+    if (payload_length + 40 < offset + 20) {
+        /* The first of several fragments with only some of the TCP header's bytes is tiny; anything else that
+         * claims less than a header is malformed. */
+        if (more_fragments && (const void *)(ip + (offset & 0x3FFF)) <= end)
+            return drop_tiny_fragment();
         goto malformed;
+    }
 
     uint16_t sport = 0, dport = 0;
     switch (parse_tcp(ip + (offset & 0x3FFF), end, &sport, &dport)) {

@@ -85,6 +85,15 @@ struct ct_scan_stats {
     uint64_t untracked;
 };
 
+/* Counters of packets dropped to keep evasions out (RFC 1858, RFC 3128), per CPU, in a map of their own for the
+ * same reason as struct ct_scan_stats. */
+struct ct_guard_stats {
+    /* TCP fragments that split the header's first 16 bytes (ports and flags): the first of several fragments with
+     * fewer than 20 bytes of TCP, and fragments at offset 8 (nmap -f). Dropped, so the host never reassembles a
+     * SYN whose flags no filter saw. */
+    uint64_t tiny_fragments;
+};
+
 /* One connection attempt (TCP SYN without ACK), as the program writes it into the ring buffer. */
 struct ct_event {
     /* When the program saw the frame: CLOCK_BOOTTIME nanoseconds (bpf_ktime_get_boot_ns). */

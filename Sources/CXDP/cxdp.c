@@ -391,6 +391,14 @@ int ct_program_read_scan_stats(ct_program *program, struct ct_scan_stats *stats,
                        sizeof(*stats) / sizeof(uint64_t), "the scan rule's statistics", err, err_len);
 }
 
+_Static_assert(sizeof(struct ct_guard_stats) % sizeof(uint64_t) == 0, "struct ct_guard_stats is counters only");
+
+int ct_program_read_guard_stats(ct_program *program, struct ct_guard_stats *stats, char *err, size_t err_len)
+{
+    return sum_per_cpu(bpf_map__fd(program->skel->maps.ct_guard_stats), (uint64_t *)stats,
+                       sizeof(*stats) / sizeof(uint64_t), "the evasion guards' statistics", err, err_len);
+}
+
 int ct_program_test_run(ct_program *program, const void *frame, size_t frame_len, uint32_t ingress_ifindex,
                         uint32_t repeat, uint32_t *verdict, char *err, size_t err_len)
 {

@@ -26,7 +26,7 @@ public final class PcapLiveSource: PacketSource {
             interface: String,
             destinations: [IPAddress]? = nil,
             bufferSize: Int32 = 16 << 20,
-            snapLength: Int32 = 512
+            snapLength: Int32 = Int32(FrameParser.longestHeaders)
         ) {
             self.interface = interface
             self.destinations = destinations

@@ -15,6 +15,9 @@ public enum SYNFilter: Sendable {
         let ipv6Destinations = destinations?.filter { !$0.isIPv4 } ?? []
         let synWithoutACK = "(tcp[13] & 0x12) == 0x02"
         var ipv4 = "(ip and \(synWithoutACK))"
+        // A TCP header split across IPv4 fragments (`nmap -f`): `tcp[13]` reads nothing there, so fragments at
+        // offset 0 or 8 bytes pass for the Swift parser to put back together.
+        var ipv4Fragments = "(ip and ip[9] == 6 and (ip[6:2] & 0x3fff) != 0 and (ip[6:2] & 0x1fff) < 2)"
         var ipv6Fixed = "(ip6 and ip6[6] == 6 and (ip6[53] & 0x12) == 0x02)"
         // Hop-by-hop, routing, fragment, AH, destination options: the Swift parser follows the chain.
         var ipv6Extended = "(ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60))"
@@ -22,13 +25,15 @@ public enum SYNFilter: Sendable {
             let v4 = hostClause(ipv4Destinations)
             let v6 = hostClause(ipv6Destinations)
             ipv4 = v4.map { "(ip and \(synWithoutACK) and \($0))" } ?? ""
+            ipv4Fragments =
+                v4.map { "(ip and ip[9] == 6 and (ip[6:2] & 0x3fff) != 0 and (ip[6:2] & 0x1fff) < 2 and \($0))" } ?? ""
             ipv6Fixed = v6.map { "(ip6 and ip6[6] == 6 and (ip6[53] & 0x12) == 0x02 and \($0))" } ?? ""
             ipv6Extended =
                 v6.map {
                     "(ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60) and \($0))"
                 } ?? ""
         }
-        let clauses = [ipv4, ipv6Fixed, ipv6Extended].filter { !$0.isEmpty }
+        let clauses = [ipv4, ipv4Fragments, ipv6Fixed, ipv6Extended].filter { !$0.isEmpty }
         guard !clauses.isEmpty else { return "less 0" }  // nothing can match
         let untagged = "(" + clauses.joined(separator: " or ") + ")"
         return "\(untagged) or (vlan and \(untagged)) or (vlan and vlan and \(untagged))"

@@ -16,14 +16,25 @@ public final class BlockController: Sendable {
 
     private let blocker: any Blocker
     public let policy: BlockPolicy
+    /// The units sources are blocked as; the detector counts by the same units.
+    public let units: SourceUnits
     private let metrics: any MetricsSink
     private let state: Mutex<State>
     private let localBlockHandler: Mutex<(@Sendable (BlockEntry, PortScan) -> Void)?>
 
     /// A controller of `blocker`, which nothing else should change from now on.
-    public init(blocker: any Blocker, policy: BlockPolicy, allowlist: Allowlist, metrics: any MetricsSink) {
+    /// - Parameter units: the units sources are blocked as; by default, of the policy's IPv6 prefix length and
+    ///   `allowlist`. Give the detector's, so that the unit counted is the unit blocked.
+    public init(
+        blocker: any Blocker,
+        policy: BlockPolicy,
+        allowlist: Allowlist,
+        metrics: any MetricsSink,
+        units: SourceUnits? = nil
+    ) {
         self.blocker = blocker
         self.policy = policy
+        self.units = units ?? SourceUnits(ipv6PrefixLength: policy.ipv6PrefixLength, allowlist: allowlist)
         self.metrics = metrics
         self.state = Mutex(State(allowlist: allowlist))
         self.localBlockHandler = Mutex(nil)
@@ -40,6 +51,7 @@ public final class BlockController: Sendable {
     public func replaceAllowlist(_ allowlist: Allowlist) throws {
         try blocker.replaceAllowlist(allowlist)
         state.withLock { $0.allowlist = allowlist }
+        units.replaceAllowlist(allowlist)
     }
 
     /// The blocklist: every entry, expired or not.
@@ -97,7 +109,7 @@ public final class BlockController: Sendable {
     /// The entry that blocking the source of `scan` makes.
     public func entry(for scan: PortScan) -> BlockEntry {
         BlockEntry(
-            prefix: policy.prefix(for: scan.source),
+            prefix: units.unit(of: scan.source),
             reason: .portScan,
             origin: .local,
             since: scan.time,

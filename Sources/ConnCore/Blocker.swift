@@ -89,7 +89,8 @@ public struct Allowlist: Hashable, Sendable {
 public struct BlockPolicy: Hashable, Sendable {
     /// How long a block lasts; `nil` blocks until removed by hand. Default one hour.
     public var ttl: Duration?
-    /// IPv6 scanners are blocked as this prefix of their address, since one host owns a whole /64. Default 64.
+    /// IPv6 scanners are counted and blocked as this prefix of their address, since one host owns a whole /64
+    /// (see ``SourceUnits`` for the exception). Default 64.
     public var ipv6PrefixLength: Int
     /// The most entries in the blocklist; further blocks are refused and counted. Default 65,536.
     public var maxBlocked: Int
@@ -119,9 +120,4 @@ public struct BlockPolicy: Hashable, Sendable {
         self.maxFleetBlocksPerMinute = maxFleetBlocksPerMinute
     }
 
-    /// The prefix that blocking `source` would block. An ``ipv6PrefixLength`` outside 0...128 is clamped.
-    public func prefix(for source: IPAddress) -> IPPrefix {
-        guard !source.isIPv4 else { return IPPrefix(host: source) }
-        return IPPrefix(address: source, length: min(max(ipv6PrefixLength, 0), 128)) ?? IPPrefix(host: source)
-    }
 }

@@ -48,6 +48,7 @@ public final class ConnectionPipeline {
     private let metrics: any MetricsSink
     private let logger: Logger
     private let retransmits: RetransmitFilter
+    private let fragments = FragmentedHeaderAssembler()
     // Updated for every frame from the capture thread only; `@exclusivity(unchecked)` spares the runtime
     // exclusivity bookkeeping of each modification of a class property.
     @exclusivity(unchecked) public private(set) var statistics = Statistics()
@@ -68,8 +69,11 @@ public final class ConnectionPipeline {
 
     /// Makes a pipeline.
     /// - Parameters:
-    ///   - detector: the scan detector; by default a ``SlidingWindowScanDetector`` with the configuration's rule.
+    ///   - detector: the scan detector; by default a ``SlidingWindowScanDetector`` with the configuration's rule,
+    ///     counting sources by `units`.
     ///   - blocking: what to do with scanners; `nil` only detects.
+    ///   - units: the units sources are counted as; by default `blocking`'s (the unit counted is the unit
+    ///     blocked), or IPv6 /64s with only loopback allowlisted.
     public init(
         configuration: Configuration = Configuration(),
         events: any EventSink,
@@ -77,12 +81,15 @@ public final class ConnectionPipeline {
         blocking: BlockController? = nil,
         metrics: any MetricsSink = DiscardingMetricsSink(),
         logger: Logger = Logger(label: "conntrackr.pipeline"),
-        kernelEnforces: Bool = false
+        kernelEnforces: Bool = false,
+        units: SourceUnits? = nil
     ) {
         self.configuration = configuration
         self.kernelEnforces = kernelEnforces
         self.events = events
-        self.detector = detector ?? SlidingWindowScanDetector(rule: configuration.scanRule)
+        self.detector =
+            detector
+            ?? SlidingWindowScanDetector(rule: configuration.scanRule, units: units ?? blocking?.units ?? SourceUnits())
         self.blocking = blocking
         self.metrics = metrics
         self.logger = logger
@@ -117,6 +124,8 @@ public final class ConnectionPipeline {
         case .malformed(let reason):
             statistics.malformedFrames += 1
             unreportedMalformed[reason, default: 0] += 1
+        case .fragment(let piece):
+            if let attempt = fragments.add(piece, at: time) { enqueue(attempt) }
         }
     }
 
@@ -168,7 +177,7 @@ public final class ConnectionPipeline {
                 // The program saw no scan here (its pair was evicted, or the pair's SYNs reached us out of order):
                 // count it, and block from user space unless the program's block is already in force.
                 metrics.increment(.scanRuleDisagreements, by: 1)
-                if blocking.isBlocked(blocking.policy.prefix(for: scan.source)) { return }
+                if blocking.isBlocked(blocking.units.unit(of: scan.source)) { return }
             }
             decision = blocking.handle(scan)
         }
@@ -228,6 +237,7 @@ public final class ConnectionPipeline {
             lastSweep = now
             detector.expire(now: now)
             retransmits.expire(now: now.nanoseconds)
+            fragments.expire(now: now)
             if let blocking {
                 for event in blocking.sweep(now: now) { events.emit(event) }
             }

@@ -6,6 +6,53 @@ public enum FrameVerdict: Hashable, Sendable {
     case other
     /// A frame that is cut short or whose headers contradict themselves; skipped and counted.
     case malformed(MalformedReason)
+    /// An IP fragment carrying part of a TCP header's first ``TCPHeaderFragment/headerBytes`` bytes, without the
+    /// whole header (`nmap -f`): the host reassembles it, so ``FragmentedHeaderAssembler`` does too.
+    case fragment(TCPHeaderFragment)
+}
+
+/// A piece of a fragmented TCP header: the bytes of the first ``headerBytes`` of the TCP segment that one IP fragment
+/// carries.
+public struct TCPHeaderFragment: Hashable, Sendable {
+    /// The TCP header bytes that tell a SYN: ports (0..<4), data offset (12) and flags (13); 16 is the fragment
+    /// granularity (8 bytes) rounded up.
+    public static let headerBytes = 16
+
+    public var source: IPAddress
+    public var destination: IPAddress
+    /// The IP identification (IPv4's 16 bits, IPv6's 32) that fragments of one packet share.
+    public var identification: UInt32
+    /// Where ``bytes`` start in the TCP segment: 0 or 8.
+    public var offset: Int
+    /// The bytes from ``offset`` on; only the first ``count`` are the fragment's.
+    public var bytes: SIMD16<UInt8>
+    public var count: Int
+
+    public init(source: IPAddress, destination: IPAddress, identification: UInt32, offset: Int, bytes: SIMD16<UInt8>, count: Int) {
+        self.source = source
+        self.destination = destination
+        self.identification = identification
+        self.offset = offset
+        self.bytes = bytes
+        self.count = count
+    }
+
+    /// The piece of a fragment whose payload starts `payload` bytes into the cursor and at `offset` (under
+    /// ``headerBytes``) of the TCP segment, the IP header saying `available` bytes follow. It may hold no byte (a
+    /// frame cut short): it is still a fragment, and the XDP program drops it all the same.
+    @inlinable
+    init(
+        of cursor: FrameCursor, at payload: Int, available: Int, offset: Int, source: IPAddress,
+        destination: IPAddress, identification: UInt32
+    ) {
+        let count = min(max(min(available, cursor.base.count - payload), 0), Self.headerBytes - offset)
+        var bytes = SIMD16<UInt8>()
+        for index in 0..<count { bytes[index] = cursor.u8(payload + index) }
+        self.init(
+            source: source, destination: destination, identification: identification, offset: offset, bytes: bytes,
+            count: count
+        )
+    }
 }
 
 /// Why a frame was judged malformed. Few enough values to serve as a metric label.
@@ -26,7 +73,8 @@ public enum MalformedReason: String, Hashable, Sendable, CaseIterable {
 /// Classifies frames as connection attempts, without allocating.
 ///
 /// Follows Ethernet with up to ``maxVLANTags`` 802.1Q/802.1ad tags, Linux cooked capture v1 and v2, raw IP and BSD
-/// loopback; IPv4 with options and fragments (only offset 0 carries a TCP header); IPv6 with up to
+/// loopback; IPv4 with options and fragments (a TCP header split across fragments is handed, piece by piece, to
+/// ``FragmentedHeaderAssembler``); IPv6 with up to
 /// ``maxIPv6ExtensionHeaders`` extension headers (hop-by-hop, routing, fragment, destination options,
 /// authentication). An IPv6 packet from an IPv4-mapped source is malformed (``MalformedReason/ipv4MappedSource``).
 /// The XDP program in `bpf/conntrackr.bpf.c` follows the same rules and bounds.
@@ -35,6 +83,11 @@ public enum FrameParser: Sendable {
     public static let maxVLANTags = 4
     /// IPv6 extension headers followed before giving up on a packet.
     public static let maxIPv6ExtensionHeaders = 6
+    /// The most bytes of a frame the parser may need to read: the longest link header (Linux cooked v2, 20 bytes),
+    /// every VLAN tag, IPv6's fixed header, the longest extension headers it follows (2,048 bytes each) and TCP's
+    /// fixed header. A live capture's snapshot length must be at least this, or a SYN behind a long chain (a
+    /// 600-byte routing header) is cut before its TCP header.
+    public static let longestHeaders = 20 + 4 * maxVLANTags + 40 + 2048 * maxIPv6ExtensionHeaders + 20
 
     /// Classifies one frame of the given link type.
     @inlinable
@@ -102,10 +155,22 @@ public enum FrameParser: Sendable {
         let totalLength = Int(cursor.u16(2))
         guard totalLength >= headerLength else { return .malformed(.invalidHeader) }
         guard cursor.u8(9) == 6 else { return .other }  // not TCP
-        guard cursor.u16(6) & 0x1FFF == 0 else { return .other }  // a later fragment: no TCP header here
+        let fragmentField = cursor.u16(6)
+        let fragmentOffset = Int(fragmentField & 0x1FFF) * 8
+        // A later fragment: none of the header bytes that tell a SYN are here.
+        guard fragmentOffset < TCPHeaderFragment.headerBytes else { return .other }
         guard cursor.has(headerLength) else { return .malformed(.truncated) }
         let source = IPAddress(ipv4: cursor.u32(12))
         let destination = IPAddress(ipv4: cursor.u32(16))
+        if fragmentOffset != 0 || (fragmentField & 0x2000 != 0 && totalLength < headerLength + 20) {
+            // The TCP header split across fragments (`nmap -f`).
+            return .fragment(
+                TCPHeaderFragment(
+                    of: cursor, at: headerLength, available: totalLength - headerLength, offset: fragmentOffset,
+                    source: source, destination: destination, identification: UInt32(cursor.u16(4))
+                )
+            )
+        }
         guard totalLength >= headerLength + 20 else {
             // The IP header claims the TCP header is not all there.
             return .malformed(.truncated)
@@ -125,15 +190,29 @@ public enum FrameParser: Sendable {
         var nextHeader = cursor.u8(6)
         var offset = 40
         var followed = 0
+        var firstFragmentOf: UInt32?  // the identification, when this is the first of several fragments
         while nextHeader != 6 {
             let length: Int
             switch nextHeader {
             case 0, 43, 60:  // hop-by-hop, routing, destination options
                 guard cursor.has(offset + 2) else { return .malformed(.truncated) }
                 length = (Int(cursor.u8(offset + 1)) + 1) * 8
-            case 44:  // fragment: only the first fragment carries the TCP header
+            case 44:  // fragment: only the first fragment carries the TCP header, or its first bytes
                 guard cursor.has(offset + 8) else { return .malformed(.truncated) }
-                guard cursor.u16(offset + 2) & 0xFFF8 == 0 else { return .other }
+                let fragmentOffset = Int(cursor.u16(offset + 2) & 0xFFF8)
+                let identification = cursor.u32(offset + 4)
+                if fragmentOffset != 0 {
+                    guard fragmentOffset < TCPHeaderFragment.headerBytes, cursor.u8(offset) == 6 else { return .other }
+                    return .fragment(
+                        TCPHeaderFragment(
+                            of: cursor, at: offset + 8, available: Int(cursor.u16(4)) + 40 - (offset + 8),
+                            offset: fragmentOffset, source: source, destination: destination,
+                            identification: identification
+                        )
+                    )
+                }
+                // The last fragment header says (as in the XDP program) whether more fragments follow.
+                firstFragmentOf = cursor.u16(offset + 2) & 1 != 0 ? identification : nil
                 length = 8
             case 51:  // authentication header, counted in 4-byte units
                 guard cursor.has(offset + 2) else { return .malformed(.truncated) }
@@ -145,6 +224,14 @@ public enum FrameParser: Sendable {
             guard followed <= maxIPv6ExtensionHeaders else { return .malformed(.headerChainTooLong) }
             nextHeader = cursor.u8(offset)
             offset += length
+        }
+        if let identification = firstFragmentOf, Int(cursor.u16(4)) + 40 < offset + 20, cursor.has(offset) {
+            return .fragment(
+                TCPHeaderFragment(
+                    of: cursor, at: offset, available: Int(cursor.u16(4)) + 40 - offset, offset: 0, source: source,
+                    destination: destination, identification: identification
+                )
+            )
         }
         guard Int(cursor.u16(4)) + 40 >= offset + 20, cursor.has(offset) else { return .malformed(.truncated) }
         cursor.advance(offset)

@@ -23,6 +23,8 @@ public enum CounterMetric: Hashable, Sendable {
     case scanRuleDisagreements
     /// Pairs the XDP program's scan rule started tracking (a running total the kernel keeps).
     case kernelScanPairsInserted
+    /// TCP fragments the XDP program dropped because they split the header's first bytes (`nmap -f`).
+    case tinyFragmentsDropped
     /// Blocks this agent published to the fleet store.
     case fleetPublications
     /// Publications dropped unpublished: the queue kept while the fleet store was unreachable was full, or the

@@ -2,6 +2,9 @@
 /// reached more than ``ScanRule/portThreshold`` distinct destination ports within the previous
 /// ``ScanRule/window``.
 ///
+/// - A source is counted as its unit (``SourceUnits``): an IPv4 address, an IPv6 source's block prefix (/64 by
+///   default). A scan is reported with the address of the SYN that crossed the threshold and the ports its unit
+///   reached.
 /// - The window ending at a SYN at time *t* is (*t* − window, *t*]: a port last reached exactly one window ago no
 ///   longer counts.
 /// - A pair is reported once, when its count first goes over the threshold, with the distinct ports of the window
@@ -26,6 +29,8 @@ public final class SlidingWindowScanDetector: ScanDetector {
     }
 
     public let rule: ScanRule
+    /// What a source is counted as.
+    public let units: SourceUnits
     private let windowNanoseconds: Int64
     private let portsPerPair: Int
     /// Per pair: how many ports are held, and whether the pair has been reported in its current active spell.
@@ -57,9 +62,11 @@ public final class SlidingWindowScanDetector: ScanDetector {
         (portsPerPair * (MemoryLayout<Int64>.stride + MemoryLayout<UInt16>.stride) + 63) & ~63
     }
 
-    public init(rule: ScanRule = ScanRule()) {
+    /// A detector of `rule`, counting sources by `units` (by default IPv6 /64s, only loopback allowlisted).
+    public init(rule: ScanRule = ScanRule(), units: SourceUnits = SourceUnits()) {
         precondition(rule.portThreshold >= 0 && rule.portThreshold <= ScanRule.maxPortThreshold)
         self.rule = rule
+        self.units = units
         self.windowNanoseconds = rule.window.nanosecondsClamped
         self.portsPerPair = rule.portThreshold + 1
         self.table = RecencyTable(capacity: rule.maxTrackedPairs)
@@ -94,10 +101,17 @@ public final class SlidingWindowScanDetector: ScanDetector {
 
     public var trackedPairs: Int { table.count }
 
+    /// The pair `attempt` counts for: its source's unit (the unit's first address) and its destination.
+    @inline(__always)
+    private func pair(of attempt: ConnectionAttempt) -> Pair {
+        let source = attempt.source.isIPv4 ? attempt.source : units.unit(of: attempt.source).address
+        return Pair(source: source, destination: attempt.destination)
+    }
+
     public func warm(_ attempts: UnsafeBufferPointer<ConnectionAttempt>) {
         withUnsafeTemporaryAllocation(of: Pair.self, capacity: attempts.count) { keys in
             for (index, attempt) in attempts.enumerated() {
-                keys.initializeElement(at: index, to: Pair(source: attempt.source, destination: attempt.destination))
+                keys.initializeElement(at: index, to: pair(of: attempt))
             }
             var folded: Int64 = 0
             table.warm(UnsafeBufferPointer(keys)) { slot in
@@ -114,7 +128,7 @@ public final class SlidingWindowScanDetector: ScanDetector {
             if ignoredPorts[Int(port &>> 6)] & (1 &<< UInt64(port & 63)) != 0 { return nil }
         }
         let now = attempt.time.nanoseconds
-        let key = Pair(source: attempt.source, destination: attempt.destination)
+        let key = pair(of: attempt)
         let slot: Int32
         if let found = table.find(key) {
             slot = found

@@ -152,6 +152,12 @@ extension MetricFamily {
         help: "Pairs the XDP program's scan rule started tracking; beyond its capacity each evicts the least recent.",
         label: nil
     )
+    static let tinyFragmentsDropped = MetricFamily(
+        baseName: "tiny_fragments_dropped",
+        kind: .counter,
+        help: "TCP fragments the XDP program dropped because they split the TCP header's first 16 bytes (nmap -f, RFC 1858).",
+        label: nil
+    )
     static let captureRunning = MetricFamily(
         baseName: "capture_running",
         kind: .gauge,
@@ -194,7 +200,7 @@ extension MetricFamily {
     static let all: [MetricFamily] = [
         .newConnections, .portScans, .blocks, .unblocks, .blocksRefused, .blockedSources, .blockedPackets,
         .captureDropped, .malformedFrames, .trackedPairs, .trackedPairsEvicted, .trackedConnections,
-        .trackedConnectionsEvicted, .eventsDropped, .frames, .scanRuleDisagreements, .kernelScanPairsInserted, .captureRunning, .fleetConnected, .fleetPublications,
+        .trackedConnectionsEvicted, .eventsDropped, .frames, .scanRuleDisagreements, .kernelScanPairsInserted, .tinyFragmentsDropped, .captureRunning, .fleetConnected, .fleetPublications,
         .fleetPublicationsDropped, .fleetRefused, .buildInfo,
     ]
 }

@@ -197,6 +197,7 @@ struct SeriesTable: Sendable {
     let frames: Counter
     let scanRuleDisagreements: Counter
     let kernelScanPairsInserted: Counter
+    let tinyFragmentsDropped: Counter
     let trackedPairs: Gauge
     let trackedConnections: Gauge
     let blockedSources: Gauge
@@ -223,6 +224,7 @@ struct SeriesTable: Sendable {
         frames = MetricFamily.frames.makeCounter(in: registry)
         scanRuleDisagreements = MetricFamily.scanRuleDisagreements.makeCounter(in: registry)
         kernelScanPairsInserted = MetricFamily.kernelScanPairsInserted.makeCounter(in: registry)
+        tinyFragmentsDropped = MetricFamily.tinyFragmentsDropped.makeCounter(in: registry)
         trackedPairs = MetricFamily.trackedPairs.makeGauge(in: registry)
         trackedConnections = MetricFamily.trackedConnections.makeGauge(in: registry)
         blockedSources = MetricFamily.blockedSources.makeGauge(in: registry)
@@ -251,6 +253,7 @@ struct SeriesTable: Sendable {
         case .framesProcessed: frames
         case .scanRuleDisagreements: scanRuleDisagreements
         case .kernelScanPairsInserted: kernelScanPairsInserted
+        case .tinyFragmentsDropped: tinyFragmentsDropped
         case .fleetPublications: fleetPublications
         case .fleetPublicationsDropped: fleetPublicationsDropped
         case .fleetRefused(let reason): fleetRefused[reason]!

@@ -96,6 +96,52 @@ public enum FrameBuilder: Sendable {
         return wrap(packet, in: link, isIPv6: !source.isIPv4)
     }
 
+    /// A TCP segment cut into IP fragments of `pieceSize` bytes (a multiple of 8), as `nmap -f` sends a SYN: the
+    /// first fragment holds the ports, a later one the flags. IPv4 fragments share an identification; IPv6 ones
+    /// carry a fragment header (identification 1). Returned in order; `ethernet` framing.
+    public static func fragmentedTCP(
+        from source: IPAddress,
+        _ sourcePort: UInt16,
+        to destination: IPAddress,
+        _ destinationPort: UInt16,
+        flags: TCPFlags = .syn,
+        pieceSize: Int = 8,
+        identification: UInt16 = 0xBEEF
+    ) -> [[UInt8]] {
+        precondition(pieceSize > 0 && pieceSize % 8 == 0)
+        var segment = tcpHeader(sourcePort, destinationPort, flags: flags)
+        let pseudoHeader =
+            source.isIPv4
+            ? source.bytes + destination.bytes + [0, 6] + be16(segment.count)
+            : source.bytes + destination.bytes + be32(segment.count) + [0, 0, 0, 6]
+        setTCPChecksum(&segment, pseudoHeader: pseudoHeader)
+        return stride(from: 0, to: segment.count, by: pieceSize).map { start in
+            let piece = Array(segment[start..<min(start + pieceSize, segment.count)])
+            let more = start + pieceSize < segment.count
+            let packet: [UInt8]
+            if source.isIPv4 {
+                var ip = ipv4(
+                    source, destination, protocolNumber: 6, payload: piece, fragmentOffset: UInt16(start / 8),
+                    moreFragments: more
+                )
+                ip[4] = UInt8(identification >> 8)
+                ip[5] = UInt8(identification & 0xFF)
+                ip[10] = 0
+                ip[11] = 0
+                let checksum = internetChecksum(Array(ip[0..<20]))
+                ip[10] = UInt8(checksum >> 8)
+                ip[11] = UInt8(checksum & 0xFF)
+                packet = ip
+            } else {
+                packet = ipv6(
+                    source, destination, protocolNumber: 6, payload: piece,
+                    extensions: [.fragment(offset: UInt16(start / 8), moreFragments: more)]
+                )
+            }
+            return wrap(packet, in: .ethernet(), isIPv6: !source.isIPv4)
+        }
+    }
+
     /// A UDP datagram, for frames that are not connection attempts.
     public static func udp(
         from source: IPAddress,

@@ -135,15 +135,12 @@ public final class PinnedBlockMaps: @unchecked Sendable {
         try cxdpCall(failing: .blockerFailed) { ct_maps_set_blocked_count(handle, UInt64(max(count, 0)), $0, $1) }
     }
 
-    /// Makes the program refuse to block any IPv6 unit (a source's prefix of `unitLength` bits) that holds an
-    /// address of `allowlist` more specific than the unit, such as this host's own address in its /64: blocking
-    /// the unit would cut it off. (Sources inside an allowlisted prefix are found in the allow maps.)
+    /// Gives the program the shared IPv6 units of `allowlist` (``ConnCore/SourceUnits``): units (a source's prefix
+    /// of `unitLength` bits) that hold an allowlisted address more specific than themselves, such as this host's
+    /// own address in its /64. The program counts and blocks each source inside one as its /128, never the unit.
+    /// (Sources inside an allowlisted prefix are found in the allow maps.)
     public func syncAllowedUnits(_ allowlist: Allowlist, ipv6UnitLength unitLength: Int) throws {
-        let length = min(max(unitLength, 1), 128)
-        let units = Set(
-            allowlist.entries.map(\.prefix).filter { !$0.address.isIPv4 && $0.length > length }
-                .compactMap { IPPrefix(address: $0.address, length: length) }
-        )
+        let units = SourceUnits.sharedUnits(of: allowlist, ipv6PrefixLength: unitLength)
         var prefixes = units.map { ct_prefix($0) }
         try prefixes.withUnsafeMutableBufferPointer { buffer in
             _ = try cxdpCall(failing: .blockerFailed) {

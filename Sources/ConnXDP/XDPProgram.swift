@@ -165,7 +165,9 @@ public final class XDPProgram: @unchecked Sendable {
     public func statistics() throws -> XDPStatistics {
         var stats = ct_stats()
         try cxdpCall { ct_program_read_stats(handle, &stats, $0, $1) }
-        return XDPStatistics(stats)
+        var guards = ct_guard_stats()
+        try cxdpCall { ct_program_read_guard_stats(handle, &guards, $0, $1) }
+        return XDPStatistics(stats, guards: guards)
     }
 
     /// Runs the program on `frame` (at least 14 bytes) with `BPF_PROG_TEST_RUN`, as the kernel would for a
@@ -251,8 +253,11 @@ public struct XDPStatistics: Hashable, Sendable {
     public var allowOverrides: UInt64
     /// Packets from a blocked prefix passed because the block had expired.
     public var expiredHits: UInt64
+    /// TCP fragments dropped because they split the header's first 16 bytes (`nmap -f`; RFC 1858).
+    public var tinyFragments: UInt64 = 0
 
-    init(_ stats: ct_stats) {
+    init(_ stats: ct_stats, guards: ct_guard_stats? = nil) {
+        self.tinyFragments = guards?.tiny_fragments ?? 0
         self.frames = stats.frames
         self.syns = stats.syns
         self.events = stats.events

@@ -29,8 +29,12 @@ struct Agent {
         metrics.addScrapeHook(name: "event writer") { scrape in
             scrape.setTotal(.eventsDropped, to: UInt64(writer.droppedEvents))
         }
+        // The unit counted is the unit blocked: the detector and the controller share one.
+        let units = SourceUnits(ipv6PrefixLength: settings.ipv6BlockPrefix, allowlist: parts.allowlist)
         let blocking = parts.blocker.map {
-            BlockController(blocker: $0, policy: settings.blockPolicy, allowlist: parts.allowlist, metrics: metrics)
+            BlockController(
+                blocker: $0, policy: settings.blockPolicy, allowlist: parts.allowlist, metrics: metrics, units: units
+            )
         }
         if let blocking {
             metrics.addScrapeHook(name: "blocklist") { scrape in
@@ -41,6 +45,7 @@ struct Agent {
             metrics.addScrapeHook(name: "xdp statistics") { scrape in
                 guard let statistics = try xdpStatistics() else { return }
                 scrape.setTotal(.framesProcessed, to: statistics.frames)
+                scrape.setTotal(.tinyFragmentsDropped, to: statistics.tinyFragments)
                 scrape.setBlockedPacketsTotal(statistics.dropped)
             }
         }
@@ -56,7 +61,8 @@ struct Agent {
             blocking: blocking,
             metrics: metrics,
             logger: logger,
-            kernelEnforces: parts.kernelScanStatistics != nil
+            kernelEnforces: parts.kernelScanStatistics != nil,
+            units: units
         )
         // Fleet mode registers for local blocks when made, so it comes before capture starts.
         var fleet: FleetService?

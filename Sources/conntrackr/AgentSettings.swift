@@ -61,7 +61,7 @@ struct AgentSettings: SettingsRoot {
         .value("pin-dir", \.pinDirectory, placeholder: "dir", help: "The bpffs directory of conntrackr's pinned maps.", parse: { (input: SettingInput) throws(SettingProblem) in try Parse.text(input) }),
         .choice("block", \.block, help: "How scanners are blocked: none (detect only), xdp or nftables."),
         .seconds("block-ttl", \.blockTTL, help: "Seconds a block lasts; 0 blocks until removed.", valid: { $0 >= 0 }, invalid: "block-ttl must be 0 (permanent) or more seconds"),
-        .integer("ipv6-block-prefix", \.ipv6BlockPrefix, help: "IPv6 scanners are blocked as this prefix of their address.", range: 1...128, outOfRange: "ipv6-block-prefix must be 1 to 128"),
+        .integer("ipv6-block-prefix", \.ipv6BlockPrefix, help: "IPv6 sources are counted and blocked as this prefix of their address (as themselves inside a prefix that holds one of this host's addresses).", range: 1...128, outOfRange: "ipv6-block-prefix must be 1 to 128"),
         .integer("max-blocked", \.maxBlocked, help: "The most blocked prefixes; further blocks are refused and counted.", range: 1...Int.max, outOfRange: "max-blocked and max-blocks-per-minute must be positive"),
         .integer("max-blocks-per-minute", \.maxBlocksPerMinute, help: "The most new blocks in any minute (protects against forged scans).", range: 1...Int.max, outOfRange: "max-blocked and max-blocks-per-minute must be positive"),
         .list("allow", \.allow, placeholder: "cidr", help: "An address or CIDR prefix never to block; loopback, this host and its gateways always are.", check: { list in
@@ -121,7 +121,7 @@ struct AgentSettings: SettingsRoot {
     static let detection = all.only(
         [
             "format", "scan-ports", "scan-window", "max-tracked-pairs", "max-tracked-connections", "ignore-ports",
-            "events", "log-level",
+            "ipv6-block-prefix", "events", "log-level",
         ]
     )
 

@@ -49,7 +49,8 @@ struct ReplayCommand: ParsableCommand {
         let writer = EventWriter(format: settings.format, policy: .lossless)
         let pipeline = ConnectionPipeline(
             configuration: settings.pipelineConfiguration,
-            events: FilteringEventSink.wrapping(writer, kinds: settings.events)
+            events: FilteringEventSink.wrapping(writer, kinds: settings.events),
+            units: SourceUnits(ipv6PrefixLength: settings.ipv6BlockPrefix)
         )
         let source = PcapFileSource(path: file)
         do {

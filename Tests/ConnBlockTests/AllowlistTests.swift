@@ -25,8 +25,8 @@ import Glibc
             ("203.0.113.1", "allowlisted: gateway 203.0.113.1"),
             ("203.0.113.5", "allowlisted: host address 203.0.113.5"),
             ("127.0.0.1", "allowlisted: loopback 127.0.0.0/8"),
-            // The IPv6 gateway is link-local; a scan from its /64 would block it.
-            ("fe80::1234", "allowlisted: gateway fe80::1"),
+            // The IPv6 gateway is link-local, and a scan from the gateway itself is refused.
+            ("fe80::1", "allowlisted: gateway fe80::1"),
         ]
         for (source, reason) in cases {
             let scan = PortScan(
@@ -41,6 +41,15 @@ import Glibc
         #expect(try controller.entries().isEmpty)
         #expect(metrics[.blocksRefused(.allowlisted)] == cases.count)
         #expect(metrics[.blocks(.local)] == 0)
+        // A neighbour in the gateway's /64 is blocked as itself, never as the /64 that holds the gateway.
+        let neighbour = PortScan(
+            time: referenceTime, source: address("fe80::1234"), destination: address("203.0.113.5"), ports: [80, 81, 82, 83]
+        )
+        guard case .blocked = controller.handle(neighbour) else {
+            Issue.record("the neighbour was not blocked")
+            return
+        }
+        #expect(try controller.entries().map(\.prefix) == [prefix("fe80::1234/128")])
     }
 
 }

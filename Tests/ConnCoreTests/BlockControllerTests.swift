@@ -68,10 +68,13 @@ import Glibc
     }
 
     @Test(arguments: [-1, 129, 1000])
-    func anOutOfRangeIPv6PrefixLengthDoesNotCrash(length: Int) {
+    func anOutOfRangeIPv6PrefixLengthDoesNotCrash(length: Int) throws {
         let controller = controller(BlockPolicy(ipv6PrefixLength: length))
-        // Clamped to 0...128: a /0 holds loopback and is refused as allowlisted; a /128 blocks the scanner alone.
-        #expect(controller.handle(scan(from: "2001:db8:0:bad::1234")).isBlocked == (length > 128))
+        // Clamped to 1...128. A /1 holds loopback, so it is a shared unit and the scanner is blocked as itself; a
+        // /128 blocks the scanner alone. Either way loopback stays open.
+        let decision = controller.handle(scan(from: "2001:db8:0:bad::1234"))
+        #expect(decision == .blocked(controller.entry(for: scan(from: "2001:db8:0:bad::1234"))))
+        #expect(try controller.entries().map(\.prefix) == [prefix("2001:db8:0:bad::1234")])
     }
 
     @Test func expiryIsReportedBySweepAsUnblocked() throws {

@@ -8,9 +8,10 @@ import Testing
 struct RefusalLogTests {
     static let victim = IPAddress("203.0.113.5")!
 
-    /// Scanner `index` (198.51.100.index, or 2001:db8:2::index when allowlisted) scans four ports at `time`.
+    /// Scanner `index` (198.51.100.index, or 2001:db8:2:index::1 when allowlisted: a /64 each, so each is a
+    /// scanner of its own) scans four ports at `time`.
     static func scan(_ pipeline: ConnectionPipeline, index: Int, allowlisted: Bool = false, at time: Timestamp) {
-        let source = IPAddress(allowlisted ? "2001:db8:2::\(index)" : "198.51.100.\(index)")!
+        let source = IPAddress(allowlisted ? "2001:db8:2:\(index)::1" : "198.51.100.\(index)")!
         let destination = allowlisted ? IPAddress("2001:db8:1::5")! : victim
         for port: UInt16 in 1...4 {
             pipeline.process(

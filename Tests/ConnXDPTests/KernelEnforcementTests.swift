@@ -106,21 +106,36 @@ struct KernelEnforcementTests {
         #expect(try maps.blockEntries().isEmpty)
     }
 
-    @Test func anIPv6UnitHoldingAnAllowlistedAddressIsNotBlocked() throws {
+    /// A neighbour inside the host's own /64 (lateral movement on a LAN) is counted and blocked as its /128: the
+    /// /64 holds the host's address, so it is a shared unit, and blocking it would cut the host off. Another
+    /// neighbour of the same /64 is counted apart and still served; the host's own address is never blocked.
+    @Test func aNeighbourInsideTheHostsOwnUnitIsBlockedAsItself() throws {
         let root = try TemporaryPinRoot()
         defer { root.remove() }
         let program = try Self.program(root)
         let maps = try PinnedBlockMaps(pinRoot: root.path, createIfMissing: false)
-        // This host's own address in the scanner's /64: blocking the /64 would cut the host off.
         let allowlist = Allowlist([.init(prefix: IPPrefix("2001:db8:1::5/128")!, reason: .hostAddress)])
         try maps.syncAllowlist(allowlist)
         try maps.syncAllowedUnits(allowlist, ipv6UnitLength: 64)
         let neighbour = IPAddress("2001:db8:1::77")!
+        let other = IPAddress("2001:db8:1::78")!
         let victim6 = IPAddress("2001:db8:1::5")!
+        // Three ports each from two neighbours: counted apart, so no scan.
+        for port in UInt16(1)...3 {
+            #expect(try Self.send(program, Self.syn(neighbour, to: port, destination: victim6)) == (.pass, .some(nil)))
+            #expect(try Self.send(program, Self.syn(other, to: port + 10, destination: victim6)) == (.pass, .some(nil)))
+        }
+        let (verdict, decision) = try Self.send(program, Self.syn(neighbour, to: 4, destination: victim6))
+        #expect(verdict == .drop)
+        #expect(decision == .some(.blocked))
+        #expect(try maps.blockEntries().map(\.prefix) == [IPPrefix(host: neighbour)])
+        // The other neighbour is served (a port it reached before: still 3 of them).
+        #expect(try program.testRun(Self.syn(other, to: 11, destination: victim6)) == .pass)
+        // The host's own address, scanning itself across the wire, stays allowlisted.
         var last: KernelDecision??
-        for port in UInt16(1)...4 { last = try Self.send(program, Self.syn(neighbour, to: port, destination: victim6)).1 }
+        for port in UInt16(1)...4 { last = try Self.send(program, Self.syn(victim6, to: port, destination: victim6)).1 }
         #expect(last == .some(.refusedAllowlisted))
-        #expect(try maps.blockEntries().isEmpty)
+        #expect(try maps.blockEntries().count == 1)
     }
 
     @Test func anIPv6ScannerRotatingInsideItsUnitIsCountedAsOneSource() throws {

@@ -50,6 +50,8 @@ struct XDPDifferentialTests {
         case attempt(IPAddress, UInt16, IPAddress, UInt16)
         case other
         case malformed
+        /// A TCP fragment that splits the header's first bytes: Swift reassembles it, the program drops it.
+        case fragment
 
         var description: String {
             switch self {
@@ -57,6 +59,7 @@ struct XDPDifferentialTests {
                 "attempt \(source) port \(sourcePort) -> \(destination) port \(destinationPort)"
             case .other: "other"
             case .malformed: "malformed"
+            case .fragment: "fragment"
             }
         }
     }
@@ -67,20 +70,31 @@ struct XDPDifferentialTests {
             .attempt(source, sourcePort, destination, destinationPort)
         case .other: .other
         case .malformed: .malformed
+        case .fragment: .fragment
         }
     }
 
     /// The program's outcome from its ring buffer records and the change in its counters; `nil` when they
     /// contradict each other (a record and a malformed count at once, or a verdict other than pass).
-    static func kernelOutcome(_ program: XDPProgram, _ frame: [UInt8], malformedSoFar: inout UInt64) throws
+    static func kernelOutcome(
+        _ program: XDPProgram, _ frame: [UInt8], malformedSoFar: inout UInt64, tinyFragmentsSoFar: inout UInt64
+    ) throws
         -> Outcome?
     {
         let verdict = try program.testRun(frame)
         var records: [XDPRecord] = []
         try program.poll(timeout: .zero) { records.append($0) }
-        let malformed = try program.statistics().malformed
-        defer { malformedSoFar = malformed }
+        let statistics = try program.statistics()
+        let malformed = statistics.malformed
+        defer {
+            malformedSoFar = malformed
+            tinyFragmentsSoFar = statistics.tinyFragments
+        }
         let wasMalformed = malformed != malformedSoFar
+        let wasTinyFragment = statistics.tinyFragments != tinyFragmentsSoFar
+        if wasTinyFragment {
+            return verdict == .drop && records.isEmpty && !wasMalformed ? .fragment : nil
+        }
         guard verdict == .pass, records.count <= 1, !(wasMalformed && !records.isEmpty) else { return nil }
         if let record = records.first {
             return .attempt(record.source, record.sourcePort, record.destination, record.destinationPort)
@@ -102,18 +116,22 @@ struct XDPDifferentialTests {
         defer { root.remove() }
         let program = try XDPProgram(pinRoot: root.path)
         var malformedSoFar = try program.statistics().malformed
+        var tinyFragmentsSoFar: UInt64 = 0
 
         var tally: [DifferentialFrames.Kind: [String: Int]] = [:]
         var disagreements: [String] = []
         for index in 0..<count {
             let (kind, frame) = frames.next()
             let expected = Self.swiftOutcome(frame)
-            let kernel = try Self.kernelOutcome(program, frame, malformedSoFar: &malformedSoFar)
+            let kernel = try Self.kernelOutcome(
+                program, frame, malformedSoFar: &malformedSoFar, tinyFragmentsSoFar: &tinyFragmentsSoFar
+            )
             let label: String =
                 switch expected {
                 case .attempt: "attempt"
                 case .other: "other"
                 case .malformed: "malformed"
+                case .fragment: "fragment"
                 }
             tally[kind, default: [:]][label, default: 0] += 1
             guard kernel != expected else { continue }

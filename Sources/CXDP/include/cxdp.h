@@ -89,6 +89,8 @@ int ct_program_read_stats(ct_program *program, struct ct_stats *stats, char *err
 
 /* The scan rule's per-CPU statistics, summed over CPUs. Safe from any thread. */
 int ct_program_read_scan_stats(ct_program *program, struct ct_scan_stats *stats, char *err, size_t err_len);
+/* Sums the evasion guards' per-CPU counters (struct ct_guard_stats). */
+int ct_program_read_guard_stats(ct_program *program, struct ct_guard_stats *stats, char *err, size_t err_len);
 
 /* Runs the program `repeat` times (at least once) on `frame` (at least 14 bytes) with BPF_PROG_TEST_RUN and
  * stores its last return value (XDP_DROP 1, XDP_PASS 2) in `verdict`. `ingress_ifindex` 0 lets the kernel pick

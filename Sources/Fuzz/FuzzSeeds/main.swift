@@ -85,6 +85,7 @@ for (name, (linkType, frames)) in loaded {
         case .attempt: kind = "attempt"
         case .other: kind = "other"
         case .malformed(let reason): kind = reason.rawValue
+        case .fragment: kind = "fragment"
         }
         guard shapes.insert("\(kind)/\(bytes.count)").inserted else { continue }
         write([FuzzLinkTypes.selector(for: linkType)] + bytes, to: "\(parserDirectory)/capture-\(name)-\(index)")

@@ -112,6 +112,14 @@ struct PipelineModel {
         var ports: [UInt16: Int64] = [:]
     }
 
+    /// The unit a source is counted as, with the default /64 and only loopback allowlisted: IPv4 and ::/64 (which
+    /// holds ::1) sources count as themselves, other IPv6 sources as their /64.
+    static func unit(of source: IPAddress) -> IPAddress {
+        guard !source.isIPv4, source.high != 0 else { return source }
+        return IPAddress(high: source.high, low: 0)
+    }
+
+    var fragments = FragmentedHeaderAssembler()
     let threshold: Int
     let scanWindow: Int64
     let retransmitWindow: Int64
@@ -152,6 +160,10 @@ struct PipelineModel {
         case .malformed(let reason):
             statistics.malformedFrames += 1
             malformed[reason, default: 0] += 1
+        case .fragment(let piece):
+            // Not modelled independently: the pipeline's own assembler (its unit tests check it). Its capacity is
+            // far beyond what one fuzz input holds, so eviction never differs.
+            if let attempt = fragments.add(piece, at: time) { handle(attempt) }
         }
     }
 
@@ -170,7 +182,7 @@ struct PipelineModel {
             events.append(.newConnection(attempt))
         }
         // Scan rule.
-        let pair = Pair(source: attempt.source, destination: attempt.destination)
+        let pair = Pair(source: Self.unit(of: attempt.source), destination: attempt.destination)
         if let known = pairs.values[pair] {
             if now - known.lastSeen >= scanWindow { pairs.values[pair]!.value = PairState() }
             pairs.touch(pair, at: now)
