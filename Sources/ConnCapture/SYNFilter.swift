@@ -33,7 +33,9 @@ public enum SYNFilter: Sendable {
                     "(ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60) and \($0))"
                 } ?? ""
         }
-        let clauses = [ipv4, ipv4Fragments, ipv6Fixed, ipv6Extended].filter { !$0.isEmpty }
+        // Fragments first: in the kernel, reading `tcp[13]` past the end of a tiny first fragment ends the whole
+        // filter with "reject", so no later alternative would be tried.
+        let clauses = [ipv4Fragments, ipv4, ipv6Fixed, ipv6Extended].filter { !$0.isEmpty }
         guard !clauses.isEmpty else { return "less 0" }  // nothing can match
         let untagged = "(" + clauses.joined(separator: " or ") + ")"
         return "\(untagged) or (vlan and \(untagged)) or (vlan and vlan and \(untagged))"

@@ -68,3 +68,28 @@ xdp_nmap_scan() {
     assert_eq "$LAB_EXIT_STATUS" 0 "nmap exit status ($(tail -n 3 "$LAB_TMP/nmap.err"))"
     grep -q '1 host up' "$LAB_TMP/nmap.out" || fail "nmap did not reach the victim: $(tail -n 5 "$LAB_TMP/nmap.out")"
 }
+
+# What a scanner learns, counted on its own side (LAB-NOTES): tcpdump in the attacker's namespace on the victim's
+# answers. Sets LEAK_PID and LEAK_FILE.
+leak_capture_start() { # NAME
+    LEAK_FILE=$LAB_TMP/$1.pcap
+    lab_spawn attacker "tcpdump-$1" tcpdump -i "$LAB_IF_ATTACKER" -U -n -w "$LEAK_FILE" \
+        "tcp and (src host $LAB_VICTIM_IP4 or src host $LAB_VICTIM_IP6)"
+    LEAK_PID=$LAB_LAST_PID
+    sleep 1
+}
+
+# Stops the capture and prints the number of distinct victim ports that answered (SYN-ACK or RST).
+leak_capture_ports() {
+    sleep 1
+    kill -INT "$LEAK_PID" 2>/dev/null || true
+    lab_wait_exit "$LEAK_PID" 10 || true
+    tcpdump -r "$LEAK_FILE" -nn 2>/dev/null | python3 -c '
+import re, sys
+ports = set()
+for line in sys.stdin:
+    m = re.search(r" IP6? (\S+)\.(\d+) > \S+: Flags \[([^\]]*)\]", line)
+    if m and ("S" in m.group(3) or "R" in m.group(3)):
+        ports.add(int(m.group(2)))
+print(len(ports))'
+}
