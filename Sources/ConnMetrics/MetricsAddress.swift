@@ -27,8 +27,8 @@ public enum MetricsAddress: Hashable, Sendable, CustomStringConvertible {
 
     /// Parses `HOST:PORT`, `[IPV6]:PORT` or `none`.
     ///
-    /// The host is an IPv4 address, a bracketed IPv6 address or a host name; an IPv6 address without brackets is
-    /// refused because its last group could not be told from the port.
+    /// The host is an IPv4 address, a bracketed IPv6 (or IPv4) address or a host name; an IPv6 address without
+    /// brackets is refused because its last group could not be told from the port.
     /// - Throws: ``ConnCore/ConntrackrError`` with code `invalidConfiguration` and a message saying what to write.
     public init(parsing text: String) throws(ConntrackrError) {
         let text = text.trimmingWhitespace()
@@ -51,8 +51,9 @@ public enum MetricsAddress: Hashable, Sendable, CustomStringConvertible {
             let rest = text[text.index(after: close)...]
             guard rest.hasPrefix(":") else { throw invalid("missing ':PORT' after ']'") }
             portText = rest.dropFirst()
-            guard let address = IPAddress(String(host)), !address.isIPv4 else {
-                throw invalid("\(String(host).debugDescription) is not an IPv6 address")
+            // IPv4 in brackets too, so that one template (`[$(NODE_IP)]:9542`) serves nodes of either family.
+            guard IPAddress(String(host)) != nil else {
+                throw invalid("\(String(host).debugDescription) is not an IP address")
             }
         } else {
             guard let colon = text.lastIndex(of: ":") else { throw invalid("missing ':PORT'") }

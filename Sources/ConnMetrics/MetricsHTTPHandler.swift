@@ -9,6 +9,10 @@ struct MetricsResponder: Sendable {
     let isHealthy: @Sendable () -> Bool
     let maxBodyBytes: Int
     let idleTimeout: TimeAmount
+    let maxConnectionAge: TimeAmount
+    let maxRequestsPerConnection: Int
+    /// Told when a request starts and ends, to pick connections to evict.
+    let connections: EndpointConnections
     /// Renders the exposition, so that scrape hooks reading kernel maps never hold up an event loop.
     let threadPool: NIOThreadPool
 }
@@ -17,7 +21,8 @@ struct MetricsResponder: Sendable {
 /// `HTTPServerPipelineHandler`, which hand it one request at a time.
 ///
 /// A connection is closed when no complete request arrives within the idle timeout of it opening or of the last
-/// response, which also ends connections that trickle a request head in byte by byte.
+/// response, which also ends connections that trickle a request head in byte by byte; and after the response that
+/// finds it past its age or request limit.
 final class MetricsHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -39,6 +44,8 @@ final class MetricsHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private let responder: MetricsResponder
+    private let opened = NIODeadline.now()
+    private var requests = 0
     private var state = State.idle
     private var quiescing = false
     private var idleTimer: Scheduled<Void>?
@@ -76,6 +83,8 @@ final class MetricsHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 return
             }
             state = .receiving(Request(head: head))
+            requests += 1
+            responder.connections.setBusy(context.channel, true)
         case (.body(let chunk), .receiving(var request)):
             request.bodyBytes += chunk.readableBytes
             guard request.bodyBytes <= responder.maxBodyBytes else {
@@ -214,7 +223,9 @@ final class MetricsHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         contentType: String = "text/plain; charset=utf-8",
         headers extra: HTTPHeaders = HTTPHeaders()
     ) {
-        let keepAlive = request.isKeepAlive && !quiescing
+        let keepAlive =
+            request.isKeepAlive && !quiescing && requests < responder.maxRequestsPerConnection
+            && NIODeadline.now() - opened < responder.maxConnectionAge
         var headers = extra
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(body.readableBytes))
@@ -229,6 +240,7 @@ final class MetricsHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let written = context.writeAndFlush(Self.wrapOutboundOut(.end(nil)))
         if keepAlive {
             state = .idle
+            responder.connections.setBusy(context.channel, false)
         } else {
             state = .closing
             written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }

@@ -20,9 +20,13 @@ import Synchronization
 ///
 /// Other paths get 404 and other methods on these paths 405. Request heads over
 /// ``Configuration/maxRequestHeadBytes`` get 431, bodies over ``Configuration/maxRequestBodyBytes`` 413; both close
-/// the connection. At most ``Configuration/maxConnections`` connections are open at once (further ones are closed
-/// as soon as they are accepted), and a connection with no complete request for ``Configuration/idleTimeout`` is
-/// closed.
+/// the connection. A connection with no complete request for ``Configuration/idleTimeout`` is closed, and one past
+/// ``Configuration/maxConnectionAge`` or ``Configuration/maxRequestsPerConnection`` is closed after its response.
+///
+/// Holding connections open cannot starve it: at most ``Configuration/maxConnections`` are open at once, at most
+/// ``Configuration/maxConnectionsPerClient`` from one address, and a new connection is never refused for that:
+/// the one that has waited longest for a request (its client's own first) is closed to make room, so `/healthz` is
+/// answered however many connections others hold.
 ///
 /// ``run()`` serves until the service group's graceful shutdown (or cancellation): it closes the listening socket,
 /// lets each connection finish the request it is on, and closes what is left after
@@ -35,6 +39,12 @@ public final class MetricsServer: Service, Sendable {
         public var endpoint: MetricsEndpoint
         /// The most connections open at once. Default 64.
         public var maxConnections: Int
+        /// The most connections open at once from one client address. Default 8.
+        public var maxConnectionsPerClient: Int
+        /// How long a connection may serve requests; the response after that closes it. Default 60 seconds.
+        public var maxConnectionAge: Duration
+        /// How many requests a connection may make; the last response closes it. Default 100.
+        public var maxRequestsPerConnection: Int
         /// How long a connection may go without a complete request. Default 30 seconds.
         public var idleTimeout: Duration
         /// The largest request head (request line and headers). Default 8 KiB.
@@ -47,6 +57,9 @@ public final class MetricsServer: Service, Sendable {
         public init(
             endpoint: MetricsEndpoint = MetricsEndpoint(host: "127.0.0.1", port: 9542),
             maxConnections: Int = 64,
+            maxConnectionsPerClient: Int = 8,
+            maxConnectionAge: Duration = .seconds(60),
+            maxRequestsPerConnection: Int = 100,
             idleTimeout: Duration = .seconds(30),
             maxRequestHeadBytes: Int = 8192,
             maxRequestBodyBytes: Int = 1024,
@@ -54,6 +67,9 @@ public final class MetricsServer: Service, Sendable {
         ) {
             self.endpoint = endpoint
             self.maxConnections = maxConnections
+            self.maxConnectionsPerClient = maxConnectionsPerClient
+            self.maxConnectionAge = maxConnectionAge
+            self.maxRequestsPerConnection = maxRequestsPerConnection
             self.idleTimeout = idleTimeout
             self.maxRequestHeadBytes = maxRequestHeadBytes
             self.maxRequestBodyBytes = maxRequestBodyBytes
@@ -105,15 +121,21 @@ public final class MetricsServer: Service, Sendable {
         logger: Logger = Logger(label: "conntrackr.metrics")
     ) {
         self.configuration = configuration
+        let connections = EndpointConnections(
+            limit: configuration.maxConnections, perClientLimit: configuration.maxConnectionsPerClient
+        )
         self.responder = MetricsResponder(
             exposition: exposition,
             isHealthy: isHealthy,
             maxBodyBytes: configuration.maxRequestBodyBytes,
             idleTimeout: TimeAmount(configuration.idleTimeout),
+            maxConnectionAge: TimeAmount(configuration.maxConnectionAge),
+            maxRequestsPerConnection: configuration.maxRequestsPerConnection,
+            connections: connections,
             threadPool: .singleton
         )
         self.group = eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton
-        self.connections = EndpointConnections(limit: configuration.maxConnections)
+        self.connections = connections
         self.logger = logger
     }
 
@@ -201,10 +223,16 @@ public final class MetricsServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                guard connections.admit(channel) else {
-                    logger.debug("metrics connection refused: too many open", metadata: ["limit": "\(connections.limit)"])
-                    // ServerBootstrap closes a child whose initializer fails.
-                    return channel.eventLoop.makeFailedFuture(ConnectionLimitReached())
+                let client = channel.remoteAddress?.ipAddress ?? "unknown"
+                switch connections.admit(channel, client: client) {
+                case .refused:
+                    // Shutting down. ServerBootstrap closes a child whose initializer fails.
+                    return channel.eventLoop.makeFailedFuture(ShuttingDown())
+                case .admitted(let evicted?):
+                    logger.debug("metrics connection closed to make room", metadata: ["client": "\(client)"])
+                    evicted.close(promise: nil)
+                case .admitted(nil):
+                    break
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
@@ -260,4 +288,4 @@ public final class MetricsServer: Service, Sendable {
 }
 
 /// Why a connection over the limit was closed.
-private struct ConnectionLimitReached: Error {}
+private struct ShuttingDown: Error {}

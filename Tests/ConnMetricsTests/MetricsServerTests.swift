@@ -22,12 +22,18 @@ struct MetricsServerTests {
 
     static func configuration(
         maxConnections: Int = 64,
+        maxConnectionsPerClient: Int = 64,
+        maxConnectionAge: Duration = .seconds(60),
+        maxRequestsPerConnection: Int = 100,
         idleTimeout: Duration = .seconds(30),
         shutdownGracePeriod: Duration = .seconds(1)
     ) -> MetricsServer.Configuration {
         MetricsServer.Configuration(
             endpoint: MetricsEndpoint(host: "127.0.0.1", port: 0),
             maxConnections: maxConnections,
+            maxConnectionsPerClient: maxConnectionsPerClient,
+            maxConnectionAge: maxConnectionAge,
+            maxRequestsPerConnection: maxRequestsPerConnection,
             idleTimeout: idleTimeout,
             maxRequestHeadBytes: 4096,
             maxRequestBodyBytes: 1024,
@@ -187,25 +193,55 @@ struct MetricsServerTests {
         }
     }
 
-    @Test func connectionsOverTheLimitAreClosed() async throws {
-        try await Self.withServer(Self.configuration(maxConnections: 2)) { port in
-            let first = try TestConnection(port: port)
-            let second = try TestConnection(port: port)
-            #expect(try first.request("GET", "/healthz").status == 503)
-            #expect(try second.request("GET", "/healthz").status == 503)
-            let third = try TestConnection(port: port)
-            third.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            #expect(third.isClosedByPeer())
-            // A slot frees when a connection closes.
-            first.disconnect()
-            var admitted = false
-            for _ in 0..<50 where !admitted {
-                try await Task.sleep(for: .milliseconds(20))
-                let next = try TestConnection(port: port)
-                next.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                admitted = (try? next.readResponse().status) == 503
+    /// Issue 14: 64 keep-alive connections re-sending a request every 20 s used to hold every slot for ever, and
+    /// `/healthz` got no answer. Now a client holding connections evicts its own beyond its share, and the probe,
+    /// from another address, is answered at once.
+    @Test func aClientHoldingConnectionsCannotStarveTheProbe() async throws {
+        try await Self.withServer(Self.configuration(maxConnections: 64, maxConnectionsPerClient: 8)) { port in
+            var held: [TestConnection] = []
+            for _ in 0..<64 {
+                let connection = try TestConnection(port: port, source: "127.0.0.2")
+                #expect(try connection.request("GET", "/healthz").status == 503)
+                held.append(connection)
             }
-            #expect(admitted)
+            // The 56 that waited longest for their next request were closed; the last 8 are open.
+            #expect(held.prefix(56).allSatisfy { $0.isClosedByPeer() })
+            for connection in held.suffix(8) { #expect(try connection.request("GET", "/healthz").status == 503) }
+            let probe = try TestConnection(port: port, source: "127.0.0.1")
+            #expect(try probe.request("GET", "/healthz").status == 503)
+        }
+    }
+
+    /// A full endpoint admits a new client by closing the connection that has waited longest for a request.
+    @Test func aFullEndpointClosesTheLongestWaitingConnection() async throws {
+        try await Self.withServer(Self.configuration(maxConnections: 3, maxConnectionsPerClient: 3)) { port in
+            let clients = try (1...3).map { try TestConnection(port: port, source: "127.0.1.\($0)") }
+            for client in clients { #expect(try client.request("GET", "/healthz").status == 503) }
+            // The second and third ask again: the first has waited longest.
+            #expect(try clients[1].request("GET", "/healthz").status == 503)
+            #expect(try clients[2].request("GET", "/healthz").status == 503)
+            let newcomer = try TestConnection(port: port, source: "127.0.1.4")
+            #expect(try newcomer.request("GET", "/healthz").status == 503)
+            #expect(clients[0].isClosedByPeer())
+            #expect(try clients[1].request("GET", "/healthz").status == 503)
+        }
+    }
+
+    @Test func aConnectionPastItsRequestOrAgeLimitIsClosedAfterItsResponse() async throws {
+        try await Self.withServer(Self.configuration(maxRequestsPerConnection: 3)) { port in
+            let connection = try TestConnection(port: port)
+            for _ in 1...2 { #expect(try connection.request("GET", "/healthz").header("connection") == nil) }
+            let last = try connection.request("GET", "/healthz")
+            #expect(last.status == 503)
+            #expect(last.header("connection") == "close")
+            #expect(connection.isClosedByPeer())
+        }
+        try await Self.withServer(Self.configuration(maxConnectionAge: .milliseconds(200))) { port in
+            let connection = try TestConnection(port: port)
+            #expect(try connection.request("GET", "/healthz").header("connection") == nil)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try connection.request("GET", "/healthz").header("connection") == "close")
+            #expect(connection.isClosedByPeer())
         }
     }
 

@@ -178,6 +178,8 @@ def check_kubernetes(repo, config_text):
         check(host not in ("127.0.0.1", "localhost", "[::1]"),
               f"{name}: metrics bound to loopback: neither the kubelet's probe nor Prometheus could reach it")
         env_refs = re.findall(r"\$\((\w+)\)", host)
+        check(not env_refs or (host.startswith("[") and host.endswith("]")),
+              f"{name}: --metrics-address host {host!r} is not in brackets: an IPv6 node address would not parse")
         env_names = {e["name"] for e in container.get("env", [])}
         for ref in env_refs:
             check(ref in env_names, f"{name}: --metrics-address uses $({ref}), which env does not define")
