@@ -49,6 +49,7 @@ let package = Package(
         .target(name: "CScanRule"),
         // Capability dropping: prctl and capset are variadic or unwrapped in Swift's Glibc.
         .target(name: "CPrivileges"),
+        .target(name: "CAddressWatch"),
         // The one home of XDP: the BPF object (program, pinned maps) and the only importer of CXDP.
         .target(
             name: "ConnXDP",
@@ -57,7 +58,7 @@ let package = Package(
         .target(
             name: "ConnCapture",
             dependencies: [
-                "ConnCore", "CPcap", "ConnXDP",
+                "ConnCore", "CPcap", "ConnXDP", "CAddressWatch",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]

@@ -81,18 +81,9 @@ private final class CaptureJob: @unchecked Sendable {
     }
 
     func start() {
-        let retained = Unmanaged.passRetained(self).toOpaque()
-        var thread = pthread_t()
-        let created = pthread_create(&thread, nil, { raw in
-            let job = Unmanaged<CaptureJob>.fromOpaque(raw!).takeRetainedValue()
-            job.execute()
-            return nil
-        }, retained)
+        let created = DetachedThread.start { self.execute() }
         if created != 0 {
-            Unmanaged<CaptureJob>.fromOpaque(retained).release()
             completion(.failure(ConntrackrError(.captureFailed, "cannot start the capture thread (error \(created))")))
-        } else {
-            pthread_detach(thread)
         }
     }
 

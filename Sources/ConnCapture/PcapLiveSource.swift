@@ -41,6 +41,7 @@ public final class PcapLiveSource: PacketSource {
     static let idleWakeupMilliseconds: Int32 = 200
     private let logger: Logger
     private let stopRequested = Atomic<Bool>(false)
+    private let pendingDestinations = PendingDestinations()
     private let activeHandle = Mutex<PcapHandle?>(nil)
 
     public init(configuration: Configuration, logger: Logger = Logger(label: "conntrackr.pcap")) {
@@ -55,7 +56,7 @@ public final class PcapLiveSource: PacketSource {
         try activeHandle.withLock { active in
             guard active == nil else { return }
             let handle = try activate()
-            try installFilter(on: handle)
+            try installFilter(on: handle, destinations: configuration.destinations)
             active = handle
         }
     }
@@ -103,6 +104,10 @@ public final class PcapLiveSource: PacketSource {
             }
             let now = Timestamp.now()
             pipeline.endOfBatch(now: now)
+            if let changed = pendingDestinations.take() {
+                try installFilter(on: handle, destinations: changed)
+                logger.info("capture filter updated", metadata: ["destinations": "\(changed?.count ?? -1)"])
+            }
             if now.nanoseconds - lastStats.nanoseconds >= 1_000_000_000 {
                 lastStats = now
                 var stats = pcap_stat()
@@ -118,6 +123,10 @@ public final class PcapLiveSource: PacketSource {
     public func stop() {
         stopRequested.store(true, ordering: .relaxed)
         activeHandle.withLock { $0?.breakLoop() }
+    }
+
+    public func replaceDestinations(_ destinations: [IPAddress]?) {
+        pendingDestinations.post(destinations)
     }
 
     private func activate() throws -> PcapHandle {
@@ -158,8 +167,8 @@ public final class PcapLiveSource: PacketSource {
         return handle
     }
 
-    private func installFilter(on handle: PcapHandle) throws {
-        let expression = SYNFilter.expression(destinations: configuration.destinations)
+    private func installFilter(on handle: PcapHandle, destinations: [IPAddress]?) throws {
+        let expression = SYNFilter.expression(destinations: destinations)
         var program = bpf_program()
         guard pcap_compile(handle.raw, &program, expression, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
             throw ConntrackrError(.captureFailed, "cannot compile capture filter: \(handle.lastError)")

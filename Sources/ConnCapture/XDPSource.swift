@@ -55,6 +55,7 @@ public final class XDPSource: PacketSource {
     public var name: String { "xdp" }
     private let logger: Logger
     private let stopRequested = Atomic<Bool>(false)
+    private let pendingDestinations = PendingDestinations()
     private let active = Mutex<Attached?>(nil)
 
     private struct Attached {
@@ -114,7 +115,7 @@ public final class XDPSource: PacketSource {
         }
         var reportedLosses = try program.statistics().ringBufferFull
         var lastLossCheck = ContinuousClock.now
-        let destinations = configuration.destinations.map(Set.init)
+        var destinations = configuration.destinations.map(Set.init)
         func deliver(_ record: XDPRecord, offset: Int64) {
             if let destinations, !destinations.contains(record.destination) { return }
             pipeline.process(record.attempt(bootToWall: offset))
@@ -132,6 +133,7 @@ public final class XDPSource: PacketSource {
         )
         var batchWasFull = false
         while !stopRequested.load(ordering: .relaxed) {
+            if let changed = pendingDestinations.take() { destinations = changed.map(Set.init) }
             let offset = bootToWallOffset()
             let count = try program.poll(timeout: batchWasFull ? .zero : configuration.pollInterval) {
                 deliver($0, offset: offset)
@@ -156,5 +158,9 @@ public final class XDPSource: PacketSource {
     public func stop() {
         stopRequested.store(true, ordering: .relaxed)
         active.withLock { $0?.program.wake() }
+    }
+
+    public func replaceDestinations(_ destinations: [IPAddress]?) {
+        pendingDestinations.post(destinations)
     }
 }

@@ -79,6 +79,14 @@ public struct Allowlist: Hashable, Sendable {
         entries.first { $0.prefix.contains(address) }?.reason
     }
 
+    /// This allowlist with its ``Reason/hostAddress`` entries replaced by `addresses` (loopback ones aside): what it
+    /// becomes when this host's addresses change.
+    public func replacingHostAddresses(with addresses: [IPAddress]) -> Allowlist {
+        let kept = entries.filter { $0.reason != .hostAddress && $0.reason != .loopback }
+        let hosts = Set(addresses).subtracting(kept.map(\.prefix.address)).filter { !$0.isLoopback }.sorted()
+        return Allowlist(kept + hosts.map { Entry(prefix: IPPrefix(host: $0), reason: .hostAddress) })
+    }
+
     /// Whether any listed address lies inside `prefix` (blocking that prefix would block it).
     public func overlaps(_ prefix: IPPrefix) -> Entry? {
         entries.first { $0.prefix.contains(prefix.address) || prefix.contains($0.prefix.address) }

@@ -90,6 +90,11 @@ struct Agent {
             )
         ]
         if let fleet { services.append(.init(service: fleet)) }
+        let follower = try AddressFollower(
+            source: parts.source, followsDestinations: !settings.allDestinations, blocking: blocking, units: units,
+            allowlist: parts.allowlist, logger: logger
+        )
+        services.append(.init(service: HostAddressWatcher { follower.addressesMayHaveChanged() }))
         if let blocking {
             services.append(
                 .init(

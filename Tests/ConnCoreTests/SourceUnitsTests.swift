@@ -42,6 +42,24 @@ import Testing
         #expect(units.unit(of: address("::2")) == prefix("::2"))
     }
 
+    /// When the host gains an address (a VIP, SLAAC), the allowlist takes it in place of the old host addresses,
+    /// keeping every other entry, and a neighbour in its /64 becomes its own unit.
+    @Test func anAddressAddedAfterStartIsAllowlistedAndSplitsItsUnit() {
+        let configured = Allowlist.Entry(prefix: prefix("198.51.100.0/24"), reason: .configured)
+        let before = Allowlist([Self.hostAddress, configured])
+        let after = before.replacingHostAddresses(with: [address("2001:db8:7::1"), address("::1"), address("127.0.0.1")])
+        #expect(after.reason(for: address("2001:db8:7::1")) == .hostAddress)
+        #expect(after.reason(for: address("2001:db8:1::5")) == nil)
+        #expect(after.reason(for: address("198.51.100.9")) == .configured)
+        #expect(after.reason(for: address("::1")) == .loopback)
+        #expect(after.entries.count == before.entries.count)
+        let units = SourceUnits(allowlist: before)
+        #expect(units.unit(of: address("2001:db8:7::9")) == prefix("2001:db8:7::/64"))
+        units.replaceAllowlist(after)
+        #expect(units.unit(of: address("2001:db8:7::9")) == prefix("2001:db8:7::9"))
+        #expect(units.unit(of: address("2001:db8:1::77")) == prefix("2001:db8:1::/64"))
+    }
+
     @Test func aScannerRotatingInsideItsUnitIsReportedOnce() {
         let detector = SlidingWindowScanDetector()
         var scans: [PortScan] = []
