@@ -20,7 +20,7 @@ struct ReplayCommand: ParsableCommand {
             them. A file that cannot be read is named on standard error and the others are still analysed; the exit \
             status is then 1. Gzip files are read directly. At a terminal, standard error shows the progress.
 
-            """ + AgentSettings.detection.helpText
+            """ + "\n" + AgentSettings.detection.helpText
     )
 
     @Argument(
