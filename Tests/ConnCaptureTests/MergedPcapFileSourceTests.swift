@@ -59,6 +59,25 @@ struct MergedPcapFileSourceTests {
         #expect(statistics.newConnections == 12)
     }
 
+    @Test("Records of equal time split across two pieces keep the whole capture's order, pieces given in reverse")
+    func equalTimesAtTheCut() throws {
+        let times: [Int64] = [0, 1, 2, 2, 2, 2, 3]
+        var whole = PcapWriter(linkType: LinkType.ethernet)
+        var first = PcapWriter(linkType: LinkType.ethernet)
+        var second = PcapWriter(linkType: LinkType.ethernet)
+        for (index, milliseconds) in times.enumerated() {
+            let frame = FrameBuilder.tcp(from: Scene.client, 40000 + UInt16(index), to: Scene.victim, 80)
+            let time = Scene.start + .milliseconds(milliseconds)
+            whole.write(frame, at: time)
+            if index < 4 { first.write(frame, at: time) } else { second.write(frame, at: time) }
+        }
+        let expected = try single(whole.bytes)
+        let pieces = [TemporaryFile(first.bytes), TemporaryFile(second.bytes)]
+        let (events, _, failures) = try replay([pieces[1].path, pieces[0].path])
+        #expect(failures.isEmpty)
+        #expect(events == expected)
+    }
+
     @Test("Files of different link types that overlap in time are merged in time order, each with its link type")
     func interleavedLinkTypes() throws {
         var ethernet = PcapWriter(linkType: LinkType.ethernet)
