@@ -39,6 +39,18 @@ let package = Package(
             pkgConfig: "libpcap",
             providers: [.apt(["libpcap-dev"])]
         ),
+        // zlib, as a system library found through pkg-config.
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
+        // Gzip captures: a stdio stream that inflates (fopencookie over zlib), for libpcap to read.
+        .target(
+            name: "CGzip",
+            dependencies: ["CZlib"],
+            cSettings: [.enableWarning("all")]
+        ),
         // The BPF loader: a narrow C surface over libbpf and the generated skeleton.
         .target(
             name: "CXDP",
@@ -58,7 +70,7 @@ let package = Package(
         .target(
             name: "ConnCapture",
             dependencies: [
-                "ConnCore", "CPcap", "ConnXDP", "CAddressWatch",
+                "ConnCore", "CPcap", "CGzip", "ConnXDP", "CAddressWatch",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]

@@ -10,17 +10,17 @@ import Glibc  // timeval's members (MemberImportVisibility)
 final class PcapHandle: @unchecked Sendable {
     // @unchecked: the handle is driven by the capture thread only; `pcap_breakloop` is the documented exception.
     let raw: OpaquePointer
-    /// Memory libpcap uses until it is closed (a capture file's stdio buffer), freed after closing.
-    private let ownedBuffer: UnsafeMutableRawPointer?
+    /// Frees what libpcap uses until it is closed (a capture file's stdio buffer, its gzip layer).
+    private let afterClose: (() -> Void)?
 
-    init(_ raw: OpaquePointer, freeingAfterClose ownedBuffer: UnsafeMutableRawPointer? = nil) {
+    init(_ raw: OpaquePointer, afterClose: (() -> Void)? = nil) {
         self.raw = raw
-        self.ownedBuffer = ownedBuffer
+        self.afterClose = afterClose
     }
 
     deinit {
         pcap_close(raw)
-        ownedBuffer?.deallocate()
+        afterClose?()
     }
 
     /// libpcap's last error text for this handle.

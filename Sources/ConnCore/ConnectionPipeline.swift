@@ -54,6 +54,8 @@ public final class ConnectionPipeline {
     @exclusivity(unchecked) public private(set) var statistics = Statistics()
     @exclusivity(unchecked) private var unreported = Statistics()
     @exclusivity(unchecked) private var unreportedMalformed: [MalformedReason: Int] = [:]
+    /// Malformed frames since the pipeline was made, by reason (their sum is ``Statistics/malformedFrames``).
+    @exclusivity(unchecked) public private(set) var malformedByReason: [MalformedReason: Int] = [:]
     private var reportedEvictions = (pairs: 0, connections: 0)
     private var lastSweep: Timestamp?  // nil until the first sweep, which runs at the first end of batch
     @exclusivity(unchecked) private var lastTime = Timestamp(nanoseconds: 0)
@@ -124,6 +126,7 @@ public final class ConnectionPipeline {
         case .malformed(let reason):
             statistics.malformedFrames += 1
             unreportedMalformed[reason, default: 0] += 1
+            malformedByReason[reason, default: 0] += 1
         case .fragment(let piece):
             if let attempt = fragments.add(piece, at: time) { enqueue(attempt) }
         }

@@ -6,12 +6,28 @@ public struct PortScan: Hashable, Sendable {
     public var destination: IPAddress
     /// The distinct destination ports reached within the window, ascending.
     public var ports: [UInt16]
+    /// The earliest time, within the window, at which one of ``ports`` was last reached: where the scan began as
+    /// far as the window shows. `nil` when the detector does not say. Not part of equality: it is what a detector
+    /// knew of the scan, not the scan itself (the XDP program's reports and models of the rule leave it out).
+    public var firstSeen: Timestamp?
 
-    public init(time: Timestamp, source: IPAddress, destination: IPAddress, ports: [UInt16]) {
+    public static func == (lhs: PortScan, rhs: PortScan) -> Bool {
+        lhs.time == rhs.time && lhs.source == rhs.source && lhs.destination == rhs.destination && lhs.ports == rhs.ports
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(time)
+        hasher.combine(source)
+        hasher.combine(destination)
+        hasher.combine(ports)
+    }
+
+    public init(time: Timestamp, source: IPAddress, destination: IPAddress, ports: [UInt16], firstSeen: Timestamp? = nil) {
         self.time = time
         self.source = source
         self.destination = destination
         self.ports = ports
+        self.firstSeen = firstSeen
     }
 }
 

@@ -186,7 +186,14 @@ public final class SlidingWindowScanDetector: ScanDetector {
         // No port list is needed until the pair has been quiet for a window.
         state.pointee = PairState(portCount: 0, reported: true)
         let reached = UnsafeBufferPointer(start: ports, count: count).sorted()
-        return PortScan(time: attempt.time, source: attempt.source, destination: attempt.destination, ports: reached)
+        let earliest = UnsafeBufferPointer(start: portTimes, count: count).min() ?? now
+        return PortScan(
+            time: attempt.time,
+            source: attempt.source,
+            destination: attempt.destination,
+            ports: reached,
+            firstSeen: Timestamp(nanoseconds: earliest)
+        )
     }
 
     public func expire(now: Timestamp) {

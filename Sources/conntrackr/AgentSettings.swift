@@ -41,8 +41,10 @@ struct AgentSettings: SettingsRoot {
     var scanWindow = Double(ScanRule().window.nanosecondsClamped) / 1e9
     var maxTrackedPairs = ScanRule().maxTrackedPairs
     var ignorePorts = ScanRule().ignoredPorts
-    /// The kinds of event written; every kind by default.
+    /// The kinds of event written; every kind by default, none with `--events none`.
     var events = Set(ConnEvent.Kind.allCases)
+    /// `replay`: a table of scanners and totals after the events.
+    var summary = false
     var maxTrackedConnections = ConnectionPipeline.Configuration().maxTrackedConnections
     var allDestinations = false
     var fleetSettings = FleetSettings()
@@ -53,8 +55,8 @@ struct AgentSettings: SettingsRoot {
     /// cap must fail at start, not in the kernel's out-of-memory killer later: 100 million pairs is 16 GB.
     static let maxTrackedLimit = 100_000_000
 
-    /// Every setting of `run`.
-    static let all = SettingsTable<AgentSettings>([
+    /// Every setting, each declared once; ``all`` (run) and ``detection`` (replay) are subsets.
+    static let declared = SettingsTable<AgentSettings>([
         .text("interface", \.interface, placeholder: "name", help: "The interface to watch (default: the one holding the default route; `any` for all, pcap only)."),
         .choice("source", \.source, help: "Where attempts are captured: pcap (libpcap, portable) or xdp (XDP program, fast)."),
         .choice("xdp-mode", \.xdpMode, help: "How the XDP program attaches: auto (native, else generic), native or generic."),
@@ -83,16 +85,17 @@ struct AgentSettings: SettingsRoot {
         .items("ignore-ports", \.ignorePorts, placeholder: "port|low-high", help: "Destination ports that never count toward a scan (their SYNs are still new connections), e.g. 25,465,587,993,995 or 8000-8100.", parse: { (items: [String]) throws(SettingProblem) in
             do throws(ConntrackrError) { return try PortSet(parsing: items) } catch { throw .message("ignore-ports: \(error.message)") }
         }, describe: { $0.isEmpty ? nil : $0.description }),
-        .items("events", \.events, placeholder: "kind", help: "The kinds of event written: \(ConnEvent.Kind.allCases.map(\.rawValue).joined(separator: ", ")); metrics count every kind.", parse: { (items: [String]) throws(SettingProblem) in
+        .items("events", \.events, placeholder: "kind", help: "The kinds of event written: \(ConnEvent.Kind.allCases.map(\.rawValue).joined(separator: ", ")), or none; metrics count every kind.", parse: { (items: [String]) throws(SettingProblem) in
             var kinds = Set<ConnEvent.Kind>()
-            for item in items {
+            for item in items where item != "none" {
                 guard let kind = ConnEvent.Kind(rawValue: item) else {
                     throw .message("events: \(item.debugDescription) is not one of \(ConnEvent.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 kinds.insert(kind)
             }
             return kinds
-        }, describe: { kinds in ConnEvent.Kind.allCases.filter { kinds.contains($0) }.map(\.rawValue).joined(separator: ",") }),
+        }, describe: { kinds in kinds.isEmpty ? "none" : ConnEvent.Kind.allCases.filter { kinds.contains($0) }.map(\.rawValue).joined(separator: ",") }),
+        .toggle("summary", \.summary, help: "replay: after the events, a table of scanners (ports, first and last seen, SYNs, when the rule would have blocked) and totals; in JSON one object {\"kind\":\"summary\",...}. With --events none, only the summary."),
         .toggle("all-destinations", \.allDestinations, help: "Report attempts to any destination, not only to this host's addresses."),
         .list("fleet-etcd", \.fleetSettings.endpoints, placeholder: "url[,url...]", help: "Share blocks through etcd at these endpoints (http://HOST:2379 or https://...).", splitCommas: true),
         .value("fleet-prefix", \.fleetSettings.keyPrefix, placeholder: "prefix", help: "The etcd key prefix blocks are shared under.", parse: { (input: SettingInput) throws(SettingProblem) in try Parse.text(input) }),
@@ -114,14 +117,20 @@ struct AgentSettings: SettingsRoot {
         .integer("fleet-max-blocks-per-minute", \.fleetMaxBlocksPerMinute, help: "The most new blocks learned from the fleet in any minute (a budget apart from max-blocks-per-minute).", range: 1...Int.max, outOfRange: "fleet-max-blocks-per-minute must be positive"),
     ])
 
+    /// Settings that only `replay` takes.
+    static let replayOnly: Set<String> = ["summary"]
+
+    /// Every setting of `run`.
+    static let all = declared.only(Set(declared.settings.map(\.name)).subtracting(replayOnly))
+
     private static let trackedOutOfRange =
         "max-tracked-pairs and max-tracked-connections must be between 1 and \(maxTrackedLimit)"
 
     /// The settings `replay` takes: the output and the scan rule.
-    static let detection = all.only(
+    static let detection = declared.only(
         [
             "format", "scan-ports", "scan-window", "max-tracked-pairs", "max-tracked-connections", "ignore-ports",
-            "ipv6-block-prefix", "events", "log-level",
+            "ipv6-block-prefix", "events", "log-level", "summary",
         ]
     )
 

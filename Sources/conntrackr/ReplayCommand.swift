@@ -9,30 +9,40 @@ import Logging
 import Glibc
 #endif
 
-/// `conntrackr replay FILE`: the live pipeline over a capture file, with the file's own timestamps.
+/// `conntrackr replay FILE...`: the live pipeline over capture files, with the files' own timestamps.
 struct ReplayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "replay",
-        abstract: "Analyse a pcap or pcapng file with the same pipeline as live capture, then exit.",
-        discussion: AgentSettings.detection.helpText
+        abstract: "Analyse pcap or pcapng files (plain or gzip) with the same pipeline as live capture, then exit.",
+        discussion: """
+            Several files are analysed as one capture, their records merged in time order (a tcpdump -G/-C \
+            rotation in any order, or captures of several interfaces); scan and retransmission state runs across \
+            them. A file that cannot be read is named on standard error and the others are still analysed; the exit \
+            status is then 1. Gzip files are read directly. At a terminal, standard error shows the progress.
+
+            """ + "\n" + AgentSettings.detection.helpText
     )
 
     @Argument(
         parsing: .allUnrecognized,
-        help: ArgumentHelp("The capture file (pcap or pcapng; - reads standard input), and settings.", valueName: "file")
+        help: ArgumentHelp(
+            "The capture files (pcap or pcapng, plain or gzip; - reads standard input), and settings.",
+            valueName: "file"
+        )
     )
     var arguments: [String] = []
 
-    /// The settings and the capture file the arguments name.
-    private func resolve() throws -> (AgentSettings, file: String) {
+    /// The settings and the capture files the arguments name.
+    private func resolve() throws -> (AgentSettings, files: [String]) {
         do {
             let resolved = try AgentSettings.resolve(
                 arguments: arguments, configurationFile: nil, table: AgentSettings.detection
             )
-            guard resolved.positional.count == 1 else {
-                throw ValidationError(resolved.positional.isEmpty ? "missing the capture file" : "replay reads one file")
+            guard !resolved.positional.isEmpty else { throw ValidationError("missing the capture file") }
+            guard resolved.positional.count(where: { $0 == "-" }) <= 1 else {
+                throw ValidationError("standard input (-) can be read only once")
             }
-            return (resolved.0, resolved.positional[0])
+            return (resolved.0, resolved.positional)
         } catch let error as ConntrackrError {
             throw ValidationError(error.message)
         }
@@ -43,29 +53,87 @@ struct ReplayCommand: ParsableCommand {
     }
 
     func run() throws {
-        let (settings, file) = try resolve()
+        let (settings, files) = try resolve()
         bootstrapLogging(level: settings.logLevel)
         signal(SIGPIPE, SIG_IGN)
         let writer = EventWriter(format: settings.format, policy: .lossless)
+        let written = FilteringEventSink.wrapping(writer, kinds: settings.events)
+        // The summary sees every event, whatever kinds are written.
+        let summary = settings.summary ? ScanSummary() : nil
         let pipeline = ConnectionPipeline(
             configuration: settings.pipelineConfiguration,
-            events: FilteringEventSink.wrapping(writer, kinds: settings.events),
+            events: summary.map { BroadcastEventSink([$0, written]) } ?? written,
             units: SourceUnits(ipv6PrefixLength: settings.ipv6BlockPrefix)
         )
-        let source = PcapFileSource(path: file)
-        do {
-            try source.run(into: pipeline)
-        } catch {
-            writer.close()
-            exitWithFailure(error)
+        let display = ReplayProgressDisplay.onTerminal(totalBytes: Self.totalBytes(of: files))
+        let progress = display.map { display in { @Sendable (read: CaptureReadProgress) in display.update(read) } }
+        var failures: [ConntrackrError] = []
+        if files.count == 1 {
+            // One file: the plain source, as before several could be given.
+            do {
+                try PcapFileSource(path: files[0], progress: progress).run(into: pipeline)
+            } catch let error as ConntrackrError {
+                failures.append(error)
+            } catch {
+                failures.append(ConntrackrError(.unreadableCapture, "\(files[0]): \(error)"))
+            }
+        } else {
+            let source = MergedPcapFileSource(paths: files, progress: progress)
+            do {
+                try source.run(into: pipeline)
+            } catch let error as ConntrackrError {
+                failures.append(error)
+            } catch {
+                failures.append(ConntrackrError(.captureFailed, "\(error)"))
+            }
+            failures = source.failures + failures
         }
+        display?.erase()
         writer.close()
+        if let summary {
+            var formatter = SummaryFormatter(format: settings.format)
+            let totals = ReplayTotals(
+                files: files.count,
+                failedFiles: failures.count,
+                statistics: pipeline.statistics,
+                malformed: pipeline.malformedByReason
+            )
+            writeAll(formatter.render(summary, totals: totals), to: STDOUT_FILENO)
+        }
+        if let last = failures.last {
+            for failure in failures.dropLast() { writeAll("conntrackr: \(failure.message)\n", to: STDERR_FILENO) }
+            exitWithFailure(last)
+        }
         let statistics = pipeline.statistics
         if statistics.malformedFrames > 0 {
             Logger(label: "conntrackr.replay").notice(
                 "skipped malformed frames",
                 metadata: ["count": "\(statistics.malformedFrames)", "frames": "\(statistics.frames)"]
             )
+        }
+    }
+
+    /// The files' sizes together, when every one is a regular file (else progress shows no time left).
+    private static func totalBytes(of files: [String]) -> Int64? {
+        var total: Int64 = 0
+        for file in files {
+            guard let size = PcapFileSource.fileSize(of: file) else { return nil }
+            total = total.addingReportingOverflow(size).overflow ? Int64.max : total + size
+        }
+        return total
+    }
+}
+
+/// Writes all of `text` to a file descriptor, ignoring a reader that went away.
+func writeAll(_ text: String, to descriptor: Int32) {
+    var bytes = Array(text.utf8)
+    bytes.withUnsafeMutableBytes { raw in
+        var offset = 0
+        while offset < raw.count {
+            let written = write(descriptor, raw.baseAddress! + offset, raw.count - offset)
+            if written < 0 && errno == EINTR { continue }
+            guard written > 0 else { return }
+            offset += written
         }
     }
 }

@@ -276,3 +276,23 @@ struct StartUpFixTests {
         #expect(message({ try StartUpFix.nftables($0) }, ConntrackrError(.blockerFailed, missing)) == missing)
     }
 }
+
+@Suite("Replay settings")
+struct ReplaySettingsTests {
+    @Test("--events none writes no event; --summary belongs to replay only")
+    func eventsNoneAndSummary() throws {
+        let (replay, files) = try AgentSettings.resolve(
+            arguments: ["a.pcap", "--events", "none", "--summary", "b.pcap.gz"], configurationFile: nil,
+            table: AgentSettings.detection
+        )
+        #expect(replay.events.isEmpty)
+        #expect(replay.summary)
+        #expect(files == ["a.pcap", "b.pcap.gz"])
+        #expect(throws: (any Error).self) {
+            try AgentSettings.resolve(arguments: ["--summary"], configurationFile: nil, table: AgentSettings.all)
+        }
+        #expect(throws: (any Error).self) {
+            try AgentSettings.resolve(arguments: ["--events", "nonsense"], configurationFile: nil, table: AgentSettings.detection)
+        }
+    }
+}
