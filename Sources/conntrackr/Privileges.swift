@@ -21,13 +21,15 @@ enum Capability: Int, CaseIterable, Sendable {
 
     /// What a running agent still needs once its program is attached, its capture open and its port bound:
     /// - editing pinned BPF maps (XDP blocking, SIGHUP allowlist sync): `CAP_BPF`;
-    /// - running `nft` (nftables blocking): `CAP_NET_ADMIN`, which the child inherits;
-    /// - detaching an XDP program at exit: `CAP_NET_ADMIN`.
-    /// A pcap-only agent needs none: its socket is open and filtered already.
+    /// - running `nft` (nftables blocking): `CAP_NET_ADMIN`, which the child inherits.
+    ///
+    /// Nothing else: the XDP program is attached through a BPF link that is not pinned, so closing the link
+    /// detaches it (no `CAP_NET_ADMIN`, which `test-xdp-block` checks by detaching at SIGINT), and a new capture
+    /// filter for changed addresses goes on the capture's own socket. A pcap-only agent needs none.
     static func keptAfterStartUp(_ settings: AgentSettings) -> Set<Capability> {
         var kept: Set<Capability> = []
         if settings.block == .xdp { kept.insert(.bpf) }
-        if settings.block == .nftables || settings.block == .xdp || settings.source == .xdp { kept.insert(.netAdmin) }
+        if settings.block == .nftables { kept.insert(.netAdmin) }
         return kept
     }
 }
