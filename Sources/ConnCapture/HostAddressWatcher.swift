@@ -12,49 +12,56 @@ import Glibc
 /// capability.
 ///
 /// The callback re-reads what it needs (`HostAddresses.current()`): notifications say that something changed, and
-/// when the kernel drops some (a full queue) a change is reported all the same.
+/// when the kernel drops some (a full queue) a change is reported all the same. Where rtnetlink cannot be used
+/// (refused by a sandbox, failed), it calls `onChange` every ``fallbackInterval`` instead. It never ends before the
+/// service group shuts down, so a failure here never stops the agent.
 public final class HostAddressWatcher: Service, Sendable {
     private let onChange: @Sendable () -> Void
+    private let onFallback: @Sendable (String) -> Void
 
-    /// A watcher that calls `onChange` after each change.
-    public init(onChange: @escaping @Sendable () -> Void) {
+    /// How often `onChange` is called when rtnetlink cannot be used.
+    public static let fallbackIntervalMilliseconds: Int32 = 2000
+
+    /// A watcher that calls `onChange` after each change, and `onFallback` with the reason when it has to poll.
+    public init(onFallback: @escaping @Sendable (String) -> Void, onChange: @escaping @Sendable () -> Void) {
         self.onChange = onChange
-    }
-
-    /// Opens the rtnetlink socket now, so that a failure is a start-up error.
-    /// - Throws: ``ConnCore/ConntrackrError`` when the socket cannot be opened.
-    static func openSocket() throws(ConntrackrError) -> Int32 {
-        let descriptor = ct_address_watch_open()
-        guard descriptor >= 0 else {
-            throw ConntrackrError(
-                .captureFailed, "cannot watch this host's addresses: rtnetlink: \(String(cString: strerror(-descriptor)))"
-            )
-        }
-        return descriptor
+        self.onFallback = onFallback
     }
 
     /// Watches until the service group shuts down; then the watching thread ends within half a second.
     public func run() async throws {
-        let descriptor = try Self.openSocket()
         let stop = StopFlag()
         let onChange = self.onChange
+        let onFallback = self.onFallback
         await withTaskCancellationOrGracefulShutdownHandler {
             await withCheckedContinuation { (finished: CheckedContinuation<Void, Never>) in
                 let created = DetachedThread.start {
-                    defer {
-                        close(descriptor)
-                        finished.resume()
-                    }
+                    defer { finished.resume() }
+                    var descriptor = ct_address_watch_open()
+                    if descriptor < 0 { onFallback("rtnetlink: \(String(cString: strerror(-descriptor)))") }
+                    var sincePoll: Int32 = 0
                     while !stop.isSet {
+                        guard descriptor >= 0 else {
+                            // No notifications: look again every few seconds, waking often enough to stop promptly.
+                            poll(nil, 0, 500)
+                            sincePoll += 500
+                            if sincePoll >= Self.fallbackIntervalMilliseconds {
+                                sincePoll = 0
+                                onChange()
+                            }
+                            continue
+                        }
                         let result = ct_address_watch_wait(descriptor, 500)
                         if result > 0 { onChange() }
-                        if result < 0 { return }  // the socket failed; the addresses known stay in force
+                        if result < 0 {
+                            onFallback("rtnetlink: \(String(cString: strerror(-result)))")
+                            close(descriptor)
+                            descriptor = -1
+                        }
                     }
+                    if descriptor >= 0 { close(descriptor) }
                 }
-                if created != 0 {
-                    close(descriptor)
-                    finished.resume()
-                }
+                if created != 0 { finished.resume() }
             }
         } onCancelOrGracefulShutdown: {
             stop.set()

@@ -94,7 +94,13 @@ struct Agent {
             source: parts.source, followsDestinations: !settings.allDestinations, blocking: blocking, units: units,
             allowlist: parts.allowlist, logger: logger
         )
-        services.append(.init(service: HostAddressWatcher { follower.addressesMayHaveChanged() }))
+        let watcher = HostAddressWatcher(
+            onFallback: { reason in
+                logger.warning("address changes are polled every 2 s", metadata: ["reason": "\(reason)"])
+            },
+            onChange: { follower.addressesMayHaveChanged() }
+        )
+        services.append(.init(service: watcher))
         if let blocking {
             services.append(
                 .init(

@@ -49,15 +49,19 @@ lab_register_pin_dir "$pin_dir"
 lab_up
 
 # The image under test plus systemd, the unit and the configuration exactly as shipped. A drop-in only adds the
-# flags that point the agent at the lab (flags win over the configuration file), with a per-run pin directory
-# under the unit's bind of the host's bpffs.
+# flags that point the agent at the lab (flags win over the configuration file), and binds a per-run pin directory
+# of the host's bpffs in place of /sys/fs/bpf/conntrackr, the same way.
 context=$LAB_TMP/context
 mkdir -p "$context"
 cp "$E2E_REPO/deploy/systemd/conntrackr.service" "$E2E_REPO/deploy/conntrackr.yaml" "$context/"
 cat >"$context/lab.conf" <<EOF
 [Service]
+ExecStartPre=
+ExecStartPre=+/bin/mkdir -p $pin_dir
+BindPaths=
+BindPaths=$pin_dir:/run/conntrackr/bpf
 ExecStart=
-ExecStart=/usr/local/bin/conntrackr run --config /etc/conntrackr/conntrackr.yaml --interface $LAB_IF_VICTIM ${agent_mode[*]} --pin-dir /run/conntrackr/bpf/$(basename "$pin_dir")
+ExecStart=/usr/local/bin/conntrackr run --config /etc/conntrackr/conntrackr.yaml --interface $LAB_IF_VICTIM ${agent_mode[*]} --pin-dir /run/conntrackr/bpf
 EOF
 cat >"$context/Containerfile" <<EOF
 FROM $image

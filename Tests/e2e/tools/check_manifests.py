@@ -162,12 +162,17 @@ def check_kubernetes(repo, config_text):
                 check(mount.get("readOnly") is True, f"{name}: the configuration mount is not read-only")
         check(found, f"{name}: --config {config_path} is not inside a mounted ConfigMap")
 
-    # bpffs: the host's, at the same path, so pins outlive the pod.
-    bpf_mounts = [m for m in container.get("volumeMounts", []) if m.get("mountPath") == BPFFS]
-    if check(len(bpf_mounts) == 1, f"{name}: nothing mounted at {BPFFS}"):
-        volume = volumes.get(bpf_mounts[0]["name"], {})
-        check(dig(volume, "hostPath", "path") == BPFFS, f"{name}: {BPFFS} is not the host's {BPFFS} (hostPath)")
-        check(bpf_mounts[0].get("readOnly") is not True, f"{name}: {BPFFS} is mounted read-only (pins need writes)")
+    # bpffs: only the agent's own directory of the host's, mounted where --pin-dir points, so pins outlive the pod
+    # and the pod sees no other pins.
+    pin_dir = option_value(args, "pin-dir") or ""
+    host_paths = {vname: dig(v, "hostPath", "path") for vname, v in volumes.items() if dig(v, "hostPath", "path")}
+    check(not any(p.rstrip("/") == BPFFS for p in host_paths.values()),
+          f"{name}: the host's whole {BPFFS} is mounted (mount only the agent's pin directory)")
+    pin_mounts = [m for m in container.get("volumeMounts", []) if m.get("mountPath", "").rstrip("/") == pin_dir.rstrip("/")]
+    if check(pin_dir and len(pin_mounts) == 1, f"{name}: --pin-dir {pin_dir!r} is not a mounted volume"):
+        host_path = host_paths.get(pin_mounts[0]["name"], "")
+        check(host_path.startswith(BPFFS + "/"), f"{name}: --pin-dir is not a directory of the host's {BPFFS} (hostPath)")
+        check(pin_mounts[0].get("readOnly") is not True, f"{name}: --pin-dir is mounted read-only (pins need writes)")
 
     # Metrics: the port of --metrics-address, the container port, the probe and the scrape annotations agree.
     metrics_address = option_value(args, "metrics-address") or ""
@@ -252,11 +257,13 @@ def check_unit(repo):
     exec_start = value("ExecStart") or ""
     binds = dict(b.split(":", 1) for b in (value("BindPaths") or "").split() if ":" in b)
     if value("ProtectKernelTunables") == "yes":
-        target = binds.get(BPFFS)
-        if check(target, f"conntrackr.service: ProtectKernelTunables=yes and {BPFFS} is not bound elsewhere"):
-            pin_dir = (re.search(r"--pin-dir[ =](\S+)", exec_start) or [None, ""])[1]
-            check(pin_dir.startswith(target.rstrip("/") + "/"),
-                  f"conntrackr.service: --pin-dir {pin_dir!r} is not under the bpffs bound at {target}")
+        # Only the agent's own directory of the bpffs, bound where --pin-dir points.
+        check(BPFFS not in binds, f"conntrackr.service: the whole {BPFFS} is bound (bind only the pin directory)")
+        pin_dir = (re.search(r"--pin-dir[ =](\S+)", exec_start) or [None, ""])[1]
+        sources = [source for source, target in binds.items() if target.rstrip("/") == pin_dir.rstrip("/")]
+        if check(sources, f"conntrackr.service: ProtectKernelTunables=yes and --pin-dir {pin_dir!r} is not bound from {BPFFS}"):
+            check(sources[0].lstrip("-").startswith(BPFFS + "/"),
+                  f"conntrackr.service: --pin-dir is bound from {sources[0]!r}, not a directory of {BPFFS}")
     else:
         check(BPFFS in (value("ReadWritePaths") or "").split(), f"conntrackr.service: {BPFFS} is not in ReadWritePaths")
     families = set((value("RestrictAddressFamilies") or "").split())
