@@ -278,8 +278,12 @@ static __always_inline int report(const uint8_t *saddr, const uint8_t *daddr, in
     uint64_t waiting = bpf_ringbuf_query(&ct_events, BPF_RB_AVAIL_DATA);
     uint64_t step = wakeup_bytes ? wakeup_bytes : 1;
     int crossed = waiting >= CT_RECORD_BYTES && waiting / step != (waiting - CT_RECORD_BYTES) / step;
+    /* The only record waiting: the consumer has caught up and sleeps, so a scan found in user space (pcap-free
+     * detection above the kernel's threshold cap, or with enforcement off) is not held for the reader's timeout.
+     * Under a flood the consumer lags and this is rare, so the batching above still holds. */
+    int alone = waiting <= CT_RECORD_BYTES;
     /* A verdict is news user space must act on (report, publish, take over the block's expiry): wake it now. */
-    bpf_ringbuf_submit(event, crossed || verdict != CT_VERDICT_NONE ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+    bpf_ringbuf_submit(event, crossed || alone || verdict != CT_VERDICT_NONE ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
     return 0;
 }
 

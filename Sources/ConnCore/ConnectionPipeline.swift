@@ -49,6 +49,8 @@ public final class ConnectionPipeline {
     private let logger: Logger
     private let retransmits: RetransmitFilter
     private let fragments = FragmentedHeaderAssembler()
+    /// Scanners a limit refused to block, retried at their later SYNs (user-space blocking only).
+    @exclusivity(unchecked) private var refused = RefusedScanners()
     // Updated for every frame from the capture thread only; `@exclusivity(unchecked)` spares the runtime
     // exclusivity bookkeeping of each modification of a class property.
     @exclusivity(unchecked) public private(set) var statistics = Statistics()
@@ -165,7 +167,11 @@ public final class ConnectionPipeline {
             events.emit(.newConnection(attempt))
         }
         guard let scan = detector.observe(attempt) else {
-            if let kernel = attempt.kernelDecision { handleKernelOnly(kernel, attempt) }
+            if let kernel = attempt.kernelDecision {
+                handleKernelOnly(kernel, attempt)
+            } else if !refused.isEmpty {
+                retryRefused(attempt)
+            }
             return
         }
         statistics.portScans += 1
@@ -183,9 +189,30 @@ public final class ConnectionPipeline {
                 if blocking.isBlocked(blocking.units.unit(of: scan.source)) { return }
             }
             decision = blocking.handle(scan)
+            if case .refused(let refusal) = decision, refusal.mayLift, !kernelEnforces {
+                refused.add(blocking.units.unit(of: scan.source), scan)
+            }
         }
         if case .refused(let refusal) = decision { logRefusal(of: scan.source, refusal, at: scan.time) }
         events.emit(decision.event(about: scan.source, at: scan.time))
+    }
+
+    /// Tries again to block the source of `attempt` if a limit refused it before and it is due: reported with a
+    /// `blocked` event once it succeeds, quietly left waiting while the limit holds (its refusal was reported).
+    private func retryRefused(_ attempt: ConnectionAttempt) {
+        guard let blocking else { return }
+        let unit = blocking.units.unit(of: attempt.source)
+        guard let earlier = refused.due(unit, at: attempt.time) else { return }
+        let scan = PortScan(time: attempt.time, source: attempt.source, destination: earlier.destination, ports: earlier.ports)
+        switch blocking.handle(scan) {
+        case .blocked(let entry):
+            refused.remove(unit)
+            events.emit(.blocked(entry, at: attempt.time))
+        case .refused(let refusal) where refusal.mayLift:
+            break
+        case .refused:
+            refused.remove(unit)
+        }
     }
 
     /// A decision of the XDP program at a SYN where the detector found no new scan: a block the program retried

@@ -4,7 +4,7 @@ import Glibc
 
 /// Starts POSIX threads for blocking loops (capture, address watching) that must not hold a cooperative thread of
 /// Swift concurrency, of which a two-core host has two.
-public enum DetachedThread {
+public enum DetachedThread: Sendable {
     /// Runs `body` on a new detached thread.
     /// - Returns: 0, or the `pthread_create` error number, in which case `body` never runs.
     public static func start(_ body: @escaping @Sendable () -> Void) -> Int32 {
