@@ -10,7 +10,8 @@
 # Settings (environment): BENCH_RUNS (3 repetitions, medians reported), BENCH_STEP_SECONDS (3),
 # BENCH_RATES (offered SYN/s of the capture ladder), BENCH_PACED_RATE (300000), BENCH_NICE (0; e.g. -10 on a
 # machine shared with other jobs), BENCH_NAPI_FIFO (1), BENCH_PARTS ("capture drop"), BENCH_DROP_ENTRIES
-# ("1 10000 100000"), BENCH_DROP_POINTS ("xdp xdpfilter nft").
+# ("1 10000 100000"), BENCH_DROP_POINTS ("xdp xdptrie xdpfilter nft"; xdptrie: conntrackr's blocks as /65s in its
+# LPM trie, the lookup before the exact-match maps).
 #
 # The capture ladder: sources are 16M random addresses of 2001:db8:8000::/33, random ports, each SYN a new
 # connection. An nftables rule at the raw prerouting hook drops the flood behind both captures, so the victim's
@@ -31,7 +32,7 @@ rates=${BENCH_RATES:-50000 100000 200000 400000 700000 1000000 1500000 2000000}
 paced=${BENCH_PACED_RATE:-300000}
 parts=${BENCH_PARTS:-capture drop}
 drop_entries=${BENCH_DROP_ENTRIES:-1 10000 100000}
-drop_points=${BENCH_DROP_POINTS:-xdp xdpfilter nft}
+drop_points=${BENCH_DROP_POINTS:-xdp xdptrie xdpfilter nft}
 # Raw rows and the report are kept in bench-out/ (ignored by git).
 mkdir -p "$E2E_REPO/bench-out"
 results=$E2E_REPO/bench-out/xdp-bench.tsv
@@ -112,18 +113,22 @@ cli() { nsenter --net="/run/netns/$LAB_NS_VICTIM" -- "$BENCH_BINARY" blocklist "
 # Fills conntrackr's pinned blocklist with N /64s: the CLI for one, bpftool's batch mode for many (one CLI process
 # per entry would take minutes), straight into the IPv6 exact-match map ct_block_v6_exact, where the CLI and the
 # program's own blocks put a /64 (key: the /64's 8 bytes). The value is struct ct_block_value: no expiry, no drops
-# yet, since now, manual.
-xdp_fill() { # N
+# yet, since now, manual. With KIND "trie", N /65s (each holding its source) in the LPM trie ct_block_v6 instead:
+# the lookup every block took before the exact-match maps, measured the same way (the trie holds 65,536).
+xdp_fill() { # N [KIND]
     cli flush >/dev/null
-    if (($1 == 1)); then
+    if (($1 == 1)) && [[ "${2:-exact}" == exact ]]; then
         cli add 2001:db8:8000::/64 --ttl 0 >/dev/null || fail "blocklist add failed"
     else
-        python3 - "$1" "$XDP_PINS/ct_block_v6_exact" >"$LAB_TMP/fill.batch" <<'EOF'
+        python3 - "$1" "$XDP_PINS" "${2:-exact}" >"$LAB_TMP/fill.batch" <<'EOF'
 import struct, sys, time
-n, path = int(sys.argv[1]), sys.argv[2]
+n, pins, kind = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 value = struct.pack("<QQqBB6x", 0, 0, time.time_ns(), 1, 0)
+path = f"{pins}/ct_block_v6_exact" if kind == "exact" else f"{pins}/ct_block_v6"
 for i in range(n):
     key = bytes.fromhex("20010db8") + struct.pack(">I", 0x80000000 | i)
+    if kind != "exact":
+        key = struct.pack("<I", 65) + key + bytes(8)
     print(f"map update pinned {path} key hex {key.hex(' ')} value hex {value.hex(' ')}")
 EOF
         timeout 300 bpftool batch file "$LAB_TMP/fill.batch" >/dev/null || fail "bpftool could not fill the blocklist"
@@ -211,6 +216,7 @@ veth_xdp_drops() {
     lab_exec victim 10 ethtool -S "$LAB_IF_VICTIM" | awk '$1 ~ /xdp_drops:$/ {s += $2} END {print s + 0}'
 }
 xdp_drops() { veth_xdp_drops; }
+xdptrie_drops() { veth_xdp_drops; }
 xdpfilter_drops() { veth_xdp_drops; }
 
 # The run time of the XDP program attached to the victim's veth: "RUN_TIME_NS RUN_COUNT" (0 0 without one). The
@@ -268,9 +274,16 @@ if [[ " $parts " == *" drop "* ]]; then
         for rep in $(seq "$runs"); do # the drop points alternate, so that all see the same machine
             if [[ " $drop_points " == *" xdp "* ]]; then
                 bench_agent_start agent-block /dev/null "" --source xdp --block xdp --format json
-                ((rep == 1)) && xdp_fill "$entries"
+                xdp_fill "$entries"
                 drop_step xdp "$entries" max "$rep"
                 drop_step xdp "$entries" paced "$rep"
+                bench_agent_stop agent-block
+            fi
+            if [[ " $drop_points " == *" xdptrie "* ]] && ((entries <= 65536)); then
+                bench_agent_start agent-block /dev/null "" --source xdp --block xdp --format json
+                xdp_fill "$entries" trie
+                drop_step xdptrie "$entries" max "$rep"
+                drop_step xdptrie "$entries" paced "$rep"
                 bench_agent_stop agent-block
             fi
             if [[ " $drop_points " == *" xdpfilter "* ]]; then
@@ -373,7 +386,8 @@ if drop:
           f"(paced at {rate(int(paced))}/s) | XDP program run time per packet |")
     print("|---|---|---|---|---|---|")
     summary = {}
-    names = (("xdp", "XDP (conntrackr's program)"), ("xdpfilter", "XDP (xdp-filter, xdp-tools)"),
+    names = (("xdp", "XDP (conntrackr's program)"), ("xdptrie", "XDP (conntrackr, blocks in its LPM trie)"),
+             ("xdpfilter", "XDP (xdp-filter, xdp-tools)"),
              ("nft", "nftables set, raw prerouting"))
     for entries in sorted({e for _, e, _ in drop}):
         for point, name in names:
