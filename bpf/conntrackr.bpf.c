@@ -4,7 +4,8 @@
  * For every frame:
  *   1. Parse Ethernet (up to CT_MAX_VLAN_TAGS 802.1Q/802.1ad tags) and the fixed IPv4 or IPv6 header.
  *   2. If the source lies in an unexpired blocked prefix and not in an allowlisted one: count and XDP_DROP.
- *      Dropped packets are never reported.
+ *      Dropped packets are never reported. Blocks of one IPv4 address or one IPv6 /64 are found with a hash
+ *      lookup (a cost flat in the number of blocks), wider or other prefixes in an LPM trie.
  *   3. Follow IPv4 options and fragments or the IPv6 extension-header chain to TCP; for a SYN without ACK,
  *      write a struct ct_event into the ring buffer. An IPv6 packet from an IPv4-mapped source is malformed.
  *      A TCP fragment that splits the header's first 16 bytes (nmap -f) is dropped and counted (RFC 1858).
@@ -67,6 +68,28 @@ struct {
     __type(value, struct ct_block_value);
     __uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct_block_v6 SEC(".maps");
+
+/* Blocks of exactly one IPv4 address or one IPv6 /64 (ct_block_is_exact): the program's own blocks and most of
+ * user space's, found with one hash lookup whatever their number. Looked up before the tries, which keep the CIDR
+ * blocks. Not preallocated: 2^18 entries would otherwise take tens of MiB whether used or not. Pinned, so that an
+ * agent started over the pins of a version without them creates them (libbpf pins a missing map by name). */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, CT_MAX_EXACT_BLOCKED);
+    __type(key, struct ct_exact_v4_key);
+    __type(value, struct ct_block_value);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_block_v4_exact SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, CT_MAX_EXACT_BLOCKED);
+    __type(key, struct ct_exact_v6_key);
+    __type(value, struct ct_block_value);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_block_v6_exact SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -202,18 +225,39 @@ static __always_inline int is_ipv4_mapped(const uint8_t *addr)
     return zero == 0 && addr[10] == 0xFF && addr[11] == 0xFF;
 }
 
-/* Whether a packet whose source matches `key` must be dropped: a blocked, unexpired prefix holds it and no
- * allowlisted prefix does. The block map is looked up first because almost every packet misses it, which
- * saves the allowlist lookup on the common path; the allowlist still wins whenever both match. */
-static __always_inline int must_drop(void *block_map, void *allow_map, const void *key, struct ct_stats *stats)
+/* Whether a block entry (may be NULL) is in force: present and not expired. */
+static __always_inline int in_force(const struct ct_block_value *block, int *expired)
 {
-    struct ct_block_value *block = bpf_map_lookup_elem(block_map, key);
     if (!block)
         return 0;
     uint64_t expires = block->expires_ns;
     if (expires != 0 && bpf_ktime_get_boot_ns() >= expires) {
-        stats->expired_hits++;
+        *expired = 1;
         return 0;
+    }
+    return 1;
+}
+
+/* Whether a packet whose source is `key` (the LPM form: the whole address) must be dropped: a blocked, unexpired
+ * prefix holds it and no allowlisted prefix does. The exact-match map is looked up first, with the leading bytes
+ * of the same address as its key (4 of IPv4, 8 of IPv6: the /32 or /64), then the trie; an expired exact entry
+ * does not hide a CIDR block around it. The block maps are looked up before the allowlist because almost every
+ * packet misses them, which saves the allowlist lookup on the common path; the allowlist still wins whenever both
+ * match. One body for both families: the maps are the only difference. */
+static __always_inline int must_drop(void *exact_map, void *lpm_map, void *allow_map, const void *key,
+                                     struct ct_stats *stats)
+{
+    /* Both LPM keys are a 4-byte prefix length, then the address. */
+    const uint8_t *address = (const uint8_t *)key + sizeof(uint32_t);
+    int expired = 0;
+    struct ct_block_value *block = bpf_map_lookup_elem(exact_map, address);
+    if (!in_force(block, &expired)) {
+        block = bpf_map_lookup_elem(lpm_map, key);
+        if (!in_force(block, &expired)) {
+            if (expired)
+                stats->expired_hits++;
+            return 0;
+        }
     }
     if (bpf_map_lookup_elem(allow_map, key)) {
         stats->allow_overrides++;
@@ -356,7 +400,8 @@ static __always_inline int spend_block_budget(int64_t now)
     return spent;
 }
 
-/* Blocks the source unit `unit` (prefix `length` bits of `family`), the same entry user space would make, unless
+/* Blocks the source unit `unit` (prefix `length` bits of `family`), the same entry user space would make (in the
+ * same map), unless
  * it is allowlisted or a limit refuses. Returns a CT_VERDICT_*. */
 static __always_inline uint8_t block_unit(const uint8_t *source, const uint8_t *unit, uint32_t length, int family,
                                           int64_t now, struct ct_scan_stats *stats)
@@ -394,11 +439,17 @@ static __always_inline uint8_t block_unit(const uint8_t *source, const uint8_t *
         .reason = CT_REASON_PORT_SCAN,
         .origin = CT_ORIGIN_LOCAL,
     };
+    /* Into the map user space files the same prefix in (ct_block_is_exact): an IPv4 source is always a /32, an
+     * IPv6 unit is exact when it is the /64 (the default). */
     long result;
     if (family == CT_FAMILY_IPV4) {
-        struct ct_lpm_v4_key key = { .prefixlen = 32 };
-        __builtin_memcpy(key.addr, source, 4);
-        result = bpf_map_update_elem(&ct_block_v4, &key, &value, BPF_ANY);
+        struct ct_exact_v4_key key;
+        __builtin_memcpy(key.addr, source, sizeof(key.addr));
+        result = bpf_map_update_elem(&ct_block_v4_exact, &key, &value, BPF_ANY);
+    } else if (ct_block_is_exact(CT_FAMILY_IPV6, length)) {
+        struct ct_exact_v6_key key;
+        __builtin_memcpy(key.addr, unit, sizeof(key.addr));
+        result = bpf_map_update_elem(&ct_block_v6_exact, &key, &value, BPF_ANY);
     } else {
         struct ct_lpm_v6_key key = { .prefixlen = length };
         __builtin_memcpy(key.addr, unit, 16);
@@ -571,7 +622,7 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, const uint8_t *ip, co
 
     struct ct_lpm_v4_key key = { .prefixlen = 32 };
     __builtin_memcpy(key.addr, ip + 12, 4);
-    if (must_drop(&ct_block_v4, &ct_allow_v4, &key, stats))
+    if (must_drop(&ct_block_v4_exact, &ct_block_v4, &ct_allow_v4, &key, stats))
         return XDP_DROP;
 
     if (ip[9] != 6) /* not TCP */
@@ -616,7 +667,7 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, co
 
     struct ct_lpm_v6_key key = { .prefixlen = 128 };
     __builtin_memcpy(key.addr, ip + 8, 16);
-    if (must_drop(&ct_block_v6, &ct_allow_v6, &key, stats))
+    if (must_drop(&ct_block_v6_exact, &ct_block_v6, &ct_allow_v6, &key, stats))
         return XDP_DROP;
     /* Malformed past the block decision, as every other header fault is (FrameParser.classifyIPv6). */
     if (is_ipv4_mapped(ip + 8))

@@ -18,7 +18,8 @@
 #define CT_MAX_VLAN_TAGS 4
 #define CT_MAX_IPV6_EXTENSION_HEADERS 6
 
-/* Capacities of the maps. The block maps hold up to this many prefixes per address family. */
+/* Capacities of the maps. The LPM block maps hold up to this many prefixes per address family (the exact-match
+ * ones, CT_MAX_EXACT_BLOCKED below). */
 #define CT_RINGBUF_BYTES (4u << 20)
 #define CT_MAX_BLOCKED 65536u
 #define CT_MAX_ALLOWED 4096u
@@ -123,6 +124,31 @@ struct ct_lpm_v6_key {
     uint32_t prefixlen;
     uint8_t addr[16];
 };
+
+/* Keys of the exact-match block maps, looked up before the LPM tries: an IPv4 address (a /32 block), or the first
+ * CT_EXACT_V6_PREFIX_LEN bits of an IPv6 address (a /64 block: the default block unit and the usual subnet size).
+ * A hash lookup costs the same whatever the number of entries, where the trie's cost grows with it; the program's
+ * own blocks and most of user space's have these shapes. The IPv6 key length is fixed, not the configured unit, so
+ * that `conntrackr blocklist` (which does not know the agent's --ipv6-block-prefix) files a prefix where the
+ * program looks for it; other units (e.g. --ipv6-block-prefix 128) go to the LPM trie as CIDR blocks do. */
+#define CT_EXACT_V6_PREFIX_LEN 64u
+/* Capacity of each exact-match map (allocated as entries arrive, not up front). */
+#define CT_MAX_EXACT_BLOCKED (1u << 18)
+
+struct ct_exact_v4_key {
+    uint8_t addr[4];
+};
+
+struct ct_exact_v6_key {
+    uint8_t addr[CT_EXACT_V6_PREFIX_LEN / 8];
+};
+
+/* Whether a blocked prefix of `family` and `length` bits lives in the exact-match map of its family (else in the
+ * LPM trie): the one rule the program's own blocks and user space's (Sources/CXDP) follow. */
+static inline __attribute__((always_inline)) int ct_block_is_exact(uint32_t family, uint32_t length)
+{
+    return family == CT_FAMILY_IPV4 ? length == 32 : family == CT_FAMILY_IPV6 && length == CT_EXACT_V6_PREFIX_LEN;
+}
 
 /* Why a prefix is blocked and where the block came from: stored for user space, ignored by the program. */
 #define CT_REASON_PORT_SCAN 0

@@ -39,8 +39,10 @@ struct ct_program {
 };
 
 struct ct_maps {
-    int fds[2][2]; /* [table][0 IPv4, 1 IPv6] */
+    int fds[2][2]; /* [table][0 IPv4, 1 IPv6]: the LPM tries */
     uint32_t capacity[2][2];
+    int exact_fds[2]; /* [0 IPv4, 1 IPv6]: the exact-match block maps (ct_block_is_exact) */
+    uint32_t exact_capacity[2];
     int stats_fd;
     int blocked_count_fd;
     int allow_units_fd;
@@ -427,6 +429,7 @@ static const char *const map_names[2][2] = {
     [CT_TABLE_BLOCK] = { "ct_block_v4", "ct_block_v6" },
     [CT_TABLE_ALLOW] = { "ct_allow_v4", "ct_allow_v6" },
 };
+static const char *const exact_map_names[2] = { "ct_block_v4_exact", "ct_block_v6_exact" };
 
 /* Opens one pinned map and checks that it is the map this code expects. */
 static int open_pinned(const char *root, const char *name, uint32_t type, uint32_t key_size, uint32_t value_size,
@@ -477,6 +480,16 @@ static int open_all(const char *root, struct ct_maps *maps, char *err, size_t er
                 return code;
         }
     }
+    static const uint32_t exact_key_sizes[2] = { sizeof(struct ct_exact_v4_key), sizeof(struct ct_exact_v6_key) };
+    for (int family = 0; family < 2; family++) {
+        /* Missing from the pins of a version without them: -ENOENT, and ct_maps_open's create path (libbpf) adds
+         * them next to the old ones. */
+        int code = open_pinned(root, exact_map_names[family], BPF_MAP_TYPE_HASH, exact_key_sizes[family],
+                               sizeof(struct ct_block_value), &maps->exact_fds[family],
+                               &maps->exact_capacity[family], err, err_len);
+        if (code < 0)
+            return code;
+    }
     int code = open_pinned(root, "ct_stats", BPF_MAP_TYPE_PERCPU_ARRAY, sizeof(uint32_t), sizeof(struct ct_stats),
                            &maps->stats_fd, NULL, err, err_len);
     if (code < 0)
@@ -495,6 +508,10 @@ static void close_all(struct ct_maps *maps)
         for (int family = 0; family < 2; family++)
             if (maps->fds[table][family] >= 0)
                 close(maps->fds[table][family]);
+    for (int family = 0; family < 2; family++)
+        if (maps->exact_fds[family] >= 0)
+            close(maps->exact_fds[family]);
+    maps->exact_fds[0] = maps->exact_fds[1] = -1;
     if (maps->stats_fd >= 0)
         close(maps->stats_fd);
     if (maps->blocked_count_fd >= 0)
@@ -518,11 +535,13 @@ int ct_maps_open(const char *pin_root, int create, ct_maps **out, char *err, siz
         return fail(err, err_len, -ENOMEM, "out of memory");
     for (int table = 0; table < 2; table++)
         maps->fds[table][0] = maps->fds[table][1] = -1;
+    maps->exact_fds[0] = maps->exact_fds[1] = -1;
     maps->stats_fd = maps->blocked_count_fd = maps->allow_units_fd = -1;
 
     code = open_all(pin_root, maps, err, err_len);
     if (code == -ENOENT && create) {
-        /* Nothing pinned yet: loading the program creates and pins the maps, which outlive it. */
+        /* Nothing pinned yet, or not every map (pins of an older version): loading the program reuses what is
+         * pinned, creates and pins the rest, and the maps outlive it. */
         close_all(maps);
         ct_program *program = NULL;
         code = ct_program_open(pin_root, 0, NULL, NULL, &program, err, err_len);
@@ -557,7 +576,28 @@ uint32_t ct_maps_capacity(const ct_maps *maps, enum ct_table table, uint8_t fami
     if ((table != CT_TABLE_BLOCK && table != CT_TABLE_ALLOW) ||
         (family != CT_FAMILY_IPV4 && family != CT_FAMILY_IPV6))
         return 0;
-    return maps->capacity[table][family == CT_FAMILY_IPV4 ? 0 : 1];
+    int index = family == CT_FAMILY_IPV4 ? 0 : 1;
+    return maps->capacity[table][index] + (table == CT_TABLE_BLOCK ? maps->exact_capacity[index] : 0);
+}
+
+/* The exact-match key for a block prefix. Returns the family index (0 IPv4, 1 IPv6), or -1 when the prefix is not
+ * of an exact shape (it belongs in the LPM trie). */
+union exact_key {
+    struct ct_exact_v4_key v4;
+    struct ct_exact_v6_key v6;
+};
+
+static int make_exact_key(const struct ct_prefix *prefix, union exact_key *key)
+{
+    if (!ct_block_is_exact(prefix->family, prefix->length))
+        return -1;
+    memset(key, 0, sizeof(*key));
+    if (prefix->family == CT_FAMILY_IPV4) {
+        memcpy(key->v4.addr, prefix->addr, sizeof(key->v4.addr));
+        return 0;
+    }
+    memcpy(key->v6.addr, prefix->addr, sizeof(key->v6.addr));
+    return 1;
 }
 
 /* The LPM key for a prefix, host bits cleared. Returns the family index (0 IPv4, 1 IPv6) or -EINVAL. */
@@ -604,6 +644,32 @@ static void prefix_from_key(int family_index, const union lpm_key *key, struct c
     }
 }
 
+/* The error of a failed write to map `name`. */
+static int write_failed(int code, const char *what, const char *name, char *err, size_t err_len)
+{
+    if (code == -ENOSPC || code == -E2BIG)
+        return fail(err, err_len, -ENOSPC, "the %s map %s is full", what, name);
+    if (code == -EPERM || code == -EACCES)
+        return fail(err, err_len, -EPERM, "writing %s " PRIVILEGE_HINT, name);
+    return fail(err, err_len, code, "cannot write %s: %s", name, strerror(-code));
+}
+
+/* Blocks an exact-shaped prefix in its hash map. The same prefix in the trie (written by a version without the
+ * exact maps) is removed, so that it is listed, counted and removed once. */
+static int put_exact(const ct_maps *maps, int family, const union exact_key *key, const union lpm_key *lpm_key,
+                     const struct ct_block_value *value, int keep_packets, char *err, size_t err_len)
+{
+    int fd = maps->exact_fds[family];
+    struct ct_block_value replacement = *value, current;
+    /* A hash lookup is exact (unlike the trie's), so the counter can be read directly. */
+    if (keep_packets && bpf_map_lookup_elem(fd, key, &current) == 0)
+        replacement.packets = current.packets;
+    if (bpf_map_update_elem(fd, key, &replacement, BPF_ANY) != 0)
+        return write_failed(-errno, "block", exact_map_names[family], err, err_len);
+    bpf_map_delete_elem(maps->fds[CT_TABLE_BLOCK][family], lpm_key);
+    return 0;
+}
+
 static int put(const ct_maps *maps, enum ct_table table, const struct ct_prefix *prefix, const void *value,
                int keep_packets, char *err, size_t err_len)
 {
@@ -611,6 +677,9 @@ static int put(const ct_maps *maps, enum ct_table table, const struct ct_prefix 
     int family = make_key(prefix, &key);
     if (family < 0)
         return fail(err, err_len, -EINVAL, "invalid prefix (family %u, length %u)", prefix->family, prefix->length);
+    union exact_key exact;
+    if (table == CT_TABLE_BLOCK && make_exact_key(prefix, &exact) >= 0)
+        return put_exact(maps, family, &exact, &key, value, keep_packets, err, err_len);
     int fd = maps->fds[table][family];
     /* NOEXIST first: an LPM lookup returns the longest match, not the exact prefix, so only a refused insert
      * proves that this exact prefix is present and that a lookup now returns its own value. */
@@ -630,12 +699,7 @@ static int put(const ct_maps *maps, enum ct_table table, const struct ct_prefix 
             return 0;
         code = -errno;
     }
-    if (code == -ENOSPC || code == -E2BIG)
-        return fail(err, err_len, -ENOSPC, "the %s map %s is full", table == CT_TABLE_BLOCK ? "block" : "allow",
-                    map_names[table][family]);
-    if (code == -EPERM || code == -EACCES)
-        return fail(err, err_len, -EPERM, "writing %s " PRIVILEGE_HINT, map_names[table][family]);
-    return fail(err, err_len, code, "cannot write %s: %s", map_names[table][family], strerror(-code));
+    return write_failed(code, table == CT_TABLE_BLOCK ? "block" : "allow", map_names[table][family], err, err_len);
 }
 
 int ct_block_put(const ct_maps *maps, const struct ct_prefix *prefix, const struct ct_block_value *value,
@@ -651,12 +715,51 @@ int ct_block_lookup(const ct_maps *maps, const struct ct_prefix *prefix, struct 
     int family = make_key(prefix, &key);
     if (family < 0)
         return fail(err, err_len, -EINVAL, "invalid prefix (family %u, length %u)", prefix->family, prefix->length);
+    /* The exact-match map first, as the program looks; the trie still answers for an exact-shaped prefix that a
+     * version without the exact maps put there, and for the prefixes around one. */
+    union exact_key exact;
+    if (make_exact_key(prefix, &exact) >= 0 && bpf_map_lookup_elem(maps->exact_fds[family], &exact, value) == 0)
+        return 0;
     if (bpf_map_lookup_elem(maps->fds[CT_TABLE_BLOCK][family], &key, value) == 0)
         return 0;
     int code = -errno;
     if (code == -ENOENT)
         return code;
     return fail(err, err_len, code, "cannot read %s: %s", map_names[CT_TABLE_BLOCK][family], strerror(-code));
+}
+
+/* How many keys map `fd` holds, walking at most `limit` steps. Returns the count or a negative errno. */
+static int64_t count_keys(int fd, uint64_t limit)
+{
+    uint8_t current[sizeof(union lpm_key)], next[sizeof(union lpm_key)];
+    int64_t count = 0;
+    for (uint64_t step = 0; step < limit; step++) {
+        if (bpf_map_get_next_key(fd, count ? current : NULL, next) != 0)
+            return errno == ENOENT ? count : -errno;
+        memcpy(current, next, sizeof(current));
+        count++;
+    }
+    return count;
+}
+
+int ct_block_count(const ct_maps *maps, uint64_t *exact, uint64_t *trie, char *err, size_t err_len)
+{
+    uint64_t totals[2] = { 0, 0 };
+    for (int family = 0; family < 2; family++) {
+        int fds[2] = { maps->exact_fds[family], maps->fds[CT_TABLE_BLOCK][family] };
+        uint32_t capacities[2] = { maps->exact_capacity[family], maps->capacity[CT_TABLE_BLOCK][family] };
+        for (int kind = 0; kind < 2; kind++) {
+            int64_t count = count_keys(fds[kind], 2 * (uint64_t)capacities[kind] + 16);
+            if (count < 0)
+                return fail(err, err_len, (int)count, "cannot count the block maps: %s", strerror((int)-count));
+            totals[kind] += (uint64_t)count;
+        }
+    }
+    if (exact)
+        *exact = totals[0];
+    if (trie)
+        *trie = totals[1];
+    return 0;
 }
 
 int ct_allow_put(const ct_maps *maps, const struct ct_prefix *prefix, char *err, size_t err_len)
@@ -674,14 +777,62 @@ int ct_entry_delete(const ct_maps *maps, enum ct_table table, const struct ct_pr
     int family = make_key(prefix, &key);
     if (family < 0)
         return fail(err, err_len, -EINVAL, "invalid prefix (family %u, length %u)", prefix->family, prefix->length);
+    /* An exact-shaped block is removed from both maps: the trie may hold it from a version without the exact
+     * maps. */
+    union exact_key exact;
+    int removed = 0;
+    if (table == CT_TABLE_BLOCK && make_exact_key(prefix, &exact) >= 0) {
+        if (bpf_map_delete_elem(maps->exact_fds[family], &exact) == 0)
+            removed = 1;
+        else if (errno != ENOENT)
+            return write_failed(-errno, "block", exact_map_names[family], err, err_len);
+    }
     if (bpf_map_delete_elem(maps->fds[table][family], &key) == 0)
         return 0;
     int code = -errno;
     if (code == -ENOENT)
-        return code; /* not an error worth a message: the caller asked for something absent */
+        return removed ? 0 : code; /* not an error worth a message: the caller asked for something absent */
     if (code == -EPERM || code == -EACCES)
         return fail(err, err_len, -EPERM, "writing %s " PRIVILEGE_HINT, map_names[table][family]);
     return fail(err, err_len, code, "cannot delete from %s: %s", map_names[table][family], strerror(-code));
+}
+
+/* Visits the exact-match block map of one family. Returns 0, 1 when the visitor stopped, or a negative errno. */
+static int foreach_exact(const ct_maps *maps, int family, ct_entry_visitor visitor, void *context, char *err,
+                         size_t err_len)
+{
+    int fd = maps->exact_fds[family];
+    union exact_key current, next;
+    int first = 1;
+    /* A hash walk restarts from the first bucket when the current key was deleted meanwhile: bound it. */
+    uint64_t limit = 2 * (uint64_t)maps->exact_capacity[family] + 16;
+    for (uint64_t step = 0; step < limit; step++) {
+        if (bpf_map_get_next_key(fd, first ? NULL : &current, &next) != 0) {
+            if (errno == ENOENT)
+                return 0;
+            int code = -errno;
+            return fail(err, err_len, code, "cannot list %s: %s", exact_map_names[family], strerror(-code));
+        }
+        first = 0;
+        current = next;
+        struct ct_block_value value;
+        if (bpf_map_lookup_elem(fd, &next, &value) != 0)
+            continue; /* removed meanwhile */
+        struct ct_prefix prefix;
+        memset(&prefix, 0, sizeof(prefix));
+        if (family == 0) {
+            prefix.family = CT_FAMILY_IPV4;
+            prefix.length = 32;
+            memcpy(prefix.addr, next.v4.addr, sizeof(next.v4.addr));
+        } else {
+            prefix.family = CT_FAMILY_IPV6;
+            prefix.length = CT_EXACT_V6_PREFIX_LEN;
+            memcpy(prefix.addr, next.v6.addr, sizeof(next.v6.addr));
+        }
+        if (visitor(context, &prefix, &value))
+            return 1;
+    }
+    return 0;
 }
 
 int ct_entry_foreach(const ct_maps *maps, enum ct_table table, ct_entry_visitor visitor, void *context, char *err,
@@ -690,6 +841,11 @@ int ct_entry_foreach(const ct_maps *maps, enum ct_table table, ct_entry_visitor 
     if (table != CT_TABLE_BLOCK && table != CT_TABLE_ALLOW)
         return fail(err, err_len, -EINVAL, "no such table %d", table);
     for (int family = 0; family < 2; family++) {
+        if (table == CT_TABLE_BLOCK) {
+            int code = foreach_exact(maps, family, visitor, context, err, err_len);
+            if (code != 0)
+                return code < 0 ? code : 0;
+        }
         int fd = maps->fds[table][family];
         union lpm_key current, next;
         int first = 1;

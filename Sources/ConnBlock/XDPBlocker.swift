@@ -2,15 +2,16 @@ public import ConnCore
 public import ConnXDP
 import Synchronization
 
-/// Blocks in the XDP program: entries go into its pinned LPM maps, and from then on the program drops every
-/// packet from the prefix before the network stack sees it, counting each drop in the entry.
+/// Blocks in the XDP program: entries go into its pinned maps (a hash map for single IPv4 addresses and IPv6 /64s,
+/// an LPM trie for other prefixes), and from then on the program drops every packet from the prefix before the
+/// network stack sees it, counting each drop in the entry.
 ///
 /// The maps outlive the agent (blocks survive a restart) and the program enforces expiry on its own, so an
 /// expired block stops dropping at once, even before ``removeExpired(asOf:)`` sweeps it away. The program only
 /// enforces while it is attached: by the XDP capture source (`XDPSource` in ConnCapture), or, when another source
 /// captures, by ``enforce(on:mode:)``; the blocker works on the maps either way.
 ///
-/// Listing an LPM map takes two system calls per entry (a third of a second for 65,536 entries), and the
+/// Listing the maps takes two system calls per entry (a third of a second for 65,536 entries), and the
 /// ``BlockController`` lists on every block and every sweep, so ``entries()`` answers from a copy in memory that
 /// this blocker's own changes keep exact and that is re-read from the maps every ``refreshInterval``, to pick up
 /// what other processes (`conntrackr blocklist`) changed. Drop counters in that copy are as old as the copy.
@@ -77,7 +78,8 @@ public final class XDPBlocker: Blocker {
         try maps.syncAllowedUnits(allowlist, ipv6UnitLength: ipv6UnitLength)
     }
 
-    /// The most prefixes the maps hold, both families together (each family has a map of its own, of half that).
+    /// The most prefixes the maps hold, both families and both map kinds together (each family has an exact-match
+    /// map and an LPM trie of its own).
     public var capacity: Int {
         let capacity = maps.blockCapacity
         return capacity.ipv4 + capacity.ipv6

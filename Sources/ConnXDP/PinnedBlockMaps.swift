@@ -5,9 +5,14 @@ public import ConnCore
 import Glibc
 #endif
 
-/// The XDP program's pinned block and allow maps (LPM tries per address family), opened without the program:
-/// what `XDPBlocker` (ConnBlock) writes, what `conntrackr blocklist list|add|remove|flush` edits while the agent runs, and
-/// where the allowlist is synced.
+/// The XDP program's pinned block and allow maps, opened without the program: what `XDPBlocker` (ConnBlock)
+/// writes, what `conntrackr blocklist list|add|remove|flush` edits while the agent runs, and where the allowlist is
+/// synced.
+///
+/// Each family's blocks live in two maps, which this type hides: a hash map for the exact shapes the program's own
+/// blocks have (an IPv4 /32, an IPv6 /64), found at a cost flat in their number, and an LPM trie for every other
+/// prefix (CIDR blocks, other IPv6 units). Every call here picks the map by the prefix's shape (`ct_block_is_exact`
+/// in `bpf/conntrackr.h`, the rule the program follows too), and listing, counting and capacity cover both.
 ///
 /// Expiry times are kept in the kernel as CLOCK_BOOTTIME nanoseconds, which the program compares against; this
 /// type converts them from and to wall-clock ``Timestamp``s (to the microsecond, give or take the conversion's
@@ -37,7 +42,8 @@ public final class PinnedBlockMaps: @unchecked Sendable {
 
     // MARK: Blocked prefixes
 
-    /// How many prefixes the block maps hold at most, per address family.
+    /// How many prefixes the block maps hold at most, per address family (exact-match and LPM maps together; each
+    /// refuses new entries of its own shape when full).
     public var blockCapacity: (ipv4: Int, ipv6: Int) {
         (
             Int(ct_maps_capacity(handle, CT_TABLE_BLOCK, UInt8(CT_FAMILY_IPV4))),
@@ -119,6 +125,15 @@ public final class PinnedBlockMaps: @unchecked Sendable {
     /// Unblocks everything, and returns the entries removed.
     public func flushBlocks() throws -> [BlockEntry] {
         try blockEntries().filter { try unblock($0.prefix) }
+    }
+
+    /// How many blocks the exact-match maps and the LPM tries hold, both families together: which map the blocks
+    /// went to. Walks every key; for diagnostics and tests.
+    public func blockMapCounts() throws -> (exact: Int, trie: Int) {
+        var exact: UInt64 = 0
+        var trie: UInt64 = 0
+        try cxdpCall(failing: .blockerFailed) { ct_block_count(handle, &exact, &trie, $0, $1) }
+        return (Int(exact), Int(trie))
     }
 
     // MARK: Allowlisted prefixes

@@ -94,31 +94,65 @@ struct XDPBlockerTests {
         #expect(try blocker.removeExpired(asOf: now + .seconds(86_400)).map(\.prefix) == [running.prefix])
     }
 
+    /// Each family has an exact-match map (/32, /64) and a trie (other prefixes), each with room of its own.
     @Test func fullMapRefusesNewPrefixesButTakesReplacements() throws {
         let root = try TemporaryPinRoot()
         defer { root.remove() }
         let maps = try PinnedBlockMaps(pinRoot: root.path)
         let blocker = XDPBlocker(maps: maps)
         let capacity = maps.blockCapacity
-        #expect(capacity.ipv4 == 65_536 && capacity.ipv6 == 65_536)
-        #expect(blocker.capacity == 131_072)
+        let trie = 65_536
+        #expect(capacity.ipv4 == trie + 262_144 && capacity.ipv6 == trie + 262_144)
+        #expect(blocker.capacity == 2 * (trie + 262_144))
         let since = Timestamp.now()
-        for index in 0..<capacity.ipv4 {
-            let address = IPAddress(ipv4: 0xCB00_0000 | UInt32(index))  // 203.0.0.0/16, host by host
+        for index in 0..<trie {
+            let address = IPAddress(ipv4: 0xCA00_0000 | UInt32(index) << 1)  // 202.0.0.0/15, /31 by /31
             let added = try blocker.add(
-                BlockEntry(prefix: IPPrefix(host: address), reason: .manual, since: since, expires: nil)
+                BlockEntry(prefix: IPPrefix(address: address, length: 31)!, reason: .manual, since: since, expires: nil)
             )
             if !added {
-                Issue.record("refused entry \(index) of \(capacity.ipv4)")
+                Issue.record("refused entry \(index) of \(trie)")
                 return
             }
         }
-        #expect(try !blocker.add(Self.entry("198.51.100.1/32")), "a new IPv4 prefix does not fit")
-        #expect(try blocker.add(Self.entry("203.0.0.7/32")), "replacing an existing one does")
-        #expect(try blocker.add(Self.entry("2001:db8::/64")), "the IPv6 map has its own room")
-        #expect(try blocker.entries().count == capacity.ipv4 + 1)
-        #expect(try maps.flushBlocks().count == capacity.ipv4 + 1)
+        #expect(try !blocker.add(Self.entry("198.51.100.0/31")), "a new IPv4 CIDR does not fit")
+        #expect(try blocker.add(Self.entry("202.0.0.6/31")), "replacing an existing one does")
+        #expect(try blocker.add(Self.entry("198.51.100.1/32")), "the exact-match map has its own room")
+        #expect(try blocker.add(Self.entry("2001:db8::/48")), "the IPv6 trie has its own room")
+        #expect(try blocker.entries().count == trie + 2)
+        #expect(try maps.flushBlocks().count == trie + 2)
         #expect(try maps.blockEntries().isEmpty)
+    }
+
+    /// The count the program checks --max-blocked against is the blocker's, over both kinds of map: with a /32 and
+    /// a /24 blocked and room for three, the kernel blocks one scanner and refuses the next.
+    @Test func theKernelsMaxBlockedCountsExactAndCIDRBlocks() throws {
+        let root = try TemporaryPinRoot()
+        defer { root.remove() }
+        let blocker = try XDPBlocker(pinRoot: root.path)
+        #expect(try blocker.add(Self.entry("198.51.100.99/32")))
+        #expect(try blocker.add(Self.entry("198.51.101.0/24")))
+        #expect(try blocker.entries().count == 2)
+        let enforcement = try #require(
+            KernelEnforcement(rule: ScanRule(portThreshold: 3), policy: BlockPolicy(maxBlocked: 3))
+        )
+        let program = try XDPProgram(pinRoot: root.path, enforcement: enforcement)
+        var verdicts: [XDPProgram.Verdict] = []
+        for source in ["198.51.100.1", "198.51.100.2"] {
+            for port in UInt16(1)...4 {
+                let frame = FrameBuilder.tcp(
+                    from: IPAddress(source)!,
+                    40001,
+                    to: IPAddress("203.0.113.5")!,
+                    port,
+                    flags: .syn,
+                    link: .ethernet(vlanTags: [])
+                )
+                verdicts.append(try program.testRun(frame))
+            }
+        }
+        #expect(verdicts == [.pass, .pass, .pass, .drop, .pass, .pass, .pass, .pass])
+        #expect(try program.scanStatistics().refusedFull == 1)
     }
 
     @Test func secondHandleSeesTheSameMaps() throws {

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # make bench, issue 3: in the namespace lab, with synflood offering SYNs the way a NIC delivers them,
 #   (a) the highest offered rate at which `run --source xdp` and `run --source pcap` lose no event, side by side;
-#   (b) the rate at which blocked sources are dropped in XDP (conntrackr's program, maps filled with
-#       `conntrackr blocklist add` and bpftool) and in nftables (conntrackr's own table layout: interval sets at the
-#       raw prerouting hook), with 1 and 10,000 blocked entries, and the victim's CPU at a paced rate.
+#   (b) the rate at which blocked sources are dropped in XDP by conntrackr's program (maps filled with
+#       `conntrackr blocklist add` and bpftool), by xdp-filter (xdp-tools: its IPv6 source filter, a hash map,
+#       filled with `xdp-filter ip` and bpftool) and in nftables (conntrackr's own table layout: interval sets at the
+#       raw prerouting hook), with 1, 10,000 and 100,000 blocked entries, and the victim's CPU at a paced rate.
 # Prints Markdown tables for the README. Usage: Tests/bench/xdp-bench.sh BINARY
 #
 # Settings (environment): BENCH_RUNS (3 repetitions, medians reported), BENCH_STEP_SECONDS (3),
 # BENCH_RATES (offered SYN/s of the capture ladder), BENCH_PACED_RATE (300000), BENCH_NICE (0; e.g. -10 on a
-# machine shared with other jobs), BENCH_NAPI_FIFO (1), BENCH_PARTS ("capture drop").
+# machine shared with other jobs), BENCH_NAPI_FIFO (1), BENCH_PARTS ("capture drop"), BENCH_DROP_ENTRIES
+# ("1 10000 100000"), BENCH_DROP_POINTS ("xdp xdptrie xdpfilter nft"; xdptrie: conntrackr's blocks as /65s in its
+# LPM trie, the lookup before the exact-match maps).
 #
 # The capture ladder: sources are 16M random addresses of 2001:db8:8000::/33, random ports, each SYN a new
 # connection. An nftables rule at the raw prerouting hook drops the flood behind both captures, so the victim's
@@ -21,13 +24,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../e2e/lib-xdp.sh"
 . "$here/lib-bench.sh"
 lab_require_root
-lab_require_cmds nft ethtool curl bpftool taskset python3
+lab_require_cmds nft ethtool curl bpftool taskset python3 xdp-filter
 BENCH_BINARY=$(e2e_binary "$@")
 runs=${BENCH_RUNS:-3}
 step=${BENCH_STEP_SECONDS:-3}
 rates=${BENCH_RATES:-50000 100000 200000 400000 700000 1000000 1500000 2000000}
 paced=${BENCH_PACED_RATE:-300000}
 parts=${BENCH_PARTS:-capture drop}
+drop_entries=${BENCH_DROP_ENTRIES:-1 10000 100000}
+drop_points=${BENCH_DROP_POINTS:-xdp xdptrie xdpfilter nft}
 # Raw rows and the report are kept in bench-out/ (ignored by git).
 mkdir -p "$E2E_REPO/bench-out"
 results=$E2E_REPO/bench-out/xdp-bench.tsv
@@ -94,39 +99,91 @@ if [[ " $parts " == *" capture "* ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------------------------
-# (b) Drop rate for blocked sources: XDP against nftables on the same veth
+# (b) Drop rate for blocked sources: conntrackr's XDP program, xdp-filter and nftables on the same veth
 
-# The N blocked prefixes and the generator's sources inside them: one /33 holding 16M random sources, or N /64s
-# (2001:db8:8000:I::/64) with one source each (synflood puts the source index in bits 32-63).
+# N blocked entries and N sources, one in each: source I is 2001:db8:8000:: with 0x8000_0000 | I in bits 32-63 (as
+# synflood makes them), blocked as its /64 by conntrackr and nftables (conntrackr's IPv6 block unit, which goes to
+# its exact-match map) and as the address itself by xdp-filter (which matches whole addresses only).
 entries_prefixes() { # N
-    if (($1 == 1)); then echo "$BENCH_FLOOD_PREFIX"; else
-        python3 -c "import sys; [print(f'2001:db8:8000:{i:x}::/64') for i in range(int(sys.argv[1]))]" "$1"
-    fi
+    python3 -c "import sys; [print(f'2001:db8:{(0x80000000 | i) >> 16:x}:{i & 0xffff:x}::/64') for i in range(int(sys.argv[1]))]" "$1"
 }
-entries_sources() { (($1 == 1)) && echo 16777216 || echo "$1"; }
 
 cli() { nsenter --net="/run/netns/$LAB_NS_VICTIM" -- "$BENCH_BINARY" blocklist "$@" --pin-dir "$XDP_PINS"; }
 
-# Fills the pinned XDP blocklist with N entries: the CLI for one, bpftool's batch mode for many (one CLI process
-# per entry would take minutes). The value is struct ct_block_value: no expiry, no drops yet, since now, manual.
-xdp_fill() { # N
+# Fills conntrackr's pinned blocklist with N /64s: the CLI for one, bpftool's batch mode for many (one CLI process
+# per entry would take minutes), straight into the IPv6 exact-match map ct_block_v6_exact, where the CLI and the
+# program's own blocks put a /64 (key: the /64's 8 bytes). The value is struct ct_block_value: no expiry, no drops
+# yet, since now, manual. With KIND "trie", N /65s (each holding its source) in the LPM trie ct_block_v6 instead:
+# the lookup every block took before the exact-match maps, measured the same way (the trie holds 65,536).
+xdp_fill() { # N [KIND]
     cli flush >/dev/null
-    if (($1 == 1)); then
-        cli add "$BENCH_FLOOD_PREFIX" --ttl 0 >/dev/null || fail "blocklist add failed"
+    if (($1 == 1)) && [[ "${2:-exact}" == exact ]]; then
+        cli add 2001:db8:8000::/64 --ttl 0 >/dev/null || fail "blocklist add failed"
     else
-        python3 - "$1" "$XDP_PINS/ct_block_v6" >"$LAB_TMP/fill.batch" <<'EOF'
+        python3 - "$1" "$XDP_PINS" "${2:-exact}" >"$LAB_TMP/fill.batch" <<'EOF'
 import struct, sys, time
-n, path = int(sys.argv[1]), sys.argv[2]
+n, pins, kind = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 value = struct.pack("<QQqBB6x", 0, 0, time.time_ns(), 1, 0)
+path = f"{pins}/ct_block_v6_exact" if kind == "exact" else f"{pins}/ct_block_v6"
 for i in range(n):
-    key = struct.pack("<I", 64) + bytes.fromhex("20010db88000") + struct.pack(">H", i) + bytes(8)
+    key = bytes.fromhex("20010db8") + struct.pack(">I", 0x80000000 | i)
+    if kind != "exact":
+        key = struct.pack("<I", 65) + key + bytes(8)
     print(f"map update pinned {path} key hex {key.hex(' ')} value hex {value.hex(' ')}")
 EOF
-        timeout 120 bpftool batch file "$LAB_TMP/fill.batch" >/dev/null || fail "bpftool could not fill the blocklist"
+        timeout 300 bpftool batch file "$LAB_TMP/fill.batch" >/dev/null || fail "bpftool could not fill the blocklist"
     fi
     local listed
     listed=$(cli list | tail -n 1)
     [[ "$listed" == "$1 blocked,"* ]] || fail "the XDP blocklist holds '$listed', expected $1 entries"
+}
+
+# xdp-filter (xdp-tools) on the victim's veth, `load -p allow -f ipv6` (only its IPv6 filter compiled in: the
+# others would only add lookups), sources denied with `ip ADDR -m src`, which land in its pinned per-CPU hash
+# filter_ipv6 (10,000 entries at most). xdp-filter pins under /sys/fs/bpf/xdp-filter whatever LIBXDP_BPFFS says, so
+# it runs in a mount namespace of its own where a bpffs directory of this run's own is bound over /sys/fs/bpf:
+# its pins land there (removed at cleanup) and never meet another run's.
+XF_BPFFS=/sys/fs/bpf/conntrackr-xdpfilter-$LAB_SUFFIX
+xf() {
+    timeout 60 unshare --mount --propagation private -- sh -c \
+        'd=$0 n=$1; shift; mount --bind "$d" /sys/fs/bpf && exec nsenter --net="$n" -- xdp-filter "$@"' \
+        "$XF_BPFFS" "/run/netns/$LAB_NS_VICTIM" "$@"
+}
+xdpfilter_up() { # N
+    if [[ ! -d "$XF_BPFFS" ]]; then
+        mkdir -p "$XF_BPFFS"
+        lab_register_pin_dir "$XF_BPFFS"
+        lab_on_cleanup "xf unload $LAB_IF_VICTIM"
+    fi
+    xf load -m native -p allow -f ipv6 "$LAB_IF_VICTIM" || fail "xdp-filter load failed"
+    bench_pin_napi
+    # The first entry with the CLI, which shows the value it writes; the rest with bpftool's batch mode and that
+    # value (one xdp-filter process per entry would take minutes).
+    xf ip 2001:db8:8000:: -m src >/dev/null || fail "xdp-filter ip failed"
+    local map=$XF_BPFFS/xdp-filter/filter_ipv6 value
+    [[ -e "$map" ]] || fail "xdp-filter's map is not at $map"
+    value=$(bpftool -j map lookup pinned "$map" key hex 20 01 0d b8 80 00 00 00 00 00 00 00 00 00 00 00 |
+        python3 -c 'import json, sys
+v = json.load(sys.stdin)
+v = v["values"][0]["value"]  # per CPU; bpftool writes one value to every CPU, as the CLI does
+print(" ".join(x[2:] for x in v))') || fail "cannot read xdp-filter's entry"
+    if (($1 > 1)); then
+        python3 - "$1" "$map" "$value" >"$LAB_TMP/xf.batch" <<'EOF'
+import struct, sys
+n, path, value = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+for i in range(1, n):
+    key = bytes.fromhex("20010db8") + struct.pack(">I", 0x80000000 | i) + bytes(8)
+    print(f"map update pinned {path} key hex {key.hex(' ')} value hex {value}")
+EOF
+        timeout 300 bpftool batch file "$LAB_TMP/xf.batch" >/dev/null || fail "bpftool could not fill xdp-filter's map"
+    fi
+    local held
+    held=$(bpftool -j map dump pinned "$map" | python3 -c "import json, sys; print(len(json.load(sys.stdin)))")
+    [[ "$held" == "$1" ]] || fail "xdp-filter's map holds $held entries, expected $1"
+}
+xdpfilter_down() {
+    xf unload "$LAB_IF_VICTIM" >/dev/null || fail "xdp-filter unload failed"
+    bench_pin_napi
 }
 
 # conntrackr's nftables layout (Sources/ConnBlock/NftablesScript.swift) with N blocked prefixes.
@@ -148,43 +205,103 @@ nft_up() { # N
         echo "add element inet conntrackr_bench allowed6 { $LAB_VICTIM_IP6/128, ::1/128 }"
         entries_prefixes "$1" | paste -sd, | sed 's/^/add element inet conntrackr_bench blocked6 { /; s/$/ }/'
     } >"$LAB_TMP/bench.nft"
-    lab_exec victim 60 nft -f "$LAB_TMP/bench.nft" || fail "cannot create the nftables table"
+    lab_exec victim 120 nft -f "$LAB_TMP/bench.nft" || fail "cannot create the nftables table"
 }
 nft_drops() {
     lab_exec victim 30 nft list set inet conntrackr_bench blocked6 | grep -o 'packets [0-9]*' |
         awk '{s += $2} END {print s + 0}'
 }
-xdp_drops() {
-    bench_scrape
-    bench_metric conntrackr_blocked_packets_total
+# Both XDP drop points are counted the same way: the victim veth's own count of XDP_DROP verdicts.
+veth_xdp_drops() {
+    lab_exec victim 10 ethtool -S "$LAB_IF_VICTIM" | awk '$1 ~ /xdp_drops:$/ {s += $2} END {print s + 0}'
+}
+xdp_drops() { veth_xdp_drops; }
+xdptrie_drops() { veth_xdp_drops; }
+xdpfilter_drops() { veth_xdp_drops; }
+
+# The run time of the XDP program attached to the victim's veth: "RUN_TIME_NS RUN_COUNT" (0 0 without one). The
+# kernel counts them while run-time statistics are on (bench_stats_on).
+xdp_prog_runtime() {
+    local id
+    id=$(lab_exec victim 10 ip -j link show dev "$LAB_IF_VICTIM" | python3 -c 'import json, sys
+x = json.load(sys.stdin)[0].get("xdp", {})
+p = x.get("prog") or next((a["prog"] for a in x.get("attached", []) if "prog" in a), {})
+print(p.get("id", ""))')
+    [[ -n "$id" ]] || { echo 0 0; return; }
+    bpftool -j prog show id "$id" | python3 -c 'import json, sys
+p = json.load(sys.stdin)
+print(p.get("run_time_ns", 0), p.get("run_cnt", 0))'
+}
+
+# Turns on the kernel's BPF run-time statistics for the drop part with BPF_ENABLE_STATS, which keeps them on only
+# while the descriptor it returns stays open (here, in a helper process killed at cleanup): nothing to restore,
+# even if this script dies. They cost every BPF program a little (two clock reads a run) meanwhile.
+bench_stats_on() {
+    python3 -c 'import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+attr = (ctypes.c_uint8 * 16)()  # union bpf_attr, enable_stats.type = BPF_STATS_RUN_TIME (0)
+fd = libc.syscall(321, 32, attr, 4)  # SYS_bpf, BPF_ENABLE_STATS
+if fd < 0:
+    sys.exit(f"BPF_ENABLE_STATS failed: errno {ctypes.get_errno()}")
+time.sleep(float(sys.argv[1]))' 3600 &
+    LAB_PIDS+=("$!")
+    BENCH_STATS_PID=$!
+    sleep 0.3
+    lab_alive "$BENCH_STATS_PID" || fail "cannot turn on BPF run-time statistics"
 }
 
 drop_step() { # POINT ENTRIES MODE REP
-    local point=$1 entries=$2 mode=$3 rep=$4 rate d0 c0 c1
+    local point=$1 entries=$2 mode=$3 rep=$4 rate d0 c0 c1 t0 n0 t1 n1
     rate=$([[ $mode == max ]] && echo 0 || echo "$paced")
     d0=$("${point}_drops")
+    read -r t0 n0 < <(xdp_prog_runtime)
     c0=$(bench_thread_ns "$BENCH_NAPI_PID")
-    bench_generate "$rate" "$step" "$(entries_sources "$entries")"
+    bench_generate "$rate" "$step" "$entries"
     c1=$(bench_thread_ns "$BENCH_NAPI_PID")
+    read -r t1 n1 < <(xdp_prog_runtime)
     sleep 0.2
-    printf 'drop\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$point" "$entries" "$mode" "$rep" "$GEN_RATE" "$GEN_SENT" \
+    # The last column: the XDP program's own run time per run (ns), from the kernel's statistics (nft: none).
+    printf 'drop\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$point" "$entries" "$mode" "$rep" "$GEN_RATE" "$GEN_SENT" \
         "$(awk -v d=$(($("${point}_drops") - d0)) -v s="$GEN_SECONDS" 'BEGIN {printf "%.0f", (s > 0 ? d / s : 0)}')" \
-        "$(awk -v c=$((c1 - c0)) -v s="$GEN_SECONDS" 'BEGIN {printf "%.3f", (s > 0 ? c / s / 1e9 : 0)}')" >>"$results"
+        "$(awk -v c=$((c1 - c0)) -v s="$GEN_SECONDS" 'BEGIN {printf "%.3f", (s > 0 ? c / s / 1e9 : 0)}')" \
+        "$(awk -v t=$((t1 - t0)) -v n=$((n1 - n0)) 'BEGIN {printf "%.1f", (n > 0 ? t / n : 0)}')" >>"$results"
     log "drop $point $entries $mode run $rep: $(tail -n 1 "$results" | cut -f6-)"
 }
 
 if [[ " $parts " == *" drop "* ]]; then
-    for entries in 1 10000; do
-        for rep in $(seq "$runs"); do
-            bench_agent_start agent-block /dev/null "" --source xdp --block xdp --format json
-            ((rep == 1)) && xdp_fill "$entries"
-            drop_step xdp "$entries" max "$rep"
-            drop_step xdp "$entries" paced "$rep"
-            bench_agent_stop agent-block
-            nft_up "$entries"
-            drop_step nft "$entries" max "$rep"
-            drop_step nft "$entries" paced "$rep"
-            lab_exec victim 10 nft delete table inet conntrackr_bench
+    bench_stats_on
+    for entries in $drop_entries; do
+        for rep in $(seq "$runs"); do # the drop points alternate, so that all see the same machine
+            if [[ " $drop_points " == *" xdp "* ]]; then
+                bench_agent_start agent-block /dev/null "" --source xdp --block xdp --format json
+                xdp_fill "$entries"
+                drop_step xdp "$entries" max "$rep"
+                drop_step xdp "$entries" paced "$rep"
+                bench_agent_stop agent-block
+            fi
+            if [[ " $drop_points " == *" xdptrie "* ]] && ((entries <= 65536)); then
+                bench_agent_start agent-block /dev/null "" --source xdp --block xdp --format json
+                xdp_fill "$entries" trie
+                drop_step xdptrie "$entries" max "$rep"
+                drop_step xdptrie "$entries" paced "$rep"
+                bench_agent_stop agent-block
+            fi
+            if [[ " $drop_points " == *" xdpfilter "* ]]; then
+                if ((entries > 10000)); then
+                    ((rep == 1)) && log "drop xdpfilter $entries: skipped, xdp-filter's maps hold 10,000 entries"
+                else
+                    xdpfilter_up "$entries"
+                    drop_step xdpfilter "$entries" max "$rep"
+                    drop_step xdpfilter "$entries" paced "$rep"
+                    xdpfilter_down
+                fi
+            fi
+            if [[ " $drop_points " == *" nft "* ]]; then
+                nft_up "$entries"
+                drop_step nft "$entries" max "$rep"
+                drop_step nft "$entries" paced "$rep"
+                lab_exec victim 10 nft delete table inet conntrackr_bench
+            fi
         done
     done
 fi
@@ -260,26 +377,40 @@ if capture:
 drop = collections.defaultdict(list)
 for r in rows:
     if r[0] == "drop":
-        # offered, sent, drops/s, NAPI core fraction
-        drop[(r[1], int(r[2]), r[3])].append((float(r[5]), float(r[7]), float(r[8])))
+        # offered, sent, drops/s, NAPI core fraction, program run time per packet (ns; absent in older rows)
+        drop[(r[1], int(r[2]), r[3])].append((float(r[5]), float(r[7]), float(r[8]),
+                                              float(r[9]) if len(r) > 9 else 0.0))
 if drop:
     print(f"\n### Dropping blocked sources on the same veth (median of {runs} runs, {step} s each)\n")
     print("| drop point | blocked entries | drops/s, generator unpaced | offered | victim CPU per dropped packet "
-          f"(paced at {rate(int(paced))}/s) |")
-    print("|---|---|---|---|---|")
+          f"(paced at {rate(int(paced))}/s) | XDP program run time per packet |")
+    print("|---|---|---|---|---|---|")
     summary = {}
+    names = (("xdp", "XDP (conntrackr's program)"), ("xdptrie", "XDP (conntrackr, blocks in its LPM trie)"),
+             ("xdpfilter", "XDP (xdp-filter, xdp-tools)"),
+             ("nft", "nftables set, raw prerouting"))
     for entries in sorted({e for _, e, _ in drop}):
-        for point, name in (("xdp", "XDP (conntrackr's program)"), ("nft", "nftables set, raw prerouting")):
+        for point, name in names:
             full, slow = drop.get((point, entries, "max"), []), drop.get((point, entries, "paced"), [])
-            drops, offered = med([d for _, d, _ in full]), med([o for o, _, _ in full])
-            per_packet = med([c * 1e9 / d for _, d, c in slow if d > 0])
-            summary[(point, entries)] = (drops, per_packet)
-            print(f"| {name} | {entries:,} | {rate(drops)} | {rate(offered)} | {per_packet:.0f} ns |")
+            if not full and not slow:
+                continue
+            drops, offered = med([d for _, d, _, _ in full]), med([o for o, _, _, _ in full])
+            per_packet = med([c * 1e9 / d for _, d, c, _ in slow if d > 0])
+            # Run time from both steps: the program's cost per packet hardly depends on the rate.
+            runtime = med([t for _, _, _, t in full + slow if t > 0])
+            summary[(point, entries)] = (drops, per_packet, runtime)
+            shown = f"{runtime:.0f} ns" if runtime == runtime else "-"
+            print(f"| {name} | {entries:,} | {rate(drops)} | {rate(offered)} | {per_packet:.0f} ns | {shown} |")
     print()
     for entries in sorted({e for _, e, _ in drop}):
-        (xd, xc), (nd, nc) = summary[("xdp", entries)], summary[("nft", entries)]
-        print(f"{entries:,} {'entry' if entries == 1 else 'entries'}: XDP drops {xd / nd:.1f}x as many packets a "
-              f"second as nftables, at {xc / nc:.2f}x its CPU per packet.  ")
+        for other, name in (("xdpfilter", "xdp-filter"), ("nft", "nftables")):
+            if ("xdp", entries) in summary and (other, entries) in summary:
+                (xd, xc, xt), (od, oc, ot) = summary[("xdp", entries)], summary[(other, entries)]
+                text = (f"{entries:,} {'entry' if entries == 1 else 'entries'}: conntrackr drops {xd / od:.2f}x as "
+                        f"many packets a second as {name}, at {xc / oc:.2f}x its CPU per packet")
+                if xt == xt and ot == ot:
+                    text += f" and {xt / ot:.2f}x its program run time"
+                print(text + ".  ")
 print(f"\n(bench lab: generator on CPU 0, victim NAPI thread on CPU 1 ({napi_policy}), nice {nice}; {elapsed} s in all.)")
 EOF
 cat "$report"

@@ -110,8 +110,12 @@ void ct_maps_close(ct_maps *maps);
 /* The program's statistics, summed over CPUs, from the pinned map. */
 int ct_maps_read_stats(const ct_maps *maps, struct ct_stats *stats, char *err, size_t err_len);
 
-/* How many prefixes the table of one family holds at most (its max_entries). */
+/* How many prefixes the table of one family holds at most (its max_entries; for the block table, the exact-match
+ * map's and the trie's together). */
 uint32_t ct_maps_capacity(const ct_maps *maps, enum ct_table table, uint8_t family);
+
+/* The block table of a family is two maps: exact-match (a /32, or an IPv6 /64: ct_block_is_exact in conntrackr.h)
+ * and an LPM trie (every other prefix). The functions below put each prefix in its map and read both. */
 
 /* Blocks `prefix`, or replaces its entry. With `keep_packets`, a replaced entry keeps its packet counter. */
 int ct_block_put(const ct_maps *maps, const struct ct_prefix *prefix, const struct ct_block_value *value,
@@ -121,6 +125,10 @@ int ct_block_put(const ct_maps *maps, const struct ct_prefix *prefix, const stru
  * `prefix` itself when it is blocked. -ENOENT when none. */
 int ct_block_lookup(const ct_maps *maps, const struct ct_prefix *prefix, struct ct_block_value *value, char *err,
                     size_t err_len);
+
+/* How many entries the block maps of both families hold: the exact-match maps in `exact`, the tries in `trie`
+ * (either may be NULL). Walks the keys: for diagnostics and tests, not for every block. */
+int ct_block_count(const ct_maps *maps, uint64_t *exact, uint64_t *trie, char *err, size_t err_len);
 
 /* Allowlists `prefix` (no-op when already listed). */
 int ct_allow_put(const ct_maps *maps, const struct ct_prefix *prefix, char *err, size_t err_len);
@@ -140,7 +148,7 @@ int ct_maps_replace_allow_units(const ct_maps *maps, const struct ct_prefix *uni
 /* Called for each entry; return nonzero to stop. `value` is NULL for the allow table. */
 typedef int (*ct_entry_visitor)(void *context, const struct ct_prefix *prefix, const struct ct_block_value *value);
 
-/* Visits every entry of a table, IPv4 first. Entries added or removed meanwhile may or may not be visited. */
+/* Visits every entry of a table, IPv4 first (for blocks, each family's exact-match map before its trie). Entries added or removed meanwhile may or may not be visited. */
 int ct_entry_foreach(const ct_maps *maps, enum ct_table table, ct_entry_visitor visitor, void *context, char *err,
                      size_t err_len);
 
