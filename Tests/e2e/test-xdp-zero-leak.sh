@@ -11,7 +11,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-xdp.sh"
 lab_require_root
-lab_require_cmds nmap hping3 tcpdump python3
+lab_require_cmds nmap hping3 masscan tcpdump python3
 bin=$(e2e_binary "$@")
 
 lab_up
@@ -32,6 +32,11 @@ scan_once() { # N KIND
         nmap6) lab_exec attacker 120 nmap -6 -n -Pn -sS -T4 -p 1-1000 --max-retries 0 --max-rtt-timeout 100ms --host-timeout 30s \
             "$LAB_VICTIM_IP6" >"$LAB_TMP/$kind-$n.out" 2>&1 || true
             scanner=$LAB_ATTACKER_IP6 bits=128 ;;
+        # Its own TCP stack at 100k packets/s: it needs the victim's MAC as its router's, and sends from the
+        # attacker's own address (whose kernel resets the victim's answers, which tcpdump still sees).
+        masscan) lab_exec attacker 60 masscan "$LAB_VICTIM_IP4" -p 1-1000 --rate 100000 --wait 2 \
+            --router-mac "$LAB_VICTIM_MAC" -e "$LAB_IF_ATTACKER" --adapter-ip "$LAB_ATTACKER_IP4" \
+            >"$LAB_TMP/$kind-$n.out" 2>&1 || true ;;
     esac
     local learned
     learned=$(leak_capture_ports)
@@ -52,6 +57,23 @@ scan_once() { # N KIND
 }
 
 for n in 3 7; do
-    for kind in hping3 nmap nmap6; do scan_once "$n" "$kind"; done
+    kinds=(hping3 nmap nmap6)
+    ((n == 3)) && kinds+=(masscan)
+    for kind in "${kinds[@]}"; do scan_once "$n" "$kind"; done
 done
-log "zero leak: hping3, nmap and nmap -6 learned at most N ports, N = 3 and 7; the client was served throughout"
+log "zero leak: hping3, nmap, nmap -6 and masscan learned at most N ports, N = 3 and 7; the client was served throughout"
+
+# A forged storm: 40 spoofed sources of 198.51.100.100-139 scanning 4 ports each get at most the per-minute budget
+# of blocks (5), in the kernel, and the rest are reported as rate_limited; the client is served throughout.
+xdp_agent_start storm "$bin" --block xdp --max-blocks-per-minute 5 --block-ttl 600
+lab_exec attacker 30 python3 "$E2E_TOOLS/forge_syns.py" "$LAB_VICTIM_IP4" 198.51.100.100 40 1001 1002 1003 1004 \
+    >"$LAB_TMP/forge.out" 2>&1 || fail "forging SYNs failed: $(cat "$LAB_TMP/forge.out")"
+storm_reported() { [[ $(events count "$LAB_TMP/storm.out" event=port_scan) -ge 40 ]]; }
+wait_for 10 storm_reported || fail "the storm's scans were not all reported: $(events count "$LAB_TMP/storm.out" event=port_scan)"
+assert_eq "$(events count "$LAB_TMP/storm.out" event=blocked reason=port_scan)" 5 "blocks under a forged storm (budget 5)"
+assert_eq "$(events count "$LAB_TMP/storm.out" event=not_blocked)" 35 "scanners refused under the storm"
+assert_eq "$("$bin" blocklist list --pin-dir "$XDP_PINS" | grep -c '198\.51\.100\.1[0-3][0-9]')" 5 "blocklist entries after the storm"
+lab_connect client "$LAB_VICTIM_IP4" 22 80
+xdp_agent_stop "$XDP_AGENT" storm
+"$bin" blocklist flush --pin-dir "$XDP_PINS" >/dev/null
+log "forged storm: 40 spoofed scanners, 5 blocked (the budget), 35 refused; the client was served"
