@@ -8,7 +8,8 @@
  *      lookup (a cost flat in the number of blocks), wider or other prefixes in an LPM trie.
  *   3. Follow IPv4 options and fragments or the IPv6 extension-header chain to TCP; for a SYN without ACK,
  *      write a struct ct_event into the ring buffer. An IPv6 packet from an IPv4-mapped source is malformed.
- *      A TCP fragment that splits the header's first 16 bytes (nmap -f) is dropped and counted (RFC 1858).
+ *      A TCP fragment that splits the header's first 16 bytes (nmap -f) is dropped and counted (RFC 1858), and so
+ *      is an IPv6 packet whose extension-header chain is longer than the parser follows.
  *   4. With the scan rule on (scan_config.port_threshold > 0): count the SYN's port for its (source unit,
  *      destination) pair (bpf/scan_rule.h, the rule user space applies too). The SYN that takes the pair over the
  *      threshold blocks the source's unit here and now, unless it is allowlisted or a limit refuses, and is
@@ -656,6 +657,17 @@ malformed:
     return XDP_PASS;
 }
 
+/* Drops an IPv6 packet whose extension-header chain goes on past CT_MAX_IPV6_EXTENSION_HEADERS: a SYN behind it
+ * would be answered by the host and never seen here (legitimate traffic does not carry such chains). */
+static __always_inline int drop_long_chain(void)
+{
+    uint32_t zero = 0;
+    struct ct_guard_stats *guard = bpf_map_lookup_elem(&ct_guard_stats, &zero);
+    if (guard)
+        guard->long_header_chains++;
+    return XDP_DROP;
+}
+
 /* IPv6 at `ip` (FrameParser.classifyIPv6). Returns XDP_DROP for blocked sources and tiny fragments, else XDP_PASS. */
 static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, const void *end,
                                        struct ct_stats *stats)
@@ -711,7 +723,7 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, co
             return XDP_PASS; /* no next header, ESP, UDP, ICMPv6, ... */
         }
         if (followed == CT_MAX_IPV6_EXTENSION_HEADERS)
-            goto malformed; /* too many headers */
+            return drop_long_chain(); /* too many headers to follow */
         next_header = header[0];
         offset += length;
     }

@@ -93,6 +93,9 @@ struct ct_guard_stats {
      * fewer than 20 bytes of TCP, and fragments at offset 8 (nmap -f). Dropped, so the host never reassembles a
      * SYN whose flags no filter saw. */
     uint64_t tiny_fragments;
+    /* IPv6 packets whose extension-header chain goes on past CT_MAX_IPV6_EXTENSION_HEADERS: the program cannot see
+     * whether a SYN lies behind it, and Linux would still deliver one. */
+    uint64_t long_header_chains;
 };
 
 /* One connection attempt (TCP SYN without ACK), as the program writes it into the ring buffer. */

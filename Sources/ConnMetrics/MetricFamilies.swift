@@ -158,6 +158,12 @@ extension MetricFamily {
         help: "TCP fragments the XDP program dropped because they split the TCP header's first 16 bytes (nmap -f, RFC 1858).",
         label: nil
     )
+    static let longHeaderChainsDropped = MetricFamily(
+        baseName: "long_header_chains_dropped",
+        kind: .counter,
+        help: "IPv6 packets the XDP program dropped because their extension-header chain is longer than it follows (6).",
+        label: nil
+    )
     static let captureRunning = MetricFamily(
         baseName: "capture_running",
         kind: .gauge,
@@ -200,7 +206,7 @@ extension MetricFamily {
     static let all: [MetricFamily] = [
         .newConnections, .portScans, .blocks, .unblocks, .blocksRefused, .blockedSources, .blockedPackets,
         .captureDropped, .malformedFrames, .trackedPairs, .trackedPairsEvicted, .trackedConnections,
-        .trackedConnectionsEvicted, .eventsDropped, .frames, .scanRuleDisagreements, .kernelScanPairsInserted, .tinyFragmentsDropped, .captureRunning, .fleetConnected, .fleetPublications,
+        .trackedConnectionsEvicted, .eventsDropped, .frames, .scanRuleDisagreements, .kernelScanPairsInserted, .tinyFragmentsDropped, .longHeaderChainsDropped, .captureRunning, .fleetConnected, .fleetPublications,
         .fleetPublicationsDropped, .fleetRefused, .buildInfo,
     ]
 }

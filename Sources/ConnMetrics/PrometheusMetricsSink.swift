@@ -198,6 +198,7 @@ struct SeriesTable: Sendable {
     let scanRuleDisagreements: Counter
     let kernelScanPairsInserted: Counter
     let tinyFragmentsDropped: Counter
+    let longHeaderChainsDropped: Counter
     let trackedPairs: Gauge
     let trackedConnections: Gauge
     let blockedSources: Gauge
@@ -225,6 +226,7 @@ struct SeriesTable: Sendable {
         scanRuleDisagreements = MetricFamily.scanRuleDisagreements.makeCounter(in: registry)
         kernelScanPairsInserted = MetricFamily.kernelScanPairsInserted.makeCounter(in: registry)
         tinyFragmentsDropped = MetricFamily.tinyFragmentsDropped.makeCounter(in: registry)
+        longHeaderChainsDropped = MetricFamily.longHeaderChainsDropped.makeCounter(in: registry)
         trackedPairs = MetricFamily.trackedPairs.makeGauge(in: registry)
         trackedConnections = MetricFamily.trackedConnections.makeGauge(in: registry)
         blockedSources = MetricFamily.blockedSources.makeGauge(in: registry)
@@ -254,6 +256,7 @@ struct SeriesTable: Sendable {
         case .scanRuleDisagreements: scanRuleDisagreements
         case .kernelScanPairsInserted: kernelScanPairsInserted
         case .tinyFragmentsDropped: tinyFragmentsDropped
+        case .longHeaderChainsDropped: longHeaderChainsDropped
         case .fleetPublications: fleetPublications
         case .fleetPublicationsDropped: fleetPublicationsDropped
         case .fleetRefused(let reason): fleetRefused[reason]!

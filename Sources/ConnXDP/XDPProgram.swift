@@ -255,9 +255,13 @@ public struct XDPStatistics: Hashable, Sendable {
     public var expiredHits: UInt64
     /// TCP fragments dropped because they split the header's first 16 bytes (`nmap -f`; RFC 1858).
     public var tinyFragments: UInt64 = 0
+    /// IPv6 packets dropped because their extension-header chain is longer than the program follows
+    /// (``ConnCore/FrameParser/maxIPv6ExtensionHeaders``).
+    public var longHeaderChains: UInt64 = 0
 
     init(_ stats: ct_stats, guards: ct_guard_stats? = nil) {
         self.tinyFragments = guards?.tiny_fragments ?? 0
+        self.longHeaderChains = guards?.long_header_chains ?? 0
         self.frames = stats.frames
         self.syns = stats.syns
         self.events = stats.events

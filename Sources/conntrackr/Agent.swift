@@ -46,6 +46,7 @@ struct Agent {
                 guard let statistics = try xdpStatistics() else { return }
                 scrape.setTotal(.framesProcessed, to: statistics.frames)
                 scrape.setTotal(.tinyFragmentsDropped, to: statistics.tinyFragments)
+                scrape.setTotal(.longHeaderChainsDropped, to: statistics.longHeaderChains)
                 scrape.setBlockedPacketsTotal(statistics.dropped)
             }
         }

@@ -13,18 +13,23 @@ import Testing
         )
     }
 
+    /// A pipeline blocking through a controller of `blocker` with `policy`, and the sink of its events.
+    func makePipeline(_ blocker: InMemoryBlocker, _ policy: BlockPolicy, allowlist: Allowlist = Allowlist())
+        -> (ConnectionPipeline, BlockController, CollectingEventSink)
+    {
+        let controller = BlockController(
+            blocker: blocker, policy: policy, allowlist: allowlist, metrics: DiscardingMetricsSink()
+        )
+        let sink = CollectingEventSink()
+        return (ConnectionPipeline(events: sink, blocking: controller), controller, sink)
+    }
+
     func blocked(_ events: [ConnEvent]) -> [String] {
         events.compactMap { if case .blocked(let entry, _) = $0 { "\(entry.prefix)" } else { nil } }
     }
 
     @Test func aScannerRefusedByTheBudgetIsBlockedOnceTheBudgetAllows() throws {
-        let blocker = InMemoryBlocker()
-        let controller = BlockController(
-            blocker: blocker, policy: BlockPolicy(maxBlocksPerMinute: 1), allowlist: Allowlist(),
-            metrics: DiscardingMetricsSink()
-        )
-        let sink = CollectingEventSink()
-        let pipeline = ConnectionPipeline(events: sink, blocking: controller)
+        let (pipeline, controller, sink) = makePipeline(InMemoryBlocker(), BlockPolicy(maxBlocksPerMinute: 1))
         // A forged scan spends the minute's only block.
         for port in UInt16(1)...4 { pipeline.process(syn(0, from: "198.51.100.1", to: port)) }
         // The real scanner is refused...
@@ -45,13 +50,7 @@ import Testing
     }
 
     @Test func aScannerRefusedForAFullBlocklistIsBlockedOnceThereIsRoom() throws {
-        let blocker = InMemoryBlocker(capacity: 1)
-        let controller = BlockController(
-            blocker: blocker, policy: BlockPolicy(ttl: .seconds(10)), allowlist: Allowlist(),
-            metrics: DiscardingMetricsSink()
-        )
-        let sink = CollectingEventSink()
-        let pipeline = ConnectionPipeline(events: sink, blocking: controller)
+        let (pipeline, _, sink) = makePipeline(InMemoryBlocker(capacity: 1), BlockPolicy(ttl: .seconds(10)))
         for port in UInt16(1)...4 { pipeline.process(syn(0, from: "198.51.100.1", to: port)) }
         for port in UInt16(1)...4 { pipeline.process(syn(1, from: "198.51.100.56", to: port)) }
         pipeline.endOfBatch(now: referenceTime + .seconds(1))
@@ -65,13 +64,10 @@ import Testing
 
     /// An allowlisted scanner's refusal never lifts by itself: it is not retried.
     @Test func anAllowlistedScannerIsNotRetried() throws {
-        let controller = BlockController(
-            blocker: InMemoryBlocker(), policy: BlockPolicy(),
-            allowlist: Allowlist([.init(prefix: prefix("198.51.100.0/24"), reason: .configured)]),
-            metrics: DiscardingMetricsSink()
+        let (pipeline, _, sink) = makePipeline(
+            InMemoryBlocker(), BlockPolicy(),
+            allowlist: Allowlist([.init(prefix: prefix("198.51.100.0/24"), reason: .configured)])
         )
-        let sink = CollectingEventSink()
-        let pipeline = ConnectionPipeline(events: sink, blocking: controller)
         for second in Int64(0)...70 { pipeline.process(syn(second, from: "198.51.100.56", to: UInt16(1 + second))) }
         pipeline.finish()
         #expect(blocked(sink.events).isEmpty)

@@ -52,6 +52,8 @@ struct XDPDifferentialTests {
         case malformed
         /// A TCP fragment that splits the header's first bytes: Swift reassembles it, the program drops it.
         case fragment
+        /// An IPv6 chain longer than either follows: Swift counts it malformed, the program drops it.
+        case longChain
 
         var description: String {
             switch self {
@@ -60,6 +62,7 @@ struct XDPDifferentialTests {
             case .other: "other"
             case .malformed: "malformed"
             case .fragment: "fragment"
+            case .longChain: "long chain"
             }
         }
     }
@@ -69,6 +72,7 @@ struct XDPDifferentialTests {
         case .attempt(let source, let sourcePort, let destination, let destinationPort):
             .attempt(source, sourcePort, destination, destinationPort)
         case .other: .other
+        case .malformed(.headerChainTooLong) where !DifferentialFrames.hasTooManyVLANTags(frame): .longChain
         case .malformed: .malformed
         case .fragment: .fragment
         }
@@ -77,7 +81,8 @@ struct XDPDifferentialTests {
     /// The program's outcome from its ring buffer records and the change in its counters; `nil` when they
     /// contradict each other (a record and a malformed count at once, or a verdict other than pass).
     static func kernelOutcome(
-        _ program: XDPProgram, _ frame: [UInt8], malformedSoFar: inout UInt64, tinyFragmentsSoFar: inout UInt64
+        _ program: XDPProgram, _ frame: [UInt8], malformedSoFar: inout UInt64, tinyFragmentsSoFar: inout UInt64,
+        longChainsSoFar: inout UInt64
     ) throws
         -> Outcome?
     {
@@ -89,6 +94,11 @@ struct XDPDifferentialTests {
         defer {
             malformedSoFar = malformed
             tinyFragmentsSoFar = statistics.tinyFragments
+            longChainsSoFar = statistics.longHeaderChains
+        }
+        if statistics.longHeaderChains != longChainsSoFar {
+            return verdict == .drop && records.isEmpty && malformed == malformedSoFar
+                && statistics.tinyFragments == tinyFragmentsSoFar ? .longChain : nil
         }
         let wasMalformed = malformed != malformedSoFar
         let wasTinyFragment = statistics.tinyFragments != tinyFragmentsSoFar
@@ -117,6 +127,7 @@ struct XDPDifferentialTests {
         let program = try XDPProgram(pinRoot: root.path)
         var malformedSoFar = try program.statistics().malformed
         var tinyFragmentsSoFar: UInt64 = 0
+        var longChainsSoFar: UInt64 = 0
 
         var tally: [DifferentialFrames.Kind: [String: Int]] = [:]
         var disagreements: [String] = []
@@ -124,7 +135,8 @@ struct XDPDifferentialTests {
             let (kind, frame) = frames.next()
             let expected = Self.swiftOutcome(frame)
             let kernel = try Self.kernelOutcome(
-                program, frame, malformedSoFar: &malformedSoFar, tinyFragmentsSoFar: &tinyFragmentsSoFar
+                program, frame, malformedSoFar: &malformedSoFar, tinyFragmentsSoFar: &tinyFragmentsSoFar,
+                longChainsSoFar: &longChainsSoFar
             )
             let label: String =
                 switch expected {
@@ -132,6 +144,7 @@ struct XDPDifferentialTests {
                 case .other: "other"
                 case .malformed: "malformed"
                 case .fragment: "fragment"
+                case .longChain: "long chain"
                 }
             tally[kind, default: [:]][label, default: 0] += 1
             guard kernel != expected else { continue }

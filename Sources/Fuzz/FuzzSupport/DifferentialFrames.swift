@@ -5,6 +5,21 @@ import ConnTesting
 /// frames first, then, from a seed, an endless mix of random well-formed frames, mutations of earlier frames and
 /// deliberately malformed ones.
 public struct DifferentialFrames: Sendable {
+    /// Whether an Ethernet frame carries more VLAN tags than the parsers follow (``ConnCore/FrameParser/maxVLANTags``),
+    /// read here on its own: both parsers call that `header_chain_too_long` as they do a long IPv6 chain, but only
+    /// the IPv6 chain makes the XDP program drop the packet.
+    public static func hasTooManyVLANTags(_ frame: [UInt8]) -> Bool {
+        var offset = 12
+        var tags = 0
+        while offset + 2 <= frame.count {
+            let type = UInt16(frame[offset]) << 8 | UInt16(frame[offset + 1])
+            guard type == 0x8100 || type == 0x88A8 || type == 0x9100 else { break }
+            tags += 1
+            offset += 4
+        }
+        return tags > FrameParser.maxVLANTags
+    }
+
     /// Where a frame came from, for the report.
     public enum Kind: String, Hashable, Sendable, CaseIterable {
         case committed, random, mutated, malformed

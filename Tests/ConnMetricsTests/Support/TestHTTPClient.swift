@@ -29,36 +29,35 @@ final class TestConnection {
     init(port: Int, timeout: Duration = .seconds(5), source: String = "127.0.0.1") throws {
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw Failure(description: "socket: errno \(errno)") }
-        var local = sockaddr_in()
-        local.sin_family = sa_family_t(AF_INET)
-        local.sin_addr.s_addr = inet_addr(source)
-        let bound = withUnsafePointer(to: &local) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard bound == 0 else {
-            let code = errno
-            close(descriptor)
-            throw Failure(description: "bind to \(source): errno \(code)")
-        }
+        try Self.call(descriptor, bind, address: source, port: 0, what: "bind to \(source)")
         let seconds = timeout.components.seconds
         var interval = timeval(tv_sec: Int(seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
+        try Self.call(descriptor, connect, address: "127.0.0.1", port: port, what: "connect to 127.0.0.1:\(port)")
+    }
+
+    /// Calls `bind` or `connect` on `descriptor` with an IPv4 address; closes it and throws when that fails.
+    private static func call(
+        _ descriptor: Int32,
+        _ function: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32,
+        address text: String,
+        port: Int,
+        what: String
+    ) throws {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
+        address.sin_addr.s_addr = inet_addr(text)
+        let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                function(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        guard connected == 0 else {
+        guard result == 0 else {
             let code = errno
             close(descriptor)
-            throw Failure(description: "connect to 127.0.0.1:\(port): errno \(code)")
+            throw Failure(description: "\(what): errno \(code)")
         }
     }
 
