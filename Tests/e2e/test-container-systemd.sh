@@ -53,11 +53,14 @@ lab_up
 # of the host's bpffs in place of /sys/fs/bpf/conntrackr, the same way.
 context=$LAB_TMP/context
 mkdir -p "$context"
-cp "$E2E_REPO/deploy/systemd/conntrackr.service" "$E2E_REPO/deploy/conntrackr.yaml" "$context/"
+cp "$E2E_REPO/deploy/systemd/conntrackr.service" "$E2E_REPO/deploy/systemd/conntrackr-tmpfiles.conf" \
+    "$E2E_REPO/deploy/conntrackr.yaml" "$context/"
+# The shipped tmpfiles.d line makes /sys/fs/bpf/conntrackr on the host's bpffs at the container's boot (removed
+# again, if empty, when this run made it); this run's own directory is made here, the same way, for the drop-in.
+[[ -e /sys/fs/bpf/conntrackr ]] || lab_on_cleanup "rmdir /sys/fs/bpf/conntrackr 2>/dev/null || true"
+mkdir -p "$pin_dir"
 cat >"$context/lab.conf" <<EOF
 [Service]
-ExecStartPre=
-ExecStartPre=+/bin/mkdir -p $pin_dir
 BindPaths=
 BindPaths=$pin_dir:/run/conntrackr/bpf
 ExecStart=
@@ -70,6 +73,7 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
 COPY conntrackr.service /etc/systemd/system/conntrackr.service
 COPY lab.conf /etc/systemd/system/conntrackr.service.d/lab.conf
 COPY conntrackr.yaml /etc/conntrackr/conntrackr.yaml
+COPY conntrackr-tmpfiles.conf /etc/tmpfiles.d/conntrackr.conf
 RUN systemctl enable conntrackr.service
 ENTRYPOINT ["/lib/systemd/systemd"]
 EOF
