@@ -636,8 +636,15 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, const uint8_t *ip, co
     if ((const void *)tcp > end)
         goto malformed;
     /* The header split across fragments: the flags are not where a filter looks (FrameParser reassembles them). */
-    if (fragment_offset == 8 || ((fragment & 0x2000) && total_length < header_length + 20))
+    if (fragment_offset == 8 || ((fragment & 0x2000) && total_length < header_length + 20)) {
+        /* Its bytes among the header's first 16 must all be there, or the frame is cut short (FrameParser). */
+        uint32_t wanted = total_length - header_length; /* total_length >= header_length, checked above */
+        if (wanted > 16 - fragment_offset)
+            wanted = 16 - fragment_offset;
+        if ((const void *)(tcp + wanted) > end)
+            goto malformed;
         return drop_tiny_fragment();
+    }
     if (total_length < header_length + 20) /* the IP header says the TCP header is not all there */
         goto malformed;
 
@@ -708,8 +715,14 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, co
             if ((const void *)(header + 8) > end)
                 goto malformed;
             uint16_t fragment_offset = load_be16(header + 2) & 0xFFF8;
-            if (fragment_offset == 8 && header[0] == 6)
+            if (fragment_offset == 8 && header[0] == 6) {
+                /* Its first 8 bytes (of the header's first 16) must be there if the IP header says so. */
+                int64_t available = (int64_t)load_be16(ip + 4) + 40 - (int64_t)offset - 8;
+                uint32_t wanted = available < 0 ? 0 : available > 8 ? 8 : (uint32_t)available;
+                if ((const void *)(header + 8 + wanted) > end)
+                    goto malformed;
                 return drop_tiny_fragment();
+            }
             if (fragment_offset)
                 return XDP_PASS;
             more_fragments = load_be16(header + 2) & 1;
@@ -732,8 +745,13 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, co
     if (payload_length + 40 < offset + 20) {
         /* The first of several fragments with only some of the TCP header's bytes is tiny; anything else that
          * claims less than a header is malformed. */
-        if (more_fragments && (const void *)(ip + (offset & 0x3FFF)) <= end)
+        if (more_fragments && (const void *)(ip + (offset & 0x3FFF)) <= end) {
+            int64_t available = (int64_t)payload_length + 40 - (int64_t)offset;
+            uint32_t wanted = available < 0 ? 0 : available > 16 ? 16 : (uint32_t)available;
+            if ((const void *)(ip + (offset & 0x3FFF) + wanted) > end)
+                goto malformed;
             return drop_tiny_fragment();
+        }
         goto malformed;
     }
 

@@ -37,20 +37,24 @@ public struct TCPHeaderFragment: Hashable, Sendable {
         self.count = count
     }
 
-    /// The piece of a fragment whose payload starts `payload` bytes into the cursor and at `offset` (under
-    /// ``headerBytes``) of the TCP segment, the IP header saying `available` bytes follow. It may hold no byte (a
-    /// frame cut short): it is still a fragment, and the XDP program drops it all the same.
+    /// The verdict for a fragment whose payload starts `payload` bytes into the cursor and at `offset` (under
+    /// ``headerBytes``) of the TCP segment, the IP header saying `available` bytes follow: the piece with those of
+    /// its bytes that fall in the first ``headerBytes`` (possibly none), or `truncated` when the frame was cut
+    /// before them, as for any header cut short.
     @inlinable
-    init(
-        of cursor: FrameCursor, at payload: Int, available: Int, offset: Int, source: IPAddress,
+    static func verdict(
+        _ cursor: FrameCursor, at payload: Int, available: Int, offset: Int, source: IPAddress,
         destination: IPAddress, identification: UInt32
-    ) {
-        let count = min(max(min(available, cursor.base.count - payload), 0), Self.headerBytes - offset)
+    ) -> FrameVerdict {
+        let count = min(max(available, 0), headerBytes - offset)
+        guard cursor.has(payload + count) else { return .malformed(.truncated) }
         var bytes = SIMD16<UInt8>()
         for index in 0..<count { bytes[index] = cursor.u8(payload + index) }
-        self.init(
-            source: source, destination: destination, identification: identification, offset: offset, bytes: bytes,
-            count: count
+        return .fragment(
+            TCPHeaderFragment(
+                source: source, destination: destination, identification: identification, offset: offset,
+                bytes: bytes, count: count
+            )
         )
     }
 }
@@ -164,11 +168,9 @@ public enum FrameParser: Sendable {
         let destination = IPAddress(ipv4: cursor.u32(16))
         if fragmentOffset != 0 || (fragmentField & 0x2000 != 0 && totalLength < headerLength + 20) {
             // The TCP header split across fragments (`nmap -f`).
-            return .fragment(
-                TCPHeaderFragment(
-                    of: cursor, at: headerLength, available: totalLength - headerLength, offset: fragmentOffset,
-                    source: source, destination: destination, identification: UInt32(cursor.u16(4))
-                )
+            return TCPHeaderFragment.verdict(
+                cursor, at: headerLength, available: totalLength - headerLength, offset: fragmentOffset,
+                source: source, destination: destination, identification: UInt32(cursor.u16(4))
             )
         }
         guard totalLength >= headerLength + 20 else {
@@ -203,12 +205,10 @@ public enum FrameParser: Sendable {
                 let identification = cursor.u32(offset + 4)
                 if fragmentOffset != 0 {
                     guard fragmentOffset < TCPHeaderFragment.headerBytes, cursor.u8(offset) == 6 else { return .other }
-                    return .fragment(
-                        TCPHeaderFragment(
-                            of: cursor, at: offset + 8, available: Int(cursor.u16(4)) + 40 - (offset + 8),
-                            offset: fragmentOffset, source: source, destination: destination,
-                            identification: identification
-                        )
+                    return TCPHeaderFragment.verdict(
+                        cursor, at: offset + 8, available: Int(cursor.u16(4)) + 40 - (offset + 8),
+                        offset: fragmentOffset, source: source, destination: destination,
+                        identification: identification
                     )
                 }
                 // The last fragment header says (as in the XDP program) whether more fragments follow.
@@ -226,11 +226,9 @@ public enum FrameParser: Sendable {
             offset += length
         }
         if let identification = firstFragmentOf, Int(cursor.u16(4)) + 40 < offset + 20, cursor.has(offset) {
-            return .fragment(
-                TCPHeaderFragment(
-                    of: cursor, at: offset, available: Int(cursor.u16(4)) + 40 - offset, offset: 0, source: source,
-                    destination: destination, identification: identification
-                )
+            return TCPHeaderFragment.verdict(
+                cursor, at: offset, available: Int(cursor.u16(4)) + 40 - offset, offset: 0, source: source,
+                destination: destination, identification: identification
             )
         }
         guard Int(cursor.u16(4)) + 40 >= offset + 20, cursor.has(offset) else { return .malformed(.truncated) }

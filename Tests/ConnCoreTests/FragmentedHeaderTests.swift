@@ -50,6 +50,21 @@ import Testing
         }
     }
 
+    /// FuzzFrameParser, `Regressions/FuzzFrameParser/fragment-cut-short`: a piece whose bytes the capture cut off
+    /// was a fragment of no bytes, and the same frame with bytes appended a fragment of eight, so the verdict
+    /// depended on bytes past the capture. A piece cut short is `truncated`, as any header cut short is (and the
+    /// XDP program counts it malformed rather than dropping it).
+    @Test func aPieceCutShortByTheCaptureIsTruncated() {
+        let piece = FrameBuilder.fragmentedTCP(from: Self.attacker, 40000, to: Self.victim, 22)[1]
+        #expect(classify(Array(piece.dropLast(3))) == .malformed(.truncated))
+        guard case .fragment(let whole) = classify(piece) else {
+            Issue.record("not a fragment")
+            return
+        }
+        #expect(whole.count == 8)
+        #expect(classify(piece + Array(repeating: 0, count: 64)) == .fragment(whole))
+    }
+
     @Test func aFragmentedSYNIsReportedOnceWhicheverOrderThePiecesCome() {
         for source in [Self.attacker, Self.attacker6] {
             let destination = source.isIPv4 ? Self.victim : Self.victim6
