@@ -28,7 +28,8 @@ public final class HostAddressWatcher: Service, Sendable {
         self.onFallback = onFallback
     }
 
-    /// Watches until the service group shuts down; then the watching thread ends within half a second.
+    /// Watches until the service group shuts down; then the watching thread ends within a tenth of a second (the
+    /// group shuts its services down one after another, within a few seconds in all).
     public func run() async throws {
         let stop = StopFlag()
         let onChange = self.onChange
@@ -43,15 +44,15 @@ public final class HostAddressWatcher: Service, Sendable {
                     while !stop.isSet {
                         guard descriptor >= 0 else {
                             // No notifications: look again every few seconds, waking often enough to stop promptly.
-                            poll(nil, 0, 500)
-                            sincePoll += 500
+                            poll(nil, 0, 100)
+                            sincePoll += 100
                             if sincePoll >= Self.fallbackIntervalMilliseconds {
                                 sincePoll = 0
                                 onChange()
                             }
                             continue
                         }
-                        let result = ct_address_watch_wait(descriptor, 500)
+                        let result = ct_address_watch_wait(descriptor, 100)
                         if result > 0 { onChange() }
                         if result < 0 {
                             onFallback("rtnetlink: \(String(cString: strerror(-result)))")
