@@ -596,14 +596,27 @@ static __always_inline int handle_attempt(struct xdp_md *ctx, const uint8_t *sad
     return XDP_PASS;
 }
 
-/* Drops a TCP fragment that splits the header's first 16 bytes (RFC 1858, RFC 3128): nmap -f sends SYNs so, and
- * the host would reassemble and answer one whose flags nothing saw. Dropping any fragment loses the whole packet. */
-static __always_inline int drop_tiny_fragment(void)
+/* Evasions the program drops, each counted in its own field of struct ct_guard_stats. */
+enum ct_evasion {
+    /* A TCP fragment that splits the header's first 16 bytes (RFC 1858, RFC 3128): nmap -f sends SYNs so, and the
+     * host would reassemble and answer one whose flags nothing saw. Dropping any fragment loses the whole packet. */
+    CT_EVASION_TINY_FRAGMENT,
+    /* An IPv6 packet whose extension-header chain goes on past CT_MAX_IPV6_EXTENSION_HEADERS: a SYN behind it would
+     * be answered by the host and never seen here (legitimate traffic does not carry such chains). */
+    CT_EVASION_LONG_HEADER_CHAIN,
+};
+
+/* Counts `evasion` and drops the packet. */
+static __always_inline int drop_evasion(enum ct_evasion evasion)
 {
     uint32_t zero = 0;
     struct ct_guard_stats *guard = bpf_map_lookup_elem(&ct_guard_stats, &zero);
-    if (guard)
-        guard->tiny_fragments++;
+    if (guard) {
+        if (evasion == CT_EVASION_TINY_FRAGMENT)
+            guard->tiny_fragments++;
+        else
+            guard->long_header_chains++;
+    }
     return XDP_DROP;
 }
 
@@ -643,7 +656,7 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, const uint8_t *ip, co
             wanted = 16 - fragment_offset;
         if ((const void *)(tcp + wanted) > end)
             goto malformed;
-        return drop_tiny_fragment();
+        return drop_evasion(CT_EVASION_TINY_FRAGMENT);
     }
     if (total_length < header_length + 20) /* the IP header says the TCP header is not all there */
         goto malformed;
@@ -662,17 +675,6 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, const uint8_t *ip, co
 malformed:
     stats->malformed++;
     return XDP_PASS;
-}
-
-/* Drops an IPv6 packet whose extension-header chain goes on past CT_MAX_IPV6_EXTENSION_HEADERS: a SYN behind it
- * would be answered by the host and never seen here (legitimate traffic does not carry such chains). */
-static __always_inline int drop_long_chain(void)
-{
-    uint32_t zero = 0;
-    struct ct_guard_stats *guard = bpf_map_lookup_elem(&ct_guard_stats, &zero);
-    if (guard)
-        guard->long_header_chains++;
-    return XDP_DROP;
 }
 
 /* IPv6 at `ip` (FrameParser.classifyIPv6). Returns XDP_DROP for blocked sources and tiny fragments, else XDP_PASS. */
@@ -721,7 +723,7 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, co
                 uint32_t wanted = available < 0 ? 0 : available > 8 ? 8 : (uint32_t)available;
                 if ((const void *)(header + 8 + wanted) > end)
                     goto malformed;
-                return drop_tiny_fragment();
+                return drop_evasion(CT_EVASION_TINY_FRAGMENT);
             }
             if (fragment_offset)
                 return XDP_PASS;
@@ -736,7 +738,7 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, co
             return XDP_PASS; /* no next header, ESP, UDP, ICMPv6, ... */
         }
         if (followed == CT_MAX_IPV6_EXTENSION_HEADERS)
-            return drop_long_chain(); /* too many headers to follow */
+            return drop_evasion(CT_EVASION_LONG_HEADER_CHAIN); /* too many headers to follow */
         next_header = header[0];
         offset += length;
     }
@@ -750,7 +752,7 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, const uint8_t *ip, co
             uint32_t wanted = available < 0 ? 0 : available > 16 ? 16 : (uint32_t)available;
             if ((const void *)(ip + (offset & 0x3FFF) + wanted) > end)
                 goto malformed;
-            return drop_tiny_fragment();
+            return drop_evasion(CT_EVASION_TINY_FRAGMENT);
         }
         goto malformed;
     }
