@@ -546,7 +546,7 @@ __attribute__((noinline)) int apply_scan_rule(struct ct_scan_request *request)
     }
     struct ct_scan_pass pass;
     if (ct_scan_begin(&pass, state, port, now, scan_config.window_ns))
-        bpf_loop(CT_SCAN_SLOTS, scan_slot, &pass, 0);
+        bpf_loop(ct_scan_slots_used(threshold), scan_slot, &pass, 0);
     int over = ct_scan_finish(&pass, threshold);
     int retry = !over && state->retry_block;
     state->retry_block = 0;

@@ -9,8 +9,10 @@
  * without any SYN of the pair.
  *
  * A pair holds CT_SCAN_SLOTS (port, time) slots; a slot whose time left the window is free. One observation is
- * ct_scan_begin, ct_scan_slot for every slot, then ct_scan_finish (ct_scan_observe does all three): the program
- * runs the per-slot step with bpf_loop, so the verifier checks it once instead of every path through 33 slots.
+ * ct_scan_begin, ct_scan_slot for each slot in use, then ct_scan_finish (ct_scan_observe does all three): the
+ * program runs the per-slot step with bpf_loop, so the verifier checks it once instead of every path through 33
+ * slots. Only the first threshold + 1 slots are ever used (ct_scan_slots_used): between SYNs at most `threshold`
+ * are live, so one of them is always free, and a SYN looks at 4 slots under the default rule instead of 33.
  *
  * No helpers, no globals, no program context: it compiles for -target bpf and for the host alike. Times are
  * positive nanoseconds (0 marks a free slot) compared by wrapping difference, as the Swift code does.
@@ -117,7 +119,7 @@ static inline __attribute__((always_inline)) int ct_scan_finish(struct ct_scan_p
     uint32_t live = pass->live;
     if (!pass->seen) {
         int32_t free = pass->free;
-        /* A free slot always exists: between SYNs at most `threshold` < CT_SCAN_SLOTS slots are live. */
+        /* A free slot always exists: between SYNs at most `threshold` of the threshold + 1 slots in use are live. */
         if (free < 0 || free >= CT_SCAN_SLOTS)
             return 0;
         state->ports[free] = pass->port;
@@ -131,13 +133,20 @@ static inline __attribute__((always_inline)) int ct_scan_finish(struct ct_scan_p
     return 0;
 }
 
-/* ct_scan_begin, ct_scan_slot for every slot, ct_scan_finish: one SYN, as the program applies it. */
+/* The slots a pair uses under `threshold`: the threshold, plus the one that takes the count over it. */
+static inline __attribute__((always_inline)) uint32_t ct_scan_slots_used(uint32_t threshold)
+{
+    return threshold < CT_SCAN_SLOTS ? threshold + 1 : CT_SCAN_SLOTS;
+}
+
+/* ct_scan_begin, ct_scan_slot for each slot in use, ct_scan_finish: one SYN, as the program applies it. */
 static inline __attribute__((always_inline)) int ct_scan_observe(struct ct_scan_state *state, uint16_t port,
                                                                  int64_t now, uint32_t threshold, int64_t window_ns)
 {
     struct ct_scan_pass pass;
     if (ct_scan_begin(&pass, state, port, now, window_ns)) {
-        for (uint32_t index = 0; index < CT_SCAN_SLOTS; index++)
+        uint32_t used = ct_scan_slots_used(threshold);
+        for (uint32_t index = 0; index < used; index++)
             ct_scan_slot(&pass, index);
     }
     return ct_scan_finish(&pass, threshold);

@@ -4,14 +4,15 @@
 #   (b) the rate at which blocked sources are dropped in XDP by conntrackr's program (maps filled with
 #       `conntrackr blocklist add` and bpftool), by xdp-filter (xdp-tools: its IPv6 source filter, a hash map,
 #       filled with `xdp-filter ip` and bpftool) and in nftables (conntrackr's own table layout: interval sets at the
-#       raw prerouting hook), with 1, 10,000 and 100,000 blocked entries, and the victim's CPU at a paced rate.
+#       raw prerouting hook), with 1, 10,000 and 100,000 blocked entries, and the victim's CPU at a paced rate;
+#   (c) issue 12: the XDP program's cost per SYN with the scan rule enforced in it and without.
 # Prints Markdown tables for the README. Usage: Tests/bench/xdp-bench.sh BINARY
 #
 # Settings (environment): BENCH_RUNS (3 repetitions, medians reported), BENCH_STEP_SECONDS (3),
 # BENCH_RATES (offered SYN/s of the capture ladder), BENCH_PACED_RATE (300000), BENCH_NICE (0; e.g. -10 on a
-# machine shared with other jobs), BENCH_NAPI_FIFO (1), BENCH_PARTS ("capture drop"), BENCH_DROP_ENTRIES
+# machine shared with other jobs), BENCH_NAPI_FIFO (1), BENCH_PARTS ("capture drop enforce"), BENCH_DROP_ENTRIES
 # ("1 10000 100000"), BENCH_DROP_POINTS ("xdp xdptrie xdpfilter nft"; xdptrie: conntrackr's blocks as /65s in its
-# LPM trie, the lookup before the exact-match maps).
+# LPM trie, the lookup before the exact-match maps), BENCH_ENFORCE_SOURCES ("1 1048576").
 #
 # The capture ladder: sources are 16M random addresses of 2001:db8:8000::/33, random ports, each SYN a new
 # connection. An nftables rule at the raw prerouting hook drops the flood behind both captures, so the victim's
@@ -30,7 +31,7 @@ runs=${BENCH_RUNS:-3}
 step=${BENCH_STEP_SECONDS:-3}
 rates=${BENCH_RATES:-50000 100000 200000 400000 700000 1000000 1500000 2000000}
 paced=${BENCH_PACED_RATE:-300000}
-parts=${BENCH_PARTS:-capture drop}
+parts=${BENCH_PARTS:-capture drop enforce}
 drop_entries=${BENCH_DROP_ENTRIES:-1 10000 100000}
 drop_points=${BENCH_DROP_POINTS:-xdp xdptrie xdpfilter nft}
 # Raw rows and the report are kept in bench-out/ (ignored by git).
@@ -307,6 +308,42 @@ if [[ " $parts " == *" drop "* ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------------------------
+# (c) The cost of the scan rule in the XDP program (issue 12): SYNs that never make a scan (each source reaching
+# port 443 only, so every SYN updates its pair's state and none is dropped), paced, to `run --source xdp --block
+# xdp` with kernel enforcement on and off. From one hot source (its state always cached) and from 1,048,576 (each
+# SYN a new pair: the LRU's insert and eviction path). The nftables sink drops them behind XDP, so the victim's
+# stack does not answer each one.
+
+enforce_step() { # MODE SOURCES REP
+    local mode=$1 sources=$2 rep=$3 c0 c1 t0 n0 t1 n1
+    read -r t0 n0 < <(xdp_prog_runtime)
+    c0=$(bench_thread_ns "$BENCH_NAPI_PID")
+    bench_generate "$paced" "$step" "$sources" "$BENCH_FLOOD_BASE" --dport 443
+    c1=$(bench_thread_ns "$BENCH_NAPI_PID")
+    read -r t1 n1 < <(xdp_prog_runtime)
+    printf 'enforce\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$sources" "$rep" "$GEN_SENT" \
+        "$(awk -v c=$((c1 - c0)) -v n="$GEN_SENT" 'BEGIN {printf "%.1f", (n > 0 ? c / n : 0)}')" \
+        "$(awk -v t=$((t1 - t0)) -v n=$((n1 - n0)) 'BEGIN {printf "%.1f", (n > 0 ? t / n : 0)}')" >>"$results"
+    log "enforce $mode $sources sources run $rep: $(tail -n 1 "$results" | cut -f5-)"
+}
+
+if [[ " $parts " == *" enforce "* ]]; then
+    lab_alive "${BENCH_STATS_PID:-}" 2>/dev/null || bench_stats_on
+    sink_up
+    for sources in ${BENCH_ENFORCE_SOURCES:-1 1048576}; do
+        for rep in $(seq "$runs"); do
+            for mode in on off; do # alternated, so both see the same machine
+                bench_agent_start agent-enforce /dev/null "" --source xdp --block xdp --format json \
+                    "--$([[ $mode == off ]] && echo no-)kernel-enforcement"
+                enforce_step "$mode" "$sources" "$rep"
+                bench_agent_stop agent-enforce
+            done
+        done
+    done
+    lab_exec victim 10 nft delete table inet conntrackr_sink
+fi
+
+# ---------------------------------------------------------------------------------------------------------------
 # Report
 
 python3 - "$results" "$runs" "$step" "$paced" "$((SECONDS - started))" "$BENCH_NICE" \
@@ -411,6 +448,24 @@ if drop:
                 if xt == xt and ot == ot:
                     text += f" and {xt / ot:.2f}x its program run time"
                 print(text + ".  ")
+enforce = collections.defaultdict(list)
+for r in rows:
+    if r[0] == "enforce":
+        enforce[(int(r[2]), r[1])].append((float(r[5]), float(r[6])))
+if enforce:
+    print(f"\n### The scan rule in the XDP program: cost per SYN that makes no scan (median of {runs} runs, {step} s "
+          f"each, paced at {rate(int(paced))}/s)\n")
+    print("| sources | kernel enforcement | XDP program run time per SYN | victim CPU per SYN |")
+    print("|---|---|---|---|")
+    for sources in sorted({s for s, _ in enforce}):
+        cells = {}
+        for mode in ("off", "on"):
+            got = enforce.get((sources, mode), [])
+            cells[mode] = (med([t for _, t in got if t > 0]), med([c for c, _ in got if c > 0]))
+            print(f"| {sources:,} | {mode} | {cells[mode][0]:.0f} ns | {cells[mode][1]:.0f} ns |")
+        (t_off, c_off), (t_on, c_on) = cells["off"], cells["on"]
+        if t_off > 0 and c_off > 0:
+            print(f"| {sources:,} | on / off | {t_on / t_off:.2f}x | {c_on / c_off:.2f}x (budget: 1.50x) |")
 print(f"\n(bench lab: generator on CPU 0, victim NAPI thread on CPU 1 ({napi_policy}), nice {nice}; {elapsed} s in all.)")
 EOF
 cat "$report"
