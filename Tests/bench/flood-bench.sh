@@ -97,6 +97,19 @@ out_dropped=$(m conntrackr_events_dropped_total)
 pairs_evicted=$(m conntrackr_tracked_pairs_evicted_total)
 conns_evicted=$(m conntrackr_tracked_connections_evicted_total)
 blocked_packets=$(m conntrackr_blocked_packets_total)
+kernel_pairs=$(m conntrackr_kernel_scan_pairs_inserted_total)
+disagreements=$(m conntrackr_scan_rule_disagreements_total)
+# The kernel memory of the program's maps (memlock bytes, as the kernel charges them): all, and the scan state's.
+read -r maps_bytes scan_bytes < <(lab_exec victim 10 ip -j link show dev "$LAB_IF_VICTIM" | python3 -c '
+import json, subprocess, sys
+x = json.load(sys.stdin)[0].get("xdp", {})
+prog = x.get("prog") or next((a["prog"] for a in x.get("attached", []) if "prog" in a), {})
+ids = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "id", str(prog.get("id", 0))], capture_output=True,
+                                text=True).stdout or "{}").get("map_ids", [])
+maps = [json.loads(subprocess.run(["bpftool", "-j", "map", "show", "id", str(i)], capture_output=True, text=True).stdout)
+        for i in ids]
+print(sum(m.get("bytes_memlock", 0) for m in maps), sum(m.get("bytes_memlock", 0) for m in maps
+      if m.get("name") == "ct_scan_pairs"))')
 
 bench_agent_stop agent
 for _ in $(seq 50); do [[ -s "$LAB_TMP/out.count" && -s "$LAB_TMP/err.count" ]] && break; sleep 0.1; done
@@ -105,12 +118,15 @@ log_lines=$(cat "$LAB_TMP/err.count" 2>/dev/null || echo "?")
 
 python3 - "$seconds" "$sent" "$gen_seconds" "$offered" "$sources" "$frames" "$new" "$scans" "$blocks" "$limited" \
     "$ringbuf" "$out_dropped" "$pairs_evicted" "$conns_evicted" "$blocked_packets" "$hwm" "$peak_rss" \
-    "$((cpu1 - cpu0))" "$((t1 - t0))" "$((napi1 - napi0))" "$lines" "$log_lines" "$scrapes" "$answered" "$client_summary" <<'EOF'
+    "$((cpu1 - cpu0))" "$((t1 - t0))" "$((napi1 - napi0))" "${kernel_pairs:-0}" "${disagreements:-0}" \
+    "${maps_bytes:-0}" "${scan_bytes:-0}" "$lines" "$log_lines" "$scrapes" "$answered" "$client_summary" <<'EOF'
 import math, sys
 a = sys.argv[1:]
 (seconds, sent, gen_seconds, offered, pool, frames, new, scans, blocks, limited, ringbuf, out_dropped,
- pairs_evicted, conns_evicted, blocked_packets, hwm, peak_rss, cpu_ns, wall_ns, napi_ns) = (float(x) for x in a[:20])
-lines, log_lines, scrapes, answered, client = a[20:]
+ pairs_evicted, conns_evicted, blocked_packets, hwm, peak_rss, cpu_ns, wall_ns, napi_ns, kernel_pairs,
+ disagreements, maps_bytes, scan_bytes) = (float(x) for x in a[:24])
+lines, log_lines, scrapes, answered, client = a[24:]
+kernel_capacity = 65536  # CT_SCAN_MAX_PAIRS (bpf/conntrackr.h)
 distinct = pool * (1 - math.exp(-sent / pool))
 n = lambda x: f"{x:,.0f}"
 print(f"\n### Spoofed SYN flood against `run --source xdp --block xdp`, default settings\n")
@@ -125,6 +141,10 @@ print(f"| agent CPU | {cpu_ns / wall_ns * 100:.0f}% of one core (the victim's re
 print(f"| new connections reported | {n(new)}; {n(scans)} port scans; output: {lines} lines |")
 print(f"| events lost, counted | ring buffer full: {n(ringbuf)}; output behind: {n(out_dropped)} |")
 print(f"| evictions | tracked pairs: {n(pairs_evicted)}; tracked connections: {n(conns_evicted)} |")
+print(f"| kernel scan rule | {n(kernel_pairs)} pairs tracked, so ≥{n(max(0, kernel_pairs - kernel_capacity))} "
+      f"evicted from its LRU of {n(kernel_capacity)}; {n(disagreements)} disagreements with user space counted |")
+print(f"| BPF maps (kernel memory) | {maps_bytes / 2**20:.0f} MiB, of which the scan rule's state "
+      f"{scan_bytes / 2**20:.0f} MiB; fixed whatever the flood |")
 print(f"| blocks | {n(blocks)} made, {n(limited)} refused by --max-blocks-per-minute; "
       f"{n(blocked_packets)} packets dropped in XDP |")
 print(f"| agent log | {log_lines} lines |")
