@@ -84,6 +84,7 @@ bench: test-deps release
 	Tests/bench/run-bench.sh $(BIN_RELEASE)
 	Tests/bench/xdp-bench.sh $(BIN_RELEASE)
 	Tests/bench/flood-bench.sh $(BIN_RELEASE)
+	Tests/bench/leak-bench.sh $(BIN_RELEASE)
 
 clean:
 	rm -rf .build .build-fuzz bench-out

@@ -93,3 +93,25 @@ for line in sys.stdin:
         ports.add(int(m.group(2)))
 print(len(ports))'
 }
+
+# One scanner of the leak measurements (LAB-NOTES), from the attacker, bounded in time; its output in
+# $LAB_TMP/KIND-TAG.out. hping3: 1 SYN/ms to the next port each time, 400 SYNs; nmap: -sS -T4 over ports 1-1000;
+# nmap6: the same over IPv6, from the attacker's address in the victim's own /64; masscan: its own TCP stack at
+# 100k packets/s over ports 1-1000 (it needs the victim's MAC as its router's, and sends from the attacker's own
+# address, whose kernel resets the victim's answers, which tcpdump still sees). Sets LEAK_SCANNER and LEAK_BITS:
+# the scanner's address and the prefix length it is blocked as.
+leak_scan() { # KIND TAG
+    local kind=$1 out=$LAB_TMP/$1-$2.out
+    LEAK_SCANNER=$LAB_ATTACKER_IP4 LEAK_BITS=32
+    case $kind in
+        hping3) lab_exec attacker 30 hping3 -q -S -i u1000 -p ++1 -c 400 "$LAB_VICTIM_IP4" >"$out" 2>&1 || true ;;
+        nmap) lab_exec attacker 120 nmap -n -Pn -sS -T4 -p 1-1000 --max-retries 0 --max-rtt-timeout 100ms \
+            --host-timeout 30s "$LAB_VICTIM_IP4" >"$out" 2>&1 || true ;;
+        nmap6) lab_exec attacker 120 nmap -6 -n -Pn -sS -T4 -p 1-1000 --max-retries 0 --max-rtt-timeout 100ms \
+            --host-timeout 30s "$LAB_VICTIM_IP6" >"$out" 2>&1 || true
+            LEAK_SCANNER=$LAB_ATTACKER_IP6 LEAK_BITS=128 ;;
+        masscan) lab_exec attacker 60 masscan "$LAB_VICTIM_IP4" -p 1-1000 --rate 100000 --wait 2 \
+            --router-mac "$LAB_VICTIM_MAC" -e "$LAB_IF_ATTACKER" --adapter-ip "$LAB_ATTACKER_IP4" >"$out" 2>&1 || true ;;
+        *) fail "leak_scan: unknown scanner $kind" ;;
+    esac
+}

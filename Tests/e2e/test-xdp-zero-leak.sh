@@ -23,21 +23,10 @@ lab_listen victim 22 80 443
 scan_once() { # N KIND
     local n=$1 kind=$2 name=agent-$1-$2
     xdp_agent_start "$name" "$bin" --block xdp --scan-ports "$n" --block-ttl 600
-    local agent=$XDP_AGENT out=$LAB_TMP/$name.out scanner=$LAB_ATTACKER_IP4 bits=32 client_ip=$LAB_CLIENT_IP4
+    local agent=$XDP_AGENT out=$LAB_TMP/$name.out
     leak_capture_start "$kind-$n"
-    case $kind in
-        hping3) lab_exec attacker 30 hping3 -q -S -i u1000 -p ++1 -c 400 "$LAB_VICTIM_IP4" >/dev/null 2>&1 || true ;;
-        nmap) lab_exec attacker 120 nmap -n -Pn -sS -T4 -p 1-1000 --max-retries 0 --max-rtt-timeout 100ms --host-timeout 30s \
-            "$LAB_VICTIM_IP4" >"$LAB_TMP/$kind-$n.out" 2>&1 || true ;;
-        nmap6) lab_exec attacker 120 nmap -6 -n -Pn -sS -T4 -p 1-1000 --max-retries 0 --max-rtt-timeout 100ms --host-timeout 30s \
-            "$LAB_VICTIM_IP6" >"$LAB_TMP/$kind-$n.out" 2>&1 || true
-            scanner=$LAB_ATTACKER_IP6 bits=128 ;;
-        # Its own TCP stack at 100k packets/s: it needs the victim's MAC as its router's, and sends from the
-        # attacker's own address (whose kernel resets the victim's answers, which tcpdump still sees).
-        masscan) lab_exec attacker 60 masscan "$LAB_VICTIM_IP4" -p 1-1000 --rate 100000 --wait 2 \
-            --router-mac "$LAB_VICTIM_MAC" -e "$LAB_IF_ATTACKER" --adapter-ip "$LAB_ATTACKER_IP4" \
-            >"$LAB_TMP/$kind-$n.out" 2>&1 || true ;;
-    esac
+    leak_scan "$kind" "$n"
+    local scanner=$LEAK_SCANNER bits=$LEAK_BITS
     local learned
     learned=$(leak_capture_ports)
     log "N=$n $kind: $learned ports answered"
