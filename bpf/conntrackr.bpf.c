@@ -524,6 +524,8 @@ __attribute__((noinline)) int apply_scan_rule(struct ct_scan_request *request)
         }
         __builtin_memcpy(key.destination, destination, 16);
     }
+    if (scan_config.one_destination)
+        __builtin_memset(key.destination, 0, sizeof(key.destination)); /* all of the host's addresses as one */
     int64_t now = (int64_t)bpf_ktime_get_boot_ns();
 
     struct ct_scan_state *state = bpf_map_lookup_elem(&ct_scan_pairs, &key);

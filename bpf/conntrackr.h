@@ -62,7 +62,9 @@ struct ct_scan_config {
     uint64_t max_blocked;
     /* IPv6 sources are counted and blocked as this prefix of their address (1...128). */
     uint8_t ipv6_prefix_len;
-    uint8_t pad[7];
+    /* 1: every destination counts as one (--destination-unit host), as user space's ScanRule.destinationUnit. */
+    uint8_t one_destination;
+    uint8_t pad[6];
 };
 
 /* Ports that never count toward the scan rule (--ignore-ports): a 65,536-bit bitmap, port p is bit p % 64 of

@@ -72,6 +72,10 @@ public struct ScanRule: Hashable, Sendable {
     ///   disagree about who scans; ``PortSet/bitmap`` is the form its map takes (1,024 `u64`, port *p* at bit
     ///   `p % 64` of word `p / 64`).
     public var ignoredPorts: PortSet
+    /// What the ports are counted per. Default ``DestinationUnit/address``.
+    ///
+    /// - Important: The XDP program's in-kernel scan rule must count by the same unit (its `one_destination`).
+    public var destinationUnit: DestinationUnit
 
     /// The largest threshold accepted: per-pair state holds `portThreshold + 1` ports.
     public static let maxPortThreshold = 1024
@@ -80,11 +84,24 @@ public struct ScanRule: Hashable, Sendable {
         portThreshold: Int = 3,
         window: Duration = .seconds(60),
         maxTrackedPairs: Int = 1_000_000,
-        ignoredPorts: PortSet = PortSet()
+        ignoredPorts: PortSet = PortSet(),
+        destinationUnit: DestinationUnit = .address
     ) {
         self.portThreshold = portThreshold
         self.window = window
         self.maxTrackedPairs = maxTrackedPairs
         self.ignoredPorts = ignoredPorts
+        self.destinationUnit = destinationUnit
     }
+}
+
+/// What a scan's ports are counted per.
+public enum DestinationUnit: String, CaseIterable, Hashable, Sendable {
+    /// Each destination address on its own: a scanner reaching 3 ports on each of a host's addresses stays under
+    /// a threshold of 3.
+    case address
+    /// Every destination as one host: the ports a source reaches on any of the addresses seen count together.
+    /// Meant for a live capture, which sees only this host's addresses (not with `--all-destinations`); a scan's
+    /// reported destination is that of the SYN that took it over the threshold.
+    case host
 }

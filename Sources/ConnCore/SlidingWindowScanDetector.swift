@@ -101,11 +101,13 @@ public final class SlidingWindowScanDetector: ScanDetector {
 
     public var trackedPairs: Int { table.count }
 
-    /// The pair `attempt` counts for: its source's unit (the unit's first address) and its destination.
+    /// The pair `attempt` counts for: its source's unit (the unit's first address) and its destination, or the
+    /// unspecified address (`::`) standing for every destination when the rule counts by host.
     @inline(__always)
     private func pair(of attempt: ConnectionAttempt) -> Pair {
         let source = attempt.source.isIPv4 ? attempt.source : units.unit(of: attempt.source).address
-        return Pair(source: source, destination: attempt.destination)
+        let destination = rule.destinationUnit == .host ? IPAddress(high: 0, low: 0) : attempt.destination
+        return Pair(source: source, destination: destination)
     }
 
     public func warm(_ attempts: UnsafeBufferPointer<ConnectionAttempt>) {

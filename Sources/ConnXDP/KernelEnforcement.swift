@@ -39,6 +39,7 @@ public struct KernelEnforcement: Hashable, Sendable {
         config.block_ttl_ns = policy.ttl.map { max($0.nanosecondsClamped, 1) } ?? 0
         config.max_blocked = UInt64(clamping: max(policy.maxBlocked, 0))
         config.ipv6_prefix_len = UInt8(clamping: min(max(policy.ipv6PrefixLength, 1), 128))
+        config.one_destination = rule.destinationUnit == .host ? 1 : 0
         return config
     }
 }

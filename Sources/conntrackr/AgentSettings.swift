@@ -41,6 +41,7 @@ struct AgentSettings: SettingsRoot {
     var scanWindow = Double(ScanRule().window.nanosecondsClamped) / 1e9
     var maxTrackedPairs = ScanRule().maxTrackedPairs
     var ignorePorts = ScanRule().ignoredPorts
+    var destinationUnit = ScanRule().destinationUnit
     /// The kinds of event written; every kind by default, none with `--events none`.
     var events = Set(ConnEvent.Kind.allCases)
     /// `replay`: a table of scanners and totals after the events.
@@ -80,6 +81,7 @@ struct AgentSettings: SettingsRoot {
         .choice("log-format", \.logFormat, help: "Log format on standard error: text or json."),
         .integer("scan-ports", \.scanPorts, help: "A scan is more than this many distinct ports of one destination.", range: 1...ScanRule.maxPortThreshold, outOfRange: "scan-ports must be between 1 and \(ScanRule.maxPortThreshold)"),
         .seconds("scan-window", \.scanWindow, help: "The window, in seconds, in which those ports must be reached.", valid: { $0 > 0 && $0 <= 86_400 }, invalid: "scan-window must be in (0, 86400] seconds"),
+        .choice("destination-unit", \.destinationUnit, help: "What a scan's ports are counted per: each destination address (address), or all of this host's addresses as one (host; not with --all-destinations; in a replay, every destination in the capture)."),
         .integer("max-tracked-pairs", \.maxTrackedPairs, help: "The most (source, destination) pairs tracked at once; the least recently active are evicted.", range: 1...maxTrackedLimit, outOfRange: trackedOutOfRange),
         .integer("max-tracked-connections", \.maxTrackedConnections, help: "The most 4-tuples remembered to tell retransmissions from new connections.", range: 1...maxTrackedLimit, outOfRange: trackedOutOfRange),
         .items("ignore-ports", \.ignorePorts, placeholder: "port|low-high", help: "Destination ports that never count toward a scan (their SYNs are still new connections), e.g. 25,465,587,993,995 or 8000-8100.", parse: { (items: [String]) throws(SettingProblem) in
@@ -129,7 +131,7 @@ struct AgentSettings: SettingsRoot {
     /// The settings `replay` takes: the output and the scan rule.
     static let detection = declared.only(
         [
-            "format", "scan-ports", "scan-window", "max-tracked-pairs", "max-tracked-connections", "ignore-ports",
+            "format", "scan-ports", "scan-window", "destination-unit", "max-tracked-pairs", "max-tracked-connections", "ignore-ports",
             "ipv6-block-prefix", "events", "log-level", "summary",
         ]
     )
@@ -171,7 +173,8 @@ struct AgentSettings: SettingsRoot {
                 portThreshold: scanPorts,
                 window: .nanoseconds(Int64(scanWindow * 1e9)),
                 maxTrackedPairs: maxTrackedPairs,
-                ignoredPorts: ignorePorts
+                ignoredPorts: ignorePorts,
+                destinationUnit: destinationUnit
             ),
             maxTrackedConnections: maxTrackedConnections
         )

@@ -19,6 +19,10 @@ struct PrivilegedParts {
     let cleanups: [@Sendable () -> Void]
 
     static func open(settings: AgentSettings, logger: Logger) throws -> PrivilegedParts {
+        if settings.destinationUnit == .host, settings.allDestinations {
+            throw ConntrackrError(
+                .invalidConfiguration, "--destination-unit host counts this host's addresses as one: not with --all-destinations")
+        }
         guard let interface = try settings.interface ?? DefaultRoutes.preferredInterface(DefaultRoutes.read()) else {
             throw ConntrackrError(.noSuchInterface, "no default route to pick an interface from: pass --interface")
         }

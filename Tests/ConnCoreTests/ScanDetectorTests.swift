@@ -19,6 +19,22 @@ struct ScanDetectorTests {
         return syns.compactMap { detector.observe(syn($0.0, port: $0.1)) }
     }
 
+    @Test("Ports spread over a host's addresses: under the rule per address, a scan when the host counts as one")
+    func portsSpreadOverTheHostsAddresses() {
+        let other = IPAddress("203.0.113.6")!
+        let syns = [syn(0, port: 1), syn(1, port: 2), syn(2, port: 3, to: other), syn(3, port: 2, to: other),
+                    syn(4, port: 4, to: other), syn(5, port: 5)]
+        let perAddress = SlidingWindowScanDetector(rule: ScanRule())
+        #expect(syns.compactMap { perAddress.observe($0) }.isEmpty)
+        let perHost = SlidingWindowScanDetector(rule: ScanRule(destinationUnit: .host))
+        let found = syns.compactMap { perHost.observe($0) }
+        // Port 2 on both addresses is one port; the fourth distinct port (4) crosses, and names its destination.
+        #expect(found.count == 1)
+        #expect(found.first?.ports == [1, 2, 3, 4])
+        #expect(found.first?.destination == other)
+        #expect(found.first?.time == syn(4, port: 4).time)
+    }
+
     @Test("Exactly 3 ports is no scan")
     func threePorts() {
         #expect(scans([(0, 80), (1, 81), (2, 82)]).isEmpty)

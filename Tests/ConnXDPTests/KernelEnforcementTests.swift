@@ -70,6 +70,25 @@ struct KernelEnforcementTests {
         #expect(try maps.blockEntries().count == 1)
     }
 
+    /// A scanner spreading its ports over the host's addresses: under the rule per address; blocked at the
+    /// fourth distinct port when the host counts as one (`one_destination`), as in user space.
+    @Test(arguments: DestinationUnit.allCases)
+    func portsSpreadOverTheHostsAddresses(unit: DestinationUnit) throws {
+        let root = try TemporaryPinRoot()
+        defer { root.remove() }
+        let enforcement = try #require(
+            KernelEnforcement(rule: ScanRule(portThreshold: 3, destinationUnit: unit), policy: BlockPolicy())
+        )
+        let program = try XDPProgram(pinRoot: root.path, enforcement: enforcement)
+        let scanner = IPAddress("198.51.100.57")!, other = IPAddress("203.0.113.6")!
+        let syns = [Self.syn(scanner, to: 1), Self.syn(scanner, to: 2), Self.syn(scanner, to: 3, destination: other),
+                    Self.syn(scanner, to: 2, destination: other)]
+        for frame in syns { #expect(try Self.send(program, frame).1 == .some(nil)) }
+        let (verdict, decision) = try Self.send(program, Self.syn(scanner, to: 4, destination: other))
+        #expect(verdict == (unit == .host ? .drop : .pass))
+        #expect(decision == .some(unit == .host ? .blocked : nil))
+    }
+
     /// A mail client reaching 25, 465, 587, 993 and 995 within a minute is no scan where those ports are ignored,
     /// in the kernel exactly as in user space.
     @Test func ignoredPortsNeverCount() throws {
