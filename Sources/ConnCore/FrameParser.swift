@@ -85,53 +85,63 @@ public enum MalformedReason: String, Hashable, Sendable, CaseIterable {
 public enum FrameParser: Sendable {
     /// VLAN tags followed before giving up on a frame.
     public static let maxVLANTags = 4
-    /// IPv6 extension headers followed before giving up on a packet.
+    /// The IPv6 extension headers the XDP program follows (`CT_MAX_IPV6_EXTENSION_HEADERS`); it drops a packet whose
+    /// chain goes on, and counts it. ``classify(_:linkType:ipv6HeaderLimit:)`` follows any number by default, as
+    /// Linux does: it answers a SYN behind 7, 12 or 20 destination-options headers (checked in the lab).
     public static let maxIPv6ExtensionHeaders = 6
     /// The most bytes of a frame the parser may need to read: the longest link header (Linux cooked v2, 20 bytes),
-    /// every VLAN tag, IPv6's fixed header, the longest extension headers it follows (2,048 bytes each) and TCP's
-    /// fixed header. A live capture's snapshot length must be at least this, or a SYN behind a long chain (a
-    /// 600-byte routing header) is cut before its TCP header.
-    public static let longestHeaders = 20 + 4 * maxVLANTags + 40 + 2048 * maxIPv6ExtensionHeaders + 20
+    /// every VLAN tag and a whole IPv6 packet (40 bytes and a payload of at most 65,535), which may be all headers.
+    /// A live capture's snapshot length must be at least this, or a SYN behind a long chain is cut before its TCP
+    /// header. (The kernel filter passes only SYNs and fragments, so it costs nothing on other packets.)
+    public static let longestHeaders = 20 + 4 * maxVLANTags + 40 + 65_535
 
     /// Classifies one frame of the given link type.
+    ///
+    /// - Parameter ipv6HeaderLimit: the IPv6 extension headers followed before the packet is
+    ///   `header_chain_too_long`. By default every header the packet holds (the chain ends within its bytes); the
+    ///   comparison with the XDP program passes the program's ``maxIPv6ExtensionHeaders``.
     @inlinable
-    public static func classify(_ frame: UnsafeRawBufferPointer, linkType: LinkType) -> FrameVerdict {
+    public static func classify(
+        _ frame: UnsafeRawBufferPointer, linkType: LinkType, ipv6HeaderLimit: Int = .max
+    ) -> FrameVerdict {
         var cursor = FrameCursor(frame)
         switch linkType.framing {
         case .ethernet:
             guard cursor.has(14) else { return .malformed(.truncated) }
-            return classifyEtherType(cursor.u16(12), &cursor, headerLength: 14)
+            return classifyEtherType(cursor.u16(12), &cursor, headerLength: 14, ipv6HeaderLimit: ipv6HeaderLimit)
         case .linuxCooked:
             guard cursor.has(16) else { return .malformed(.truncated) }
-            return classifyEtherType(cursor.u16(14), &cursor, headerLength: 16)
+            return classifyEtherType(cursor.u16(14), &cursor, headerLength: 16, ipv6HeaderLimit: ipv6HeaderLimit)
         case .linuxCooked2:
             guard cursor.has(20) else { return .malformed(.truncated) }
-            return classifyEtherType(cursor.u16(0), &cursor, headerLength: 20)
+            return classifyEtherType(cursor.u16(0), &cursor, headerLength: 20, ipv6HeaderLimit: ipv6HeaderLimit)
         case .rawIP:
             guard cursor.has(1) else { return .malformed(.truncated) }
             switch cursor.u8(0) >> 4 {
             case 4: return classifyIPv4(&cursor)
-            case 6: return classifyIPv6(&cursor)
+            case 6: return classifyIPv6(&cursor, headerLimit: ipv6HeaderLimit)
             default: return .malformed(.invalidHeader)
             }
         case .ipv4Only:
             return classifyIPv4(&cursor)
         case .ipv6Only:
-            return classifyIPv6(&cursor)
+            return classifyIPv6(&cursor, headerLimit: ipv6HeaderLimit)
         case .bsdLoopback:
             // A 4-byte address family in the capturing host's byte order; the IP version nibble is unambiguous.
             guard cursor.has(5) else { return .malformed(.truncated) }
             cursor.advance(4)
             switch cursor.u8(0) >> 4 {
             case 4: return classifyIPv4(&cursor)
-            case 6: return classifyIPv6(&cursor)
+            case 6: return classifyIPv6(&cursor, headerLimit: ipv6HeaderLimit)
             default: return .other
             }
         }
     }
 
     @inlinable
-    static func classifyEtherType(_ first: UInt16, _ cursor: inout FrameCursor, headerLength: Int) -> FrameVerdict {
+    static func classifyEtherType(
+        _ first: UInt16, _ cursor: inout FrameCursor, headerLength: Int, ipv6HeaderLimit: Int
+    ) -> FrameVerdict {
         var etherType = first
         var offset = headerLength
         var tags = 0
@@ -145,7 +155,7 @@ public enum FrameParser: Sendable {
         cursor.advance(offset)
         switch etherType {
         case 0x0800: return classifyIPv4(&cursor)
-        case 0x86DD: return classifyIPv6(&cursor)
+        case 0x86DD: return classifyIPv6(&cursor, headerLimit: ipv6HeaderLimit)
         default: return .other
         }
     }
@@ -182,7 +192,7 @@ public enum FrameParser: Sendable {
     }
 
     @inlinable
-    static func classifyIPv6(_ cursor: inout FrameCursor) -> FrameVerdict {
+    static func classifyIPv6(_ cursor: inout FrameCursor, headerLimit: Int) -> FrameVerdict {
         guard cursor.has(40) else { return .malformed(.truncated) }
         guard cursor.u8(0) >> 4 == 6 else { return .malformed(.invalidHeader) }
         // ::ffff:a.b.c.d: 80 zero bits, 16 one bits. Reported, it would read as the IPv4 host a.b.c.d.
@@ -221,7 +231,7 @@ public enum FrameParser: Sendable {
                 return .other  // no next header, ESP, UDP, ICMPv6, ...
             }
             followed += 1
-            guard followed <= maxIPv6ExtensionHeaders else { return .malformed(.headerChainTooLong) }
+            guard followed <= headerLimit else { return .malformed(.headerChainTooLong) }
             nextHeader = cursor.u8(offset)
             offset += length
         }

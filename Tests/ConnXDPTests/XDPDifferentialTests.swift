@@ -68,7 +68,9 @@ struct XDPDifferentialTests {
     }
 
     static func swiftOutcome(_ frame: [UInt8]) -> Outcome {
-        switch frame.withUnsafeBytes({ FrameParser.classify($0, linkType: .ethernet) }) {
+        let limit = FrameParser.maxIPv6ExtensionHeaders  // the program's: it drops longer chains
+        let verdict = frame.withUnsafeBytes { FrameParser.classify($0, linkType: .ethernet, ipv6HeaderLimit: limit) }
+        return switch verdict {
         case .attempt(let source, let sourcePort, let destination, let destinationPort):
             .attempt(source, sourcePort, destination, destinationPort)
         case .other: .other

@@ -250,7 +250,8 @@ struct XDPProgramTests {
     static func expectAgreement(_ outcome: Outcome, _ frame: [UInt8], sourceLocation: SourceLocation = #_sourceLocation)
     {
         #expect(outcome.statistics.frames == 1, sourceLocation: sourceLocation)
-        let parsed = frame.withUnsafeBytes { FrameParser.classify($0, linkType: .ethernet) }
+        let parsed = frame.withUnsafeBytes { FrameParser.classify($0, linkType: .ethernet, ipv6HeaderLimit: FrameParser.maxIPv6ExtensionHeaders)
+        }
         if case .malformed(.headerChainTooLong) = parsed, !DifferentialFrames.hasTooManyVLANTags(frame) {
             // The program drops a packet whose IPv6 chain it cannot follow to the end, and counts it.
             #expect(outcome.verdict == .drop, sourceLocation: sourceLocation)
@@ -297,7 +298,8 @@ struct XDPProgramTests {
         let program = try XDPProgram(pinRoot: root.path)
         let outcome = try Self.run(program, testCase.frame)
         // The expectation is stated by hand, so that the program and the Swift parser cannot be wrong together.
-        let parsed = testCase.frame.withUnsafeBytes { FrameParser.classify($0, linkType: .ethernet) }
+        let parsed = testCase.frame.withUnsafeBytes { FrameParser.classify($0, linkType: .ethernet, ipv6HeaderLimit: FrameParser.maxIPv6ExtensionHeaders)
+        }
         switch (testCase.expected, parsed) {
         case (.attempt, .attempt), (.other, .other), (.malformed, .malformed), (.fragment, .fragment): break
         case (.longChain, .malformed(.headerChainTooLong)): break

@@ -8,6 +8,8 @@
 #      learns no port at all, and counts them in its pinned ct_guard_stats map.
 #   3. An IPv6 scanner taking a new address of its /64 for every 3 ports, against pcap + nftables: counted as its
 #      /64 (the unit blocked), reported once and blocked as the /64.
+#   4. SYNs behind 7 and 20 IPv6 destination-options headers (past the 6 the XDP program follows), which Linux
+#      answers: against pcap they are reported; against XDP they are dropped (never answered) and counted.
 # Usage: BINARY
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -71,6 +73,20 @@ assert_eq "$(events count "$out" event=port_scan dst="$LAB_VICTIM_IP6")" 1 "port
 assert_eq "$(events count "$out" event=blocked src=2001:db8:bad::/64 reason=port_scan)" 1 \
     "blocked events for the rotating scanner's /64"
 lab_connect client "$LAB_VICTIM_IP6" 443
+
+# 4. Long IPv6 header chains (the attacker's own address, so the victim's answers reach its tcpdump).
+chains=$LAB_TMP/chains.syn
+printf 'syn %s %s 45007 %s chain=%s\n' "$LAB_ATTACKER_IP6" "$LAB_VICTIM_IP6" 7007 7 "$LAB_ATTACKER_IP6" "$LAB_VICTIM_IP6" \
+    7020 20 >"$chains"
+send_chains() { lab_exec attacker 10 python3 "$E2E_TOOLS/syn_script.py" "$chains" >/dev/null || fail "sending chains failed"; }
+leak_capture_start chains-pcap
+send_chains
+assert_eq "$(leak_capture_ports)" 2 "SYNs behind 7 and 20 extension headers the host answered"
+wait_for_line "$out" '"dst_port" *: *7020' 5 || fail "the SYN behind 20 headers was not reported"
+for port in 7007 7020; do
+    assert_eq "$(events count "$out" event=new_connection src="$LAB_ATTACKER_IP6" dst_port="$port")" 1 \
+        "the SYN to $port behind a long chain reported (pcap)"
+done
 lab_stop "$agent" INT 5
 assert_eq "$LAB_EXIT_STATUS" 0 "pcap agent exit status (stderr: $(tail -n 3 "$LAB_TMP/pcap-agent.err"))"
 
@@ -98,5 +114,21 @@ log "tiny fragments dropped: $dropped"
 # nmap -f sends each SYN as three fragments, the first two of which split the header's first 16 bytes.
 assert_int "$dropped" -ge 200 "tiny fragments dropped by the XDP program"
 lab_connect client "$LAB_VICTIM_IP4" 22 80
+leak_capture_start chains-xdp
+send_chains
+assert_eq "$(leak_capture_ports)" 0 "SYNs behind long chains the host answered under XDP"
+long_chains=$(bpftool -j map dump pinned "$XDP_PINS/ct_guard_stats" | python3 -c '
+import json, sys
+total = 0
+for entry in json.load(sys.stdin):
+    entry = entry.get("formatted", entry)
+    for cpu in entry.get("values", []):
+        value = cpu["value"]
+        if isinstance(value, dict):
+            total += value["long_header_chains"]
+        else:  # raw bytes, little-endian: the second u64 is long_header_chains
+            total += int.from_bytes(bytes(int(b, 16) for b in value[8:16]), "little")
+print(total)')
+assert_eq "$long_chains" 2 "long header chains dropped by the XDP program"
 xdp_agent_stop "$agent" xdp-agent
-log "evasion: nmap -f reported and blocked (pcap) or learned nothing (XDP); a scanner rotating in its /64 was blocked as the /64"
+log "evasion: nmap -f reported and blocked (pcap) or learned nothing (XDP); a scanner rotating in its /64 was blocked as the /64; SYNs behind long IPv6 chains reported (pcap) or dropped and counted (XDP)"
