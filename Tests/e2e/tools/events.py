@@ -4,7 +4,8 @@
   events.py check FILE [--since EPOCH] [--until EPOCH]
       Every non-empty line must be a JSON object with a string "event" and a "time" of the form
       2021-04-28T15:28:05.000000Z (within [since, until] when given), and address fields must be in canonical
-      form (RFC 5952 for IPv6). Prints the number of events; exits 1 naming the first bad line.
+      form (RFC 5952 for IPv6); a last line {"kind":"summary",...} (replay --summary) must hold whole counts.
+      Prints the number of events; exits 1 naming the first bad line.
   events.py count FILE [KEY=VALUE...]
       Prints how many events match every KEY=VALUE.
   events.py list FILE FIELD [KEY=VALUE...]
@@ -83,8 +84,16 @@ def parse_conditions(args):
 
 def check(path, since, until):
     events = load(path)
+    if events and events[-1][1].get("kind") == "summary":
+        # replay --summary ends with one summary object (README: Replay); its counts must be whole numbers.
+        number, summary = events.pop()
+        for key in ("files", "files_failed", "frames", "attempts", "new_connections", "port_scans"):
+            if not isinstance(summary.get(key), int) or summary[key] < 0:
+                raise SystemExit(f"{path}:{number}: summary '{key}' is not a count: {summary.get(key)!r}")
     for number, event in events:
         where = f"{path}:{number}"
+        if event.get("kind") == "summary":
+            raise SystemExit(f"{where}: a summary before the last line")
         if not isinstance(event.get("event"), str):
             raise SystemExit(f"{where}: no string 'event': {json.dumps(event)}")
         stamp = event.get("time")
