@@ -4,32 +4,25 @@ import Logging
 import Synchronization
 
 /// Follows this host's addresses after start (a VIP after a failover, SLAAC, renumbering): when they change, the
-/// capture reports attempts to the new set, and the allowlist (in the blocker's kernel maps too) and the units
-/// sources are counted as take the new host addresses. Called by ``ConnCapture/HostAddressWatcher``.
+/// capture reports attempts to the new set, and the allowlist's host entries (through `allowlist`, so in the
+/// blocker's kernel maps and the units sources are counted as too) are the new addresses. Called by
+/// ``ConnCapture/HostAddressWatcher``.
 final class AddressFollower: Sendable {
     private let source: any PacketSource
     private let followsDestinations: Bool
-    private let blocking: BlockController?
-    private let units: SourceUnits
+    private let allowlist: AllowlistKeeper
     private let logger: Logger
-    private struct State {
-        var addresses: Set<IPAddress>
-        /// The allowlist in force when nothing blocks (with blocking, the controller's).
-        var allowlist: Allowlist
-    }
-    private let state: Mutex<State>
+    private let addresses: Mutex<Set<IPAddress>>
 
     /// - Parameter followsDestinations: whether capture reports only attempts to this host's addresses.
     init(
-        source: any PacketSource, followsDestinations: Bool, blocking: BlockController?, units: SourceUnits,
-        allowlist: Allowlist, logger: Logger
+        source: any PacketSource, followsDestinations: Bool, allowlist: AllowlistKeeper, logger: Logger
     ) throws(ConntrackrError) {
         self.source = source
         self.followsDestinations = followsDestinations
-        self.blocking = blocking
-        self.units = units
+        self.allowlist = allowlist
         self.logger = logger
-        self.state = Mutex(State(addresses: Set(try HostAddresses.current()), allowlist: allowlist))
+        self.addresses = Mutex(Set(try HostAddresses.current()))
     }
 
     /// Re-reads the host's addresses and applies them if they changed.
@@ -41,22 +34,16 @@ final class AddressFollower: Sendable {
             logger.error("cannot read this host's addresses; the previous ones stay", metadata: ["error": "\(error)"])
             return
         }
-        let change = state.withLock { state -> (added: [IPAddress], removed: [IPAddress], allowlist: Allowlist)? in
+        let change = addresses.withLock { addresses -> (added: [IPAddress], removed: [IPAddress])? in
             let fresh = Set(current)
-            guard fresh != state.addresses else { return nil }
-            defer { state.addresses = fresh }
-            let allowlist = (blocking?.allowlist ?? state.allowlist).replacingHostAddresses(with: current)
-            state.allowlist = allowlist
-            return (fresh.subtracting(state.addresses).sorted(), state.addresses.subtracting(fresh).sorted(), allowlist)
+            guard fresh != addresses else { return nil }
+            defer { addresses = fresh }
+            return (fresh.subtracting(addresses).sorted(), addresses.subtracting(fresh).sorted())
         }
         guard let change else { return }
         if followsDestinations { source.replaceDestinations(current) }
         do {
-            if let blocking {
-                try blocking.replaceAllowlist(change.allowlist)
-            } else {
-                units.replaceAllowlist(change.allowlist)
-            }
+            try allowlist.update { $0.replacingHostAddresses(with: current) }
         } catch {
             logger.error("allowlist not updated for the new addresses", metadata: ["error": "\(error)"])
         }

@@ -91,9 +91,10 @@ struct Agent {
             )
         ]
         if let fleet { services.append(.init(service: fleet)) }
+        // The allowlist changes on SIGHUP and when the host's addresses change: one keeper applies both in turn.
+        let allowlist = AllowlistKeeper(allowlist: parts.allowlist, blocking: blocking, units: units)
         let follower = try AddressFollower(
-            source: parts.source, followsDestinations: !settings.allDestinations, blocking: blocking, units: units,
-            allowlist: parts.allowlist, logger: logger
+            source: parts.source, followsDestinations: !settings.allDestinations, allowlist: allowlist, logger: logger
         )
         let watcher = HostAddressWatcher(
             onFallback: { reason in
@@ -102,15 +103,9 @@ struct Agent {
             onChange: { follower.addressesMayHaveChanged() }
         )
         services.append(.init(service: watcher))
-        if let blocking {
-            services.append(
-                .init(
-                    service: AllowlistReloader(
-                        settings: settings, configFile: configFile, blocking: blocking, logger: logger
-                    )
-                )
-            )
-        }
+        services.append(
+            .init(service: AllowlistReloader(settings: settings, configFile: configFile, keeper: allowlist, logger: logger))
+        )
         if case .endpoint(let endpoint) = settings.metricsAddress {
             let server = MetricsServer(
                 configuration: .init(endpoint: endpoint),
@@ -171,34 +166,5 @@ extension HostAllowlist {
             fleetInfrastructure: try settings.fleet?.etcd.endpointAddresses() ?? [],
             fleetAllowed: settings.fleetSettings.allowedPrefixes
         )
-    }
-}
-
-/// Reloads the allowlist on SIGHUP (from the configuration file and the allow file) without dropping any state.
-struct AllowlistReloader: Service {
-    let settings: AgentSettings
-    let configFile: String?
-    let blocking: BlockController
-    let logger: Logger
-
-    func run() async throws {
-        let hangups = await UnixSignalsSequence(trapping: .sighup)
-        for await _ in hangups.cancelOnGracefulShutdown() {
-            do {
-                var fresh = settings
-                if let configFile {
-                    var reread = AgentSettings()
-                    try reread.load(configurationFile: configFile)
-                    fresh.allow = reread.allow
-                    fresh.allowFile = reread.allowFile
-                    fresh.fleetSettings.allow = reread.fleetSettings.allow
-                }
-                let allowlist = try HostAllowlist(settings: fresh).build()
-                try blocking.replaceAllowlist(allowlist)
-                logger.notice("allowlist reloaded", metadata: ["entries": "\(allowlist.entries.count)"])
-            } catch {
-                logger.error("allowlist not reloaded; the previous one stays", metadata: ["error": "\(error)"])
-            }
-        }
     }
 }
