@@ -5,6 +5,7 @@
 #include <linux/rtnetlink.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,13 +26,25 @@ int ct_address_watch_open(void)
     return fd;
 }
 
-int ct_address_watch_wait(int fd, int timeout_ms)
+int ct_address_watch_wake_open(void)
 {
-    struct pollfd readiness = { .fd = fd, .events = POLLIN };
-    int ready = poll(&readiness, 1, timeout_ms);
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    return fd < 0 ? -errno : fd;
+}
+
+int ct_address_watch_wake(int wake_fd)
+{
+    return eventfd_write(wake_fd, 1) == 0 ? 0 : -errno;
+}
+
+int ct_address_watch_wait(int fd, int wake_fd, int timeout_ms)
+{
+    /* A negative descriptor is ignored by poll(2). */
+    struct pollfd readiness[2] = { { .fd = wake_fd, .events = POLLIN }, { .fd = fd, .events = POLLIN } };
+    int ready = poll(readiness, 2, timeout_ms);
     if (ready < 0)
         return errno == EINTR ? 0 : -errno;
-    if (ready == 0)
+    if (ready == 0 || readiness[0].revents != 0 || fd < 0)
         return 0;
     int changed = 0;
     char buffer[8192] __attribute__((aligned(NLMSG_ALIGNTO)));

@@ -28,10 +28,10 @@ public final class HostAddressWatcher: Service, Sendable {
         self.onFallback = onFallback
     }
 
-    /// Watches until the service group shuts down; then the watching thread ends within a tenth of a second (the
-    /// group shuts its services down one after another, within a few seconds in all).
+    /// Watches until the service group shuts down; then the watching thread, asleep until a notification, is
+    /// woken at once and ends (the group shuts its services down one after another, within a few seconds in all).
     public func run() async throws {
-        let stop = StopFlag()
+        let stop = StopSignal()
         let onChange = self.onChange
         let onFallback = self.onFallback
         await withTaskCancellationOrGracefulShutdownHandler {
@@ -40,19 +40,21 @@ public final class HostAddressWatcher: Service, Sendable {
                     defer { finished.resume() }
                     var descriptor = ct_address_watch_open()
                     if descriptor < 0 { onFallback("rtnetlink: \(String(cString: strerror(-descriptor)))") }
-                    var sincePoll: Int32 = 0
+                    var sinceChangeCall: Int32 = 0  // in fallback polling
                     while !stop.isSet {
-                        guard descriptor >= 0 else {
-                            // No notifications: look again every few seconds, waking often enough to stop promptly.
-                            poll(nil, 0, 100)
-                            sincePoll += 100
-                            if sincePoll >= Self.fallbackIntervalMilliseconds {
-                                sincePoll = 0
+                        // Without a wake descriptor, wake every tenth of a second to see the stop flag.
+                        let limit = stop.descriptor < 0 ? Int32(100) : descriptor < 0 ? Self.fallbackIntervalMilliseconds : -1
+                        let result = ct_address_watch_wait(descriptor, stop.descriptor, limit)
+                        if stop.isSet { break }
+                        if descriptor < 0 {
+                            // No notifications: look again every few seconds.
+                            sinceChangeCall += limit
+                            if sinceChangeCall >= Self.fallbackIntervalMilliseconds {
+                                sinceChangeCall = 0
                                 onChange()
                             }
                             continue
                         }
-                        let result = ct_address_watch_wait(descriptor, 100)
                         if result > 0 { onChange() }
                         if result < 0 {
                             onFallback("rtnetlink: \(String(cString: strerror(-result)))")
@@ -70,9 +72,22 @@ public final class HostAddressWatcher: Service, Sendable {
     }
 }
 
-/// Tells the watching thread to end.
-private final class StopFlag: Sendable {
+/// Tells the watching thread to end, and wakes it through an eventfd it polls with the netlink socket.
+private final class StopSignal: Sendable {
     private let flag = Atomic<Bool>(false)
-    var isSet: Bool { flag.load(ordering: .relaxed) }
-    func set() { flag.store(true, ordering: .relaxed) }
+    /// The eventfd, or -errno when none could be made (the thread then wakes every tenth of a second).
+    let descriptor = ct_address_watch_wake_open()
+
+    var isSet: Bool { flag.load(ordering: .acquiring) }
+
+    func set() {
+        flag.store(true, ordering: .releasing)
+        if descriptor >= 0 { _ = ct_address_watch_wake(descriptor) }
+    }
+
+    // Closed only when neither the thread nor the shutdown handler holds the signal any more: `set` may write to
+    // it after the thread has ended.
+    deinit {
+        if descriptor >= 0 { close(descriptor) }
+    }
 }
