@@ -16,6 +16,13 @@ public final class FragmentedHeaderAssembler {
         /// Bit *i* set: byte *i* is known.
         var known: UInt16 = 0
         var firstSeen: Int64
+        /// Its place in `arrivals`: a key started afresh (its time was up) has a later arrival than its first.
+        var arrival: UInt64
+    }
+
+    struct Arrival {
+        var key: Key
+        var number: UInt64
     }
 
     /// The most packets reassembled at once.
@@ -24,9 +31,11 @@ public final class FragmentedHeaderAssembler {
     public let timeout: Duration
     private let timeoutNanoseconds: Int64
     private var partials: [Key: Partial] = [:]
-    /// Keys in arrival order, for forgetting the oldest; a key may outlive its entry (completed), never the reverse.
-    private var arrivals: [Key] = []
+    /// Keys in arrival order, for forgetting the oldest. An arrival may outlive its packet (completed, or started
+    /// afresh under a later arrival), never the reverse; only the arrival a packet names is its own.
+    private var arrivals: [Arrival] = []
     private var oldestArrival = 0
+    private var nextArrival: UInt64 = 0
     /// Packets forgotten unfinished to make room, since the assembler was made.
     public private(set) var evicted = 0
 
@@ -50,13 +59,14 @@ public final class FragmentedHeaderAssembler {
             partial = found
         } else {
             if partials[key] == nil { makeRoom() }
-            partial = Partial(firstSeen: time.nanoseconds)
+            partial = Partial(firstSeen: time.nanoseconds, arrival: nextArrival)
             if arrivals.count - oldestArrival >= 2 * capacity {
-                // Most keys belong to packets already complete: keep the live ones, in order.
-                arrivals = arrivals[oldestArrival...].filter { partials[$0] != nil }
+                // Most arrivals belong to packets already complete: keep the live ones, in order.
+                arrivals = arrivals[oldestArrival...].filter(isLive)
                 oldestArrival = 0
             }
-            arrivals.append(key)
+            arrivals.append(Arrival(key: key, number: nextArrival))
+            nextArrival &+= 1
         }
         for index in 0..<piece.count {
             let position = piece.offset + index
@@ -86,10 +96,10 @@ public final class FragmentedHeaderAssembler {
     /// Forgets packets whose time is up by `now`.
     public func expire(now: Timestamp) {
         while oldestArrival < arrivals.count {
-            let key = arrivals[oldestArrival]
-            if let partial = partials[key] {
+            let arrival = arrivals[oldestArrival]
+            if isLive(arrival), let partial = partials[arrival.key] {
                 guard now.nanoseconds &- partial.firstSeen >= timeoutNanoseconds else { break }
-                partials[key] = nil
+                partials[arrival.key] = nil
             }
             oldestArrival += 1
         }
@@ -98,10 +108,19 @@ public final class FragmentedHeaderAssembler {
 
     private func makeRoom() {
         while partials.count >= capacity, oldestArrival < arrivals.count {
-            if partials.removeValue(forKey: arrivals[oldestArrival]) != nil { evicted += 1 }
+            let arrival = arrivals[oldestArrival]
+            if isLive(arrival) {
+                partials[arrival.key] = nil
+                evicted += 1
+            }
             oldestArrival += 1
         }
         compactArrivals()
+    }
+
+    /// Whether `arrival` is that of a packet still being reassembled.
+    private func isLive(_ arrival: Arrival) -> Bool {
+        partials[arrival.key]?.arrival == arrival.number
     }
 
     /// Drops the consumed front of `arrivals` once it is longer than the capacity.

@@ -123,6 +123,32 @@ import Testing
         #expect(assembler.add(second(9)!, at: referenceTime + .seconds(31)) == nil)
     }
 
+    /// A packet started afresh under the same identification after its time was up is as old as its new start:
+    /// not forgotten first in its old place, and not shielding older packets behind it from expiry.
+    @Test func aPacketStartedAfreshAgesFromItsNewStart() {
+        func piece(_ identification: UInt16, _ index: Int) -> TCPHeaderFragment? {
+            let frame = FrameBuilder.fragmentedTCP(from: Self.attacker, 1, to: Self.victim, 2, identification: identification)[index]
+            if case .fragment(let piece) = classify(frame) { return piece }
+            return nil
+        }
+        let expiring = FragmentedHeaderAssembler(capacity: 8, timeout: .seconds(30))
+        #expect(expiring.add(piece(1, 0)!, at: referenceTime) == nil)
+        #expect(expiring.add(piece(2, 0)!, at: referenceTime + .seconds(10)) == nil)
+        #expect(expiring.add(piece(1, 0)!, at: referenceTime + .seconds(31)) == nil)  // 1's time was up: afresh
+        expiring.expire(now: referenceTime + .seconds(41))
+        #expect(expiring.count == 1, "2 (from 10 s) has expired; 1 (from 31 s) has not")
+        #expect(expiring.add(piece(1, 1)!, at: referenceTime + .seconds(42)) != nil)
+
+        let full = FragmentedHeaderAssembler(capacity: 2, timeout: .seconds(30))
+        #expect(full.add(piece(1, 0)!, at: referenceTime) == nil)
+        #expect(full.add(piece(2, 0)!, at: referenceTime + .seconds(10)) == nil)
+        #expect(full.add(piece(1, 0)!, at: referenceTime + .seconds(31)) == nil)
+        #expect(full.add(piece(3, 0)!, at: referenceTime + .seconds(32)) == nil)  // room made: 2 is the oldest
+        #expect(full.evicted == 1)
+        #expect(full.add(piece(1, 1)!, at: referenceTime + .seconds(33)) != nil)
+        #expect(full.add(piece(2, 1)!, at: referenceTime + .seconds(33)) == nil)
+    }
+
     @Test func manyCompletedPacketsKeepTheAssemblerSmall() {
         let assembler = FragmentedHeaderAssembler(capacity: 8)
         var reported = 0
