@@ -85,8 +85,10 @@ public final class MergedPcapFileSource: PacketSource {
             }
         }
 
+        // Parsing here, the rest of the pipeline on a second thread.
+        let feed = PipelineFeed(pipeline: pipeline)
         defer {
-            pipeline.finish()
+            feed.finish()
             progress?(CaptureReadProgress(bytesRead: bytesRead(), frames: frames + inBatch))
         }
         while !stopRequested.load(ordering: .relaxed), var head = heap.popMin() {
@@ -106,10 +108,10 @@ public final class MergedPcapFileSource: PacketSource {
                 // Deliver this file's records while they come no later than every other file's next one.
                 while true {
                     lastTime = file.time
-                    pipeline.process(frame: file.frame, linkType: file.linkType, time: lastTime)
+                    feed.process(frame: file.frame, linkType: file.linkType, time: lastTime)
                     inBatch += 1
                     if inBatch == PcapFileSource.batchSize {
-                        pipeline.endOfBatch(now: lastTime)
+                        feed.endOfBatch(now: lastTime)
                         frames += inBatch
                         inBatch = 0
                         progress?(CaptureReadProgress(bytesRead: bytesRead(), frames: frames))
@@ -119,7 +121,7 @@ public final class MergedPcapFileSource: PacketSource {
                     do throws(ConntrackrError) {
                         more = try file.advance()
                     } catch {
-                        pipeline.endOfBatch(now: lastTime)
+                        feed.endOfBatch(now: lastTime)
                         fail(error)
                         more = false
                     }

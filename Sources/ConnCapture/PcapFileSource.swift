@@ -54,8 +54,10 @@ public final class PcapFileSource: PacketSource {
         var inBatch = 0
         var frames = 0
         var lastTime = Timestamp(nanoseconds: 0)
+        // Parsing here, the rest of the pipeline on a second thread.
+        let feed = PipelineFeed(pipeline: pipeline)
         defer {
-            pipeline.finish()
+            feed.finish()
             progress?(CaptureReadProgress(bytesRead: file.bytesRead, frames: frames + inBatch))
         }
         while !stopRequested.load(ordering: .relaxed) {
@@ -64,22 +66,22 @@ public final class PcapFileSource: PacketSource {
                 guard let header, let data else { continue }
                 lastTime = nanosecondTimestamp(header)
                 let frame = UnsafeRawBufferPointer(start: data, count: Int(header.pointee.caplen))
-                pipeline.process(frame: frame, linkType: linkType, time: lastTime)
+                feed.process(frame: frame, linkType: linkType, time: lastTime)
                 inBatch += 1
                 if inBatch == Self.batchSize {
-                    pipeline.endOfBatch(now: lastTime)
+                    feed.endOfBatch(now: lastTime)
                     frames += inBatch
                     inBatch = 0
                     progress?(CaptureReadProgress(bytesRead: file.bytesRead, frames: frames))
                 }
             case PCAP_ERROR_BREAK:  // end of file
                 if let failure = file.endFailure() {
-                    pipeline.endOfBatch(now: lastTime)
+                    feed.endOfBatch(now: lastTime)
                     throw failure
                 }
                 return
             default:
-                pipeline.endOfBatch(now: lastTime)
+                feed.endOfBatch(now: lastTime)
                 throw file.readFailure()
             }
         }
