@@ -2,7 +2,7 @@
 # make bench: replay speed of conntrackr against tcpdump's filter-only pass over the same capture.
 # Usage: Tests/bench/run-bench.sh BINARY
 #   BENCH_FRAMES, BENCH_RUNS: the interleaved comparison's capture size and run count (2,000,000 and 7).
-#   BENCH_REPLAY_LARGE=0 skips the large run (BENCH_LARGE_FRAMES frames, 20,000,000: about 2.6 GB, cached in
+#   BENCH_REPLAY_LARGE=0 skips the large run (BENCH_LARGE_FRAMES frames, 20,000,000: 1.8 GB, cached in
 #   bench-out/ as the small capture is).
 set -euo pipefail
 binary=${1:?usage: run-bench.sh BINARY}
