@@ -28,7 +28,8 @@ public final class MergedPcapFileSource: PacketSource {
 
     /// - Parameters:
     ///   - paths: the files; `-` is standard input (at most once).
-    ///   - progress: called on the capture thread after each batch of frames and at the end.
+    ///   - progress: called on the thread running ``run(into:)``, which reads and parses, after each batch of frames
+    ///     and at the end; the pipeline runs on a thread of a ``PipelineFeed``, and may be a few batches behind.
     public init(paths: [String], progress: (@Sendable (CaptureReadProgress) -> Void)? = nil) {
         self.paths = paths
         self.progress = progress

@@ -4,9 +4,10 @@ import Synchronization
 /// Turns captured frames into events: parse, tell new connections from retransmissions, detect scans, decide
 /// blocks, and report counts.
 ///
-/// One pipeline belongs to one capture thread; every method must be called from it. Sources call
-/// ``process(frame:linkType:time:)`` (or ``process(_:)`` for attempts the kernel already parsed), and
-/// ``endOfBatch(now:)`` after each batch, which flushes output and metrics and runs the expiry sweep.
+/// One pipeline belongs to one capture thread (for a replay, the thread of a ``PipelineFeed``); every method must be
+/// called from it. Sources call ``process(frame:linkType:time:)`` (or ``process(_:)`` for attempts the kernel
+/// already parsed), and ``endOfBatch(now:)`` after each batch, which flushes output and metrics and runs the expiry
+/// sweep.
 public final class ConnectionPipeline {
     /// Settings of the pipeline.
     public struct Configuration: Hashable, Sendable {
