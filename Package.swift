@@ -45,10 +45,17 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
-        // Gzip captures: a stdio stream that inflates (fopencookie over zlib), for libpcap to read.
+        // zstd, as a system library found through pkg-config.
+        .systemLibrary(
+            name: "CZstd",
+            pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]
+        ),
+        // Compressed captures: a stdio stream (fopencookie) that tells gzip and zstd by their magic bytes and
+        // decompresses them, passing anything else through, for libpcap to read.
         .target(
-            name: "CGzip",
-            dependencies: ["CZlib"],
+            name: "CDecompress",
+            dependencies: ["CZlib", "CZstd"],
             cSettings: [.enableWarning("all")]
         ),
         // The BPF loader: a narrow C surface over libbpf and the generated skeleton.
@@ -70,7 +77,7 @@ let package = Package(
         .target(
             name: "ConnCapture",
             dependencies: [
-                "ConnCore", "CPcap", "CGzip", "ConnXDP", "CAddressWatch",
+                "ConnCore", "CPcap", "CDecompress", "ConnXDP", "CAddressWatch",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -159,7 +166,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConnCaptureTests",
-            dependencies: ["ConnCore", "ConnCapture", "ConnXDP", "ConnTesting"],
+            dependencies: ["ConnCore", "ConnCapture", "ConnXDP", "ConnTesting", "CZstd"],
             resources: [.copy("Captures")]
         ),
         .testTarget(

@@ -1,4 +1,4 @@
-import CGzip
+import CDecompress
 import CPcap
 import ConnCore
 
@@ -6,8 +6,9 @@ import ConnCore
 import Glibc
 #endif
 
-/// One capture file open for reading: pcap or pcapng, plain or gzip-compressed (told by its first two bytes, the
-/// gzip magic `1f 8b`, not by its name), through libpcap. The one home of opening a capture file.
+/// One capture file open for reading: pcap or pcapng, plain, gzip- or zstd-compressed (told by its first bytes, the
+/// gzip magic `1f 8b` or the zstd magic `28 b5 2f fd`, not by its name), through libpcap. The one home of opening a
+/// capture file.
 ///
 /// Used by one thread at a time (the replay's capture thread).
 final class CaptureFile {
@@ -16,8 +17,8 @@ final class CaptureFile {
     let linkType: LinkType
     /// The stream libpcap reads; valid until `handle` is closed.
     private let stream: UnsafeMutablePointer<FILE>
-    /// The inflating layer of a gzip file, `nil` for a plain one.
-    private let gzip: OpaquePointer?
+    /// The decompressing layer (`CDecompress`) of a compressed file or a pipe, `nil` for a plain file.
+    private let decompressor: OpaquePointer?
     /// The current record, after ``advance()`` returned `true`.
     private(set) var time = Timestamp(nanoseconds: 0)
     private var header: UnsafeMutablePointer<pcap_pkthdr>?
@@ -27,11 +28,11 @@ final class CaptureFile {
     /// stdio's default buffer (one file-system block, 4 KiB) that is a read(2) for every 4 KiB of capture.
     /// A 1 MiB buffer cuts the system calls 256-fold.
     static let readBufferBytes = 1 << 20
-    /// zlib's input buffer and the inflated stream's stdio buffer of a gzip capture.
-    static let gzipBufferBytes = 1 << 18
+    /// The compressed-input buffer and the decompressed stream's stdio buffer of a compressed capture or a pipe.
+    static let decompressBufferBytes = 1 << 18
 
     /// Opens `path` (`-` is standard input, as with `tcpdump -r -`).
-    /// - Throws: ``ConntrackrError`` `unreadableCapture` (missing, not a capture, bad gzip) or
+    /// - Throws: ``ConntrackrError`` `unreadableCapture` (missing, not a capture, bad gzip or zstd) or
     ///   `unsupportedLinkType`, naming the file.
     init(path: String) throws(ConntrackrError) {
         self.path = path
@@ -40,17 +41,17 @@ final class CaptureFile {
         guard descriptor >= 0 else {
             throw ConntrackrError(.unreadableCapture, "cannot read capture \(path): \(String(cString: strerror(errno)))")
         }
-        var gzipHandle: OpaquePointer?
+        var decompressHandle: OpaquePointer?
         var readBuffer: UnsafeMutableRawPointer?
         let opened: UnsafeMutablePointer<FILE>?
         switch Self.peekCompression(descriptor) {
-        case .gzip, .unknown:
-            // Unknown (a pipe cannot be peeked at): zlib tells gzip from plain data by the same magic and copies
-            // plain data through.
-            opened = ct_gzip_fdopen(descriptor, UInt32(Self.gzipBufferBytes), &gzipHandle)
+        case .compressed, .unknown:
+            // Unknown (a pipe cannot be peeked at): the layer tells gzip, zstd and plain data apart by the same
+            // magic bytes, and copies plain data through.
+            opened = ct_decompress_fdopen(descriptor, UInt32(Self.decompressBufferBytes), &decompressHandle)
             if let opened {
-                readBuffer = UnsafeMutableRawPointer.allocate(byteCount: Self.gzipBufferBytes, alignment: 64)
-                setvbuf(opened, readBuffer?.assumingMemoryBound(to: CChar.self), _IOFBF, Self.gzipBufferBytes)
+                readBuffer = UnsafeMutableRawPointer.allocate(byteCount: Self.decompressBufferBytes, alignment: 64)
+                setvbuf(opened, readBuffer?.assumingMemoryBound(to: CChar.self), _IOFBF, Self.decompressBufferBytes)
             }
         case .plain:
             opened = fdopen(descriptor, "rb")
@@ -72,21 +73,21 @@ final class CaptureFile {
         else {
             fclose(opened)  // libpcap takes the file only when it succeeds
             readBuffer?.deallocate()
-            let gzipError = gzipHandle.flatMap { ct_gzip_error($0) }.map { String(cString: $0) }
-            if let gzipHandle { ct_gzip_free(gzipHandle) }
+            let decompressError = decompressHandle.flatMap { ct_decompress_error($0) }.map { String(cString: $0) }
+            if let decompressHandle { ct_decompress_free(decompressHandle) }
             let reason = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             // libpcap names the file itself in some messages.
             let detail = reason.hasPrefix(path) ? String(reason.dropFirst(path.count).drop { $0 == ":" || $0 == " " }) : reason
-            throw ConntrackrError(.unreadableCapture, "cannot read capture \(path): \(gzipError ?? detail)")
+            throw ConntrackrError(.unreadableCapture, "cannot read capture \(path): \(decompressError ?? detail)")
         }
         let buffer = readBuffer
-        let ownedGzip = gzipHandle
+        let ownedDecompressor = decompressHandle
         handle = PcapHandle(raw) {
             buffer?.deallocate()
-            if let ownedGzip { ct_gzip_free(ownedGzip) }
+            if let ownedDecompressor { ct_decompress_free(ownedDecompressor) }
         }
         stream = opened
-        gzip = gzipHandle
+        decompressor = decompressHandle
         do {
             linkType = try handle.linkType(describing: path)
         } catch let error as ConntrackrError {
@@ -96,27 +97,30 @@ final class CaptureFile {
         }
     }
 
-    private enum Compression { case plain, gzip, unknown }
+    private enum Compression { case plain, compressed, unknown }
 
-    /// What the file's first two bytes say, read without moving its offset; `unknown` when it cannot be peeked at.
+    /// What the file's first bytes say, read without moving its offset; `unknown` when it cannot be peeked at.
+    /// A plain file is read through stdio alone, with no layer copying its bytes.
     private static func peekCompression(_ descriptor: Int32) -> Compression {
         let offset = lseek(descriptor, 0, SEEK_CUR)
         guard offset >= 0 else { return .unknown }
-        var magic: (UInt8, UInt8) = (0, 0)
-        let got = withUnsafeMutableBytes(of: &magic) { pread(descriptor, $0.baseAddress, 2, offset) }
+        var magic: (UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0)
+        let got = withUnsafeMutableBytes(of: &magic) { pread(descriptor, $0.baseAddress, 4, offset) }
         // A read error (a directory, say) is left to libpcap to report, as for any plain file.
-        return got == 2 && magic == (0x1F, 0x8B) ? .gzip : .plain
+        let gzip = got >= 2 && (magic.0, magic.1) == (0x1F, 0x8B)
+        let zstd = got == 4 && magic == (0x28, 0xB5, 0x2F, 0xFD)
+        return gzip || zstd ? .compressed : .plain
     }
 
-    /// Bytes of the file consumed so far (compressed bytes for a gzip file).
+    /// Bytes of the file consumed so far (compressed bytes for a compressed file).
     var bytesRead: Int64 {
-        if let gzip { return ct_gzip_compressed_offset(gzip) }
+        if let decompressor { return ct_decompress_bytes_read(decompressor) }
         return Int64(ftello(stream))
     }
 
-    /// The gzip layer's error (corrupt data, a stream cut short), if any.
-    var gzipError: String? {
-        gzip.flatMap { ct_gzip_error($0) }.map { String(cString: $0) }
+    /// The decompressing layer's error (corrupt data, a stream cut short), if any.
+    var decompressError: String? {
+        decompressor.flatMap { ct_decompress_error($0) }.map { String(cString: $0) }
     }
 
     /// The current record's bytes, after ``advance()`` returned `true`; valid until the next ``advance()``.
@@ -126,8 +130,8 @@ final class CaptureFile {
     }
 
     /// Reads the next record: `true` when one is ready (``time``, ``frame``), `false` at a clean end of the file.
-    /// - Throws: ``ConntrackrError`` `truncatedCapture` when the file ends inside a record or its gzip stream is
-    ///   damaged or cut short.
+    /// - Throws: ``ConntrackrError`` `truncatedCapture` when the file ends inside a record or its compressed stream
+    ///   is damaged or cut short.
     func advance() throws(ConntrackrError) -> Bool {
         while true {
             switch pcap_next_ex(handle.raw, &header, &data) {
@@ -146,12 +150,12 @@ final class CaptureFile {
 
     /// The error to report when libpcap failed to read a record.
     func readFailure() -> ConntrackrError {
-        ConntrackrError(.truncatedCapture, "\(path): \(gzipError ?? handle.lastError)")
+        ConntrackrError(.truncatedCapture, "\(path): \(decompressError ?? handle.lastError)")
     }
 
-    /// The error to report at libpcap's end of file, when the gzip layer says the end was not clean.
+    /// The error to report at libpcap's end of file, when the decompressing layer says the end was not clean.
     func endFailure() -> ConntrackrError? {
-        gzipError.map { ConntrackrError(.truncatedCapture, "\(path): \($0)") }
+        decompressError.map { ConntrackrError(.truncatedCapture, "\(path): \($0)") }
     }
 
     /// The size of the file on disk, when it is a regular file (not a pipe).

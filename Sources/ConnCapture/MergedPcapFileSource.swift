@@ -28,7 +28,8 @@ public final class MergedPcapFileSource: PacketSource {
 
     /// - Parameters:
     ///   - paths: the files; `-` is standard input (at most once).
-    ///   - progress: called on the capture thread after each batch of frames and at the end.
+    ///   - progress: called on the thread running ``run(into:)``, which reads and parses, after each batch of frames
+    ///     and at the end; the pipeline runs on a thread of a ``PipelineFeed``, and may be a few batches behind.
     public init(paths: [String], progress: (@Sendable (CaptureReadProgress) -> Void)? = nil) {
         self.paths = paths
         self.progress = progress
@@ -85,8 +86,10 @@ public final class MergedPcapFileSource: PacketSource {
             }
         }
 
+        // Parsing here, the rest of the pipeline on a second thread.
+        let feed = PipelineFeed(pipeline: pipeline)
         defer {
-            pipeline.finish()
+            feed.finish()
             progress?(CaptureReadProgress(bytesRead: bytesRead(), frames: frames + inBatch))
         }
         while !stopRequested.load(ordering: .relaxed), var head = heap.popMin() {
@@ -106,10 +109,10 @@ public final class MergedPcapFileSource: PacketSource {
                 // Deliver this file's records while they come no later than every other file's next one.
                 while true {
                     lastTime = file.time
-                    pipeline.process(frame: file.frame, linkType: file.linkType, time: lastTime)
+                    feed.process(frame: file.frame, linkType: file.linkType, time: lastTime)
                     inBatch += 1
                     if inBatch == PcapFileSource.batchSize {
-                        pipeline.endOfBatch(now: lastTime)
+                        feed.endOfBatch(now: lastTime)
                         frames += inBatch
                         inBatch = 0
                         progress?(CaptureReadProgress(bytesRead: bytesRead(), frames: frames))
@@ -119,7 +122,7 @@ public final class MergedPcapFileSource: PacketSource {
                     do throws(ConntrackrError) {
                         more = try file.advance()
                     } catch {
-                        pipeline.endOfBatch(now: lastTime)
+                        feed.endOfBatch(now: lastTime)
                         fail(error)
                         more = false
                     }

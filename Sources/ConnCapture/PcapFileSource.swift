@@ -27,7 +27,9 @@ public struct CaptureReadProgress: Hashable, Sendable {
 /// ``ConntrackrError/Code/truncatedCapture``; so does a gzip stream that is damaged or cut short. A record time
 /// outside ``Timestamp/recordTimeRange`` (a pcapng `if_tsoffset` or timestamp can say anything) is clamped to the
 /// nearer end of it: the frame still counts, at a time that cannot overflow. Several files make one timeline with
-/// ``MergedPcapFileSource``.
+/// ``MergedPcapFileSource``. Frames are read and parsed on the calling thread and the pipeline runs on a second
+/// one (``PipelineFeed``); ``run(into:)`` returns once the pipeline has finished, and the pipeline is the caller's
+/// again.
 public final class PcapFileSource: PacketSource {
     public let path: String
     public var name: String { "pcap-file" }
@@ -39,7 +41,8 @@ public final class PcapFileSource: PacketSource {
 
     /// - Parameters:
     ///   - path: the file; `-` is standard input.
-    ///   - progress: called on the capture thread after each batch of frames and at the end.
+    ///   - progress: called on the thread running ``run(into:)``, which reads and parses, after each batch of frames
+    ///     and at the end; the pipeline runs on a thread of a ``PipelineFeed``, and may be a few batches behind.
     public init(path: String, progress: (@Sendable (CaptureReadProgress) -> Void)? = nil) {
         self.path = path
         self.progress = progress
@@ -54,8 +57,10 @@ public final class PcapFileSource: PacketSource {
         var inBatch = 0
         var frames = 0
         var lastTime = Timestamp(nanoseconds: 0)
+        // Parsing here, the rest of the pipeline on a second thread.
+        let feed = PipelineFeed(pipeline: pipeline)
         defer {
-            pipeline.finish()
+            feed.finish()
             progress?(CaptureReadProgress(bytesRead: file.bytesRead, frames: frames + inBatch))
         }
         while !stopRequested.load(ordering: .relaxed) {
@@ -64,22 +69,22 @@ public final class PcapFileSource: PacketSource {
                 guard let header, let data else { continue }
                 lastTime = nanosecondTimestamp(header)
                 let frame = UnsafeRawBufferPointer(start: data, count: Int(header.pointee.caplen))
-                pipeline.process(frame: frame, linkType: linkType, time: lastTime)
+                feed.process(frame: frame, linkType: linkType, time: lastTime)
                 inBatch += 1
                 if inBatch == Self.batchSize {
-                    pipeline.endOfBatch(now: lastTime)
+                    feed.endOfBatch(now: lastTime)
                     frames += inBatch
                     inBatch = 0
                     progress?(CaptureReadProgress(bytesRead: file.bytesRead, frames: frames))
                 }
             case PCAP_ERROR_BREAK:  // end of file
                 if let failure = file.endFailure() {
-                    pipeline.endOfBatch(now: lastTime)
+                    feed.endOfBatch(now: lastTime)
                     throw failure
                 }
                 return
             default:
-                pipeline.endOfBatch(now: lastTime)
+                feed.endOfBatch(now: lastTime)
                 throw file.readFailure()
             }
         }

@@ -4,9 +4,10 @@ import Synchronization
 /// Turns captured frames into events: parse, tell new connections from retransmissions, detect scans, decide
 /// blocks, and report counts.
 ///
-/// One pipeline belongs to one capture thread; every method must be called from it. Sources call
-/// ``process(frame:linkType:time:)`` (or ``process(_:)`` for attempts the kernel already parsed), and
-/// ``endOfBatch(now:)`` after each batch, which flushes output and metrics and runs the expiry sweep.
+/// One pipeline belongs to one capture thread (for a replay, the thread of a ``PipelineFeed``); every method must be
+/// called from it. Sources call ``process(frame:linkType:time:)`` (or ``process(_:)`` for attempts the kernel
+/// already parsed), and ``endOfBatch(now:)`` after each batch, which flushes output and metrics and runs the expiry
+/// sweep.
 public final class ConnectionPipeline {
     /// Settings of the pipeline.
     public struct Configuration: Hashable, Sendable {
@@ -110,9 +111,21 @@ public final class ConnectionPipeline {
     /// Parses one frame and processes it if it is a connection attempt.
     @inline(__always)
     public func process(frame: UnsafeRawBufferPointer, linkType: LinkType, time: Timestamp) {
-        statistics.frames += 1
-        unreported.frames += 1
-        switch FrameParser.classify(frame, linkType: linkType) {
+        countParsedFrames(1)
+        process(FrameParser.classify(frame, linkType: linkType), time: time)
+    }
+
+    /// Counts frames parsed elsewhere (``PipelineFeed`` parses on its caller's thread).
+    @inline(__always)
+    func countParsedFrames(_ count: Int) {
+        statistics.frames += count
+        unreported.frames += count
+    }
+
+    /// What follows parsing: the part of ``process(frame:linkType:time:)`` that does not touch the frame's bytes.
+    @inline(__always)
+    func process(_ verdict: FrameVerdict, time: Timestamp) {
+        switch verdict {
         case .attempt(let source, let sourcePort, let destination, let destinationPort):
             enqueue(
                 ConnectionAttempt(

@@ -13,12 +13,12 @@ import Glibc
 struct ReplayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "replay",
-        abstract: "Analyse pcap or pcapng files (plain or gzip) with the same pipeline as live capture, then exit.",
+        abstract: "Analyse pcap or pcapng files (plain, gzip, zstd) with the same pipeline as live capture, then exit.",
         discussion: """
             Several files are analysed as one capture, their records merged in time order (a tcpdump -G/-C \
             rotation in any order, or captures of several interfaces); scan and retransmission state runs across \
             them. A file that cannot be read is named on standard error and the others are still analysed; the exit \
-            status is then 1. Gzip files are read directly. At a terminal, standard error shows the progress.
+            status is then 1. Gzip and zstd files are read directly. At a terminal, standard error shows progress.
 
             """ + "\n" + AgentSettings.detection.helpText
     )
@@ -26,7 +26,7 @@ struct ReplayCommand: ParsableCommand {
     @Argument(
         parsing: .allUnrecognized,
         help: ArgumentHelp(
-            "The capture files (pcap or pcapng, plain or gzip; - reads standard input), and settings.",
+            "The capture files (pcap or pcapng, plain, gzip or zstd; - reads standard input), and settings.",
             valueName: "file"
         )
     )

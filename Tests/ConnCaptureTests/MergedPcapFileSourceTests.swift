@@ -1,10 +1,11 @@
 import ConnCapture
 import ConnCore
+import CZstd
 import ConnTesting
 import Foundation
 import Testing
 
-@Suite("Replay of several files as one timeline, and of gzip files")
+@Suite("Replay of several files as one timeline, and of gzip and zstd files")
 struct MergedPcapFileSourceTests {
     typealias Scene = PcapFileSourceTests
 
@@ -185,6 +186,78 @@ struct MergedPcapFileSourceTests {
         }
         #expect(error?.code == .truncatedCapture)
         #expect(error?.message == "\(cut.path): gzip: unexpected end of file")
+    }
+
+    // MARK: zstd
+
+    /// `bytes` compressed in-process by libzstd as one frame with a checksum, as the zstd command writes it.
+    static func zstd(_ bytes: [UInt8]) -> [UInt8] {
+        let context = ZSTD_createCCtx()
+        defer { ZSTD_freeCCtx(context) }
+        ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1)
+        var output = [UInt8](repeating: 0, count: ZSTD_compressBound(bytes.count))
+        let written = output.withUnsafeMutableBytes { out in
+            bytes.withUnsafeBytes { ZSTD_compress2(context, out.baseAddress, out.count, $0.baseAddress, $0.count) }
+        }
+        precondition(ZSTD_isError(written) == 0, "ZSTD_compress2: \(String(cString: ZSTD_getErrorName(written)))")
+        return Array(output.prefix(written))
+    }
+
+    @Test("A zstd capture replays as the plain one, whatever its name, alone or in a set")
+    func zstdCapture() throws {
+        let plain = Scene.scene(link: .ethernet(), format: .pcapng)
+        let expected = try single(plain)
+        let compressed = Self.zstd(plain)
+        #expect(compressed.prefix(4) == [0x28, 0xB5, 0x2F, 0xFD])
+        #expect(try single(compressed) == expected)  // named .pcap: told by its magic
+        // Two frames one after the other (as `cat a.zst b.zst`) are one stream.
+        let half = plain.count / 2
+        #expect(try single(Self.zstd(Array(plain[..<half])) + Self.zstd(Array(plain[half...]))) == expected)
+        // Pieces of a rotation, compressed or not, merge as the plain ones do.
+        let pieces = Self.split(link: .ethernet(), sizes: [4, 5])
+        let files = [TemporaryFile(Self.zstd(pieces[2])), TemporaryFile(pieces[0]), TemporaryFile(Self.zstd(pieces[1]))]
+        let (events, statistics, failures) = try replay(files.map(\.path))
+        #expect(failures.isEmpty)
+        #expect(statistics.frames == 13)
+        #expect(events == (try single(Self.split(link: .ethernet(), sizes: [])[0])))
+    }
+
+    @Test("A damaged or cut zstd capture fails with one line and no crash")
+    func badZstd() throws {
+        let plain = Scene.scene(link: .ethernet(), format: .pcap(nanosecond: false))
+        let compressed = Self.zstd(plain)
+        var damaged = compressed
+        for index in stride(from: 12, to: damaged.count - 4, by: 5) { damaged[index] ^= 0x5A }
+        var badChecksum = compressed
+        badChecksum[badChecksum.count - 1] ^= 0xFF
+        let cases: [(String, [UInt8])] = [
+            ("damaged", damaged), ("bad checksum", badChecksum),
+            ("cut", Array(compressed.prefix(compressed.count * 2 / 3))),
+            ("header only", Array(compressed.prefix(6))), ("magic only", [0x28, 0xB5, 0x2F, 0xFD]),
+            ("garbage after the frame", compressed + [0x28, 0xB5, 0x2F, 0xFD, 1, 2, 3, 4, 5, 6, 7, 8]),
+        ]
+        for (name, bytes) in cases {
+            let file = TemporaryFile(bytes, suffix: ".pcap.zst")
+            let sink = CollectingEventSink()
+            let error = #expect(throws: ConntrackrError.self, "\(name)") {
+                try PcapFileSource(path: file.path).run(into: ConnectionPipeline(events: sink))
+            }
+            #expect(error?.message.contains(file.path) == true, "\(name)")
+            #expect(error?.message.contains("zstd: ") == true, "\(name): \(error?.message ?? "")")
+            #expect(error?.message.contains("\n") == false, "\(name)")
+        }
+        // A file cut inside its second frame: the first frame's records come first, then the one-line reason.
+        let half = plain.count / 2
+        let first = Self.zstd(Array(plain[..<half]))
+        let second = Self.zstd(Array(plain[half...]))
+        let cut = TemporaryFile(first + second.prefix(second.count / 2), suffix: ".zst")
+        let sink = CollectingEventSink()
+        let error = #expect(throws: ConntrackrError.self) {
+            try PcapFileSource(path: cut.path).run(into: ConnectionPipeline(events: sink))
+        }
+        #expect(error?.code == .truncatedCapture)
+        #expect(error?.message == "\(cut.path): zstd: unexpected end of file")
+        #expect(!sink.events.isEmpty)
     }
 
     @Test("Progress is reported with the bytes and frames read")

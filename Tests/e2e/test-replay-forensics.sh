@@ -5,12 +5,13 @@
 #   order of the pieces, text and JSON; standard input still works.
 # - An unreadable file among good ones is named on stderr (one line), the others are replayed, status non-zero.
 # - --summary: the scanner's row has the scan's 30 ports (20-49) and SYN count; JSON is one final summary object.
-# - Gzip files (told by their magic, not their name) replay exactly as the plain file; a cut one fails in one line.
+# - Gzip and zstd files (told by their magic, not their name) replay exactly as the plain file, from a file or a
+#   pipe; a cut or damaged one fails in one line.
 # - Progress is drawn on a terminal (under script) and erased, and never written to a pipe.
 # Usage: test-replay-forensics.sh BINARY
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-lab_require_cmds python3 gzip script
+lab_require_cmds python3 gzip zstd script
 bin=$(e2e_binary "$@")
 lab_init
 capture=$E2E_CAPTURES/nmap-syn-scan-v4.pcap
@@ -143,6 +144,41 @@ replay gz-cut "$dir/cut.pcap.gz" --format json
 assert_line_count "$dir/gz-cut.err" 1 "stderr of a cut gzip capture"
 assert_file_contains "$dir/gz-cut.err" "gzip" "the cut gzip capture's reason"
 log "gzip: identical output; cut file: $(cat "$dir/gz-cut.err")"
+
+# 4b. Zstd likewise (frames with checksums, as the zstd command writes them).
+zstd -q -c "$capture" >"$dir/capture.pcap.zst"
+cp "$dir/capture.pcap.zst" "$dir/capture-zst-no-suffix.pcap"
+zstd -q -c "$dir/rot-1.pcap" >"$dir/rot-1.pcap.zst"
+for format in json text; do
+    replay "zst-$format" "$dir/capture.pcap.zst" --format "$format"
+    assert_eq "$rc" 0 "replay of the zstd capture ($format; stderr: $(head -c 300 "$dir/zst-$format.err"))"
+    same "zst-$format" "whole-$format" "the zstd capture ($format)"
+done
+replay zst-named "$dir/capture-zst-no-suffix.pcap" --format json
+same zst-named whole-json "the zstd capture named .pcap"
+replay zst-set "$dir/rot-3.pcap" "$dir/rot-1.pcap.zst" "$dir/rot-2.pcap" --format json
+same zst-set whole-json "a set with a zstd piece"
+rc=0
+zstd -q -c "$capture" | timeout 20 "$bin" replay - --format json >"$dir/zst-pipe.out" 2>"$dir/zst-pipe.err" || rc=$?
+assert_eq "$rc" 0 "zstd through a pipe"
+same zst-pipe whole-json "zstd through a pipe"
+size=$(stat -c %s "$dir/capture.pcap.zst")
+head -c $((size * 2 / 3)) "$dir/capture.pcap.zst" >"$dir/cut.pcap.zst"
+replay zst-cut "$dir/cut.pcap.zst" --format json
+[[ $rc -ne 0 && $rc -lt 124 ]] || fail "a cut zstd capture: status $rc"
+assert_line_count "$dir/zst-cut.err" 1 "stderr of a cut zstd capture"
+assert_file_contains "$dir/zst-cut.err" "zstd: " "the cut zstd capture's reason"
+python3 - "$dir/capture.pcap.zst" "$dir/damaged.pcap.zst" <<'PY'
+import sys
+data = bytearray(open(sys.argv[1], "rb").read())
+for index in range(12, len(data) - 4, 5):
+    data[index] ^= 0x5A
+open(sys.argv[2], "wb").write(data)
+PY
+replay zst-damaged "$dir/damaged.pcap.zst" --format json
+[[ $rc -ne 0 && $rc -lt 124 ]] || fail "a damaged zstd capture: status $rc"
+assert_line_count "$dir/zst-damaged.err" 1 "stderr of a damaged zstd capture"
+log "zstd: identical output; cut file: $(cat "$dir/zst-cut.err"); damaged: $(cat "$dir/zst-damaged.err")"
 
 # 5. Progress: on a terminal (script's pseudo-terminal) drawn with \r and erased; nothing in a pipe or a file.
 python3 - "$capture" "$dir/big.pcap" <<'PY'
