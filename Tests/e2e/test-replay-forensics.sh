@@ -92,6 +92,7 @@ log "unreadable files named: $(tr '\n' '|' <"$dir/unreadable.err")"
 replay summary-json "$capture" --format json --summary --events none
 assert_eq "$rc" 0 "replay --summary --events none (stderr: $(head -c 300 "$dir/summary-json.err"))"
 assert_line_count "$dir/summary-json.out" 1 "lines of --summary --events none in JSON"
+assert_eq "$(events check "$dir/summary-json.out")" 0 "events before the summary (events.py check takes the summary)"
 python3 - "$dir/summary-json.out" "$attacker" "$records" <<'PY' || fail "JSON summary: $(cat "$dir/summary-json.out")"
 import json, sys
 summary = json.loads(open(sys.argv[1]).read())
