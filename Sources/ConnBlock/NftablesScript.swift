@@ -1,6 +1,6 @@
 import ConnCore
 
-/// The nftables scripts an ``NftablesBlocker`` feeds to `nft -f -`. Each script is one transaction: the kernel
+/// The nftables commands an ``NftablesBlocker`` runs through libnftables. Each script is one transaction: the kernel
 /// applies all of it or none of it.
 struct NftablesScript: Hashable, Sendable {
     static let family = "inet"

@@ -38,7 +38,7 @@ struct Agent {
         }
         if let blocking {
             metrics.addScrapeHook(name: "blocklist") { scrape in
-                scrape.set(.blockedSources, to: try blocking.entries().count)
+                scrape.set(.blockedSources, to: try blocking.blockedCount())
             }
         }
         if let xdpStatistics = parts.xdpStatistics {
