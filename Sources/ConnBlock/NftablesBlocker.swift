@@ -99,6 +99,7 @@ public final class NftablesBlocker: Blocker {
     public func createTable(allowing allowlist: Allowlist = Allowlist()) throws(ConntrackrError) {
         try state.withLock { (state: inout State) throws(ConntrackrError) in
             try apply(script.create(allowing: allowlist.entries.map(\.prefix)), doing: "creating table")
+            try apply(script.warm(), doing: "creating table")
             state.expiring = [:]
             state.held = [:]
         }
@@ -143,7 +144,14 @@ public final class NftablesBlocker: Blocker {
                 let remaining = expires - now
                 timeout = remaining <= NftablesScript.longestKernelTimeout ? remaining : nil
             }
-            let result = try run(script.add(entry, timeout: timeout))
+            // A prefix not held is most likely new: one command, and the replacing three only when it exists.
+            var result = NftablesResult(succeeded: false, error: "File exists")
+            if state.held[entry.prefix] == nil {
+                result = try run(script.create(entry, timeout: timeout))
+            }
+            if !result.succeeded, result.error.contains("File exists") {
+                result = try run(script.add(entry, timeout: timeout))
+            }
             if !result.succeeded {
                 let error = Self.error(result, doing: "blocking \(entry.prefix.compactDescription)")
                 guard result.error.contains("interval overlaps") else { throw error }

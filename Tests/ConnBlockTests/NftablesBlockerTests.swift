@@ -85,7 +85,7 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
             .init(prefix: prefix("198.51.100.0/24"), reason: .configured),
         ])
         try blocker(.init(table: "ctr_test")).createTable(allowing: allowlist)
-        #expect(runner.calls.map(\.json) == [false])
+        #expect(runner.calls.map(\.json) == [false, false])
         #expect(
             runner.scripts == [
                 """
@@ -107,26 +107,52 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
                 add element inet ctr_test allowed4 { 127.0.0.0/8, 203.0.113.5, 198.51.100.0/24 }
                 add element inet ctr_test allowed6 { ::1, fe80::1 }
 
+                """,
+                // The sets take a first element, and lose it again, before any scanner's block.
                 """
+                add element inet ctr_test blocked4 { 0.0.0.0 }
+                delete element inet ctr_test blocked4 { 0.0.0.0 }
+                add element inet ctr_test blocked6 { :: }
+                delete element inet ctr_test blocked6 { :: }
+
+                """,
             ]
         )
     }
 
-    @Test func addWithTTLReplacesTheElementAndCarriesTheEntryInItsComment() throws {
+    @Test func addWithTTLCreatesTheElementThenReplacesItAndCarriesTheEntryInItsComment() throws {
         let blocker = try blocker()
         #expect(try blocker.add(entry("198.51.100.7")))
+        #expect(try blocker.add(entry("198.51.100.7", ttl: .seconds(7200))))
+        let comment = "conntrackr port_scan local \(referenceTime.nanoseconds)"
         let expires = (referenceTime + .seconds(3600)).nanoseconds
+        let later = (referenceTime + .seconds(7200)).nanoseconds
         #expect(
             runner.scripts == [
                 """
+                create element inet conntrackr blocked4 { 198.51.100.7 timeout 3600s comment "\(comment) \(expires)" }
+
+                """,
+                """
                 add element inet conntrackr blocked4 { 198.51.100.7 }
                 delete element inet conntrackr blocked4 { 198.51.100.7 }
-                add element inet conntrackr blocked4 { 198.51.100.7 timeout 3600s comment "conntrackr port_scan local \
-                \(referenceTime.nanoseconds) \(expires)" }
+                add element inet conntrackr blocked4 { 198.51.100.7 timeout 7200s comment "\(comment) \(later)" }
 
-                """
+                """,
             ]
         )
+    }
+
+    @Test func aPrefixTheSetHoldsAlreadyIsReplaced() throws {
+        // Added by hand, say: unknown to the blocker, so it tries to create it first.
+        runner.respond { call in
+            call.commands.hasPrefix("create")
+                ? NftablesResult(succeeded: false, error: "Error: Could not process rule: File exists\ncreate ...\n")
+                : NftablesResult(succeeded: true)
+        }
+        #expect(try blocker().add(entry("198.51.100.7")))
+        #expect(runner.scripts.count == 2)
+        #expect(runner.scripts.last?.hasPrefix("add element inet conntrackr blocked4 { 198.51.100.7 }\n") == true)
     }
 
     @Test func permanentBlocksHaveNoTimeoutAndIPv6PrefixesGoToTheIPv6Set() throws {
@@ -134,7 +160,7 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
         let script = try #require(runner.scripts.first)
         #expect(
             script.contains(
-                "add element inet conntrackr blocked6 { 2001:db8:0:bad::/64 comment \"conntrackr port_scan fleet "
+                "create element inet conntrackr blocked6 { 2001:db8:0:bad::/64 comment \"conntrackr port_scan fleet "
             )
         )
         #expect(script.hasSuffix(" -\" }\n"))

@@ -59,6 +59,10 @@ struct NftablesKernelTests {
         // A block made by hand (no conntrackr comment) is listed as manual, and can be removed.
         try namespace.exec(["nft", "add", "element", "inet", table, "blocked4", "{ 198.51.100.128/25 }"])
         #expect(try blocker.entries().contains { $0.prefix == prefix("198.51.100.128/25") && $0.reason == .manual })
+        // Blocking a prefix the set holds already (unknown to the blocker) replaces the element.
+        let over = entry("198.51.100.128/25", ttl: .seconds(60))
+        #expect(try blocker.add(over))
+        #expect(try blocker.entries().contains(over))
         #expect(try blocker.remove(prefix("198.51.100.128/25")))
         #expect(try blocker.entries() == [learned])
 
