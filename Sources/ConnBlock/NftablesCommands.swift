@@ -109,7 +109,9 @@ public final class LibNftables: NftablesCommands, @unchecked Sendable {
             done.signal()
         }
         guard started == 0 else {
-            throw ConntrackrError(.blockerFailed, "nftables: cannot start a thread: \(String(cString: strerror(started)))")
+            throw ConntrackrError(
+                .blockerFailed, "nftables: cannot start a thread: \(String(cString: strerror(started)))"
+            )
         }
         done.wait()
         let (pointer, step, error) = made.withLock { $0 }

@@ -48,7 +48,8 @@ public final class ConnectionPipeline {
         public var portScans = 0
         public var malformedFrames = 0
         public var captureDropped = 0
-        /// Block decisions that found the blocking thread's queue full (``BlockExecution/dedicatedThread(queueCapacity:)``).
+        /// Block decisions that found the blocking thread's queue full
+        /// (``BlockExecution/dedicatedThread(queueCapacity:)``).
         public var blockQueueOverflows = 0
     }
 
@@ -128,7 +129,9 @@ public final class ConnectionPipeline {
             if error == 0 {
                 worker = started
             } else {
-                logger.error("no blocking thread: blocks are applied on the capture thread", metadata: ["errno": "\(error)"])
+                logger.error(
+                    "no blocking thread: blocks are applied on the capture thread", metadata: ["errno": "\(error)"]
+                )
             }
         }
         self.worker = worker

@@ -301,10 +301,12 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
         // The count a decision needs is kept in memory: a block costs one call, never a listing first.
         let blocker = try blocker(.init(capacity: 10))
         let controller = BlockController(
-            blocker: blocker, policy: BlockPolicy(maxBlocked: 5), allowlist: Allowlist(), metrics: DiscardingMetricsSink()
+            blocker: blocker, policy: BlockPolicy(maxBlocked: 5), allowlist: Allowlist(),
+            metrics: DiscardingMetricsSink()
         )
         let scan = PortScan(
-            time: referenceTime, source: address("198.51.100.7"), destination: address("203.0.113.1"), ports: [1, 2, 3, 4]
+            time: referenceTime, source: address("198.51.100.7"), destination: address("203.0.113.1"),
+            ports: [1, 2, 3, 4]
         )
         #expect(controller.handle(scan) == .blocked(controller.entry(for: scan)))
         #expect(runner.calls.count == 1)
@@ -389,7 +391,9 @@ func nftListing(_ elements: [String] = [], _ elements6: [String] = [], table: St
         let error = try #require(throws: ConntrackrError.self) {
             try NftablesBlocker(.init(networkNamespace: "/nonexistent/netns"))
         }
-        #expect(error.message == "nftables: cannot open network namespace /nonexistent/netns: No such file or directory")
+        #expect(
+            error.message == "nftables: cannot open network namespace /nonexistent/netns: No such file or directory"
+        )
     }
 
     @Test func garbageListingsAreErrorsNotCrashes() throws {

@@ -125,7 +125,8 @@ final class GatedBlocker: Blocker {
         endBatches(pipeline, at: 2) { kinds(sink.events).count > 3 }
         #expect(
             kinds(sink.events) == [
-                "port_scan 198.51.100.7", "port_scan 198.51.100.9", "blocked 198.51.100.7/32", "blocked 198.51.100.9/32",
+                "port_scan 198.51.100.7", "port_scan 198.51.100.9",
+                "blocked 198.51.100.7/32", "blocked 198.51.100.9/32",
             ]
         )
     }
