@@ -39,6 +39,12 @@ let package = Package(
             pkgConfig: "libpcap",
             providers: [.apt(["libpcap-dev"])]
         ),
+        // libnftables, nftables changes made in process (no nft process per change).
+        .systemLibrary(
+            name: "CNftables",
+            pkgConfig: "libnftables",
+            providers: [.apt(["libnftables-dev"])]
+        ),
         // zlib, as a system library found through pkg-config.
         .systemLibrary(
             name: "CZlib",
@@ -84,7 +90,7 @@ let package = Package(
         ),
         .target(
             name: "ConnBlock",
-            dependencies: ["ConnCore", "ConnXDP", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["ConnCore", "ConnXDP", "CNftables", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
             name: "ConnMetrics",

@@ -15,8 +15,11 @@ import Synchronization
 ///   allowlisted prefixes in the first place. The kernel check keeps a hand-made or fleet-learned block that
 ///   covers an allowlisted address from cutting it off.
 ///
-/// Changes are applied by running `nft -f -` with a generated script (one atomic transaction each) and read back
-/// with `nft -j list table`. Calls are serialised, so each takes a few milliseconds of `nft` time.
+/// Changes are made in this process through libnftables (``LibNftables``), each a generated batch of commands applied
+/// as one atomic transaction: no `nft` process is started. Calls are serialised. Deciding on a block never reads the
+/// sets back: the blocker counts the entries it holds in memory (``occupancy(holding:)``), and lists the table (in
+/// nftables' JSON) only for ``entries()``, ``remove(_:)``, the expiry sweep when something is due, and to name the
+/// block in the way of an overlapping one.
 ///
 /// - Important: an interval set cannot hold overlapping prefixes: blocking 198.51.100.7 while 198.51.100.0/24
 ///   is blocked fails with an error naming the wider block (its traffic is already dropped).
@@ -27,24 +30,18 @@ public final class NftablesBlocker: Blocker {
     public struct Configuration: Hashable, Sendable {
         /// The name of conntrackr's table in the `inet` family: letters, digits and `_`, starting with a letter.
         public var table: String
-        /// The command that runs nft, arguments to come after it; `["ip", "netns", "exec", "NS", "nft"]` works
-        /// in a network namespace.
-        public var command: [String]
+        /// The network namespace to work in, as a file that holds it open (`/run/netns/NAME`); `nil`: the
+        /// agent's own.
+        public var networkNamespace: String?
         /// The most entries in the sets; further new prefixes are refused. `nil`: no limit of the blocker's own.
+        /// Counted in memory: the entries this blocker added and holds (see ``NftablesBlocker/occupancy(holding:)``).
         public var capacity: Int?
-        /// How long one nft run may take before it is killed.
-        public var commandTimeout: Duration
 
-        public init(
-            table: String = "conntrackr",
-            command: [String] = ["nft"],
-            capacity: Int? = nil,
-            commandTimeout: Duration = .seconds(10)
-        ) {
+        /// A configuration; the defaults are the agent's.
+        public init(table: String = "conntrackr", networkNamespace: String? = nil, capacity: Int? = nil) {
             self.table = table
-            self.command = command
+            self.networkNamespace = networkNamespace
             self.capacity = capacity
-            self.commandTimeout = commandTimeout
         }
     }
 
@@ -55,47 +52,56 @@ public final class NftablesBlocker: Blocker {
         /// Entries with an expiry that this blocker added and has not yet reported as expired or removed: the
         /// kernel drops timed-out elements silently, so this is how ``removeExpired(asOf:)`` knows to report them.
         var expiring: [IPPrefix: BlockEntry] = [:]
+        /// Entries this blocker put into the block sets and still holds, by prefix: what a block decision counts,
+        /// kept here so that no decision waits for a listing. Entries expired or removed leave it; a listing that
+        /// no longer shows one (deleted by hand) drops it too.
+        var held: [IPPrefix: BlockEntry] = [:]
     }
 
-    private let runner: any CommandRunner
+    private let commands: any NftablesCommands
     private let clock: @Sendable () -> Timestamp
     private let script: NftablesScript
-    // The lock is held across nft runs on purpose: it keeps a listing and the change made from it consistent.
+    // The lock is held across nftables calls on purpose: it keeps a listing and the change made from it consistent.
     private let state = Mutex(State())
 
-    /// A blocker working on the table `configuration.table`; nothing is run until a method is called.
+    /// A blocker working on the table `configuration.table`; nothing is changed until a method is called.
     /// - Parameters:
-    ///   - runner: runs nft; unit tests pass a fake.
+    ///   - commands: what runs the nftables commands; `nil` makes a ``LibNftables`` context in
+    ///     `configuration.networkNamespace`. Unit tests pass a recording one.
     ///   - clock: the wall clock, for kernel timeouts (tests pass a fixed one).
-    /// - Throws: ``ConntrackrError`` (`invalidConfiguration`) for a table name nft would misread.
+    /// - Throws: ``ConntrackrError``: `invalidConfiguration` for a table name nft would misread, `blockerFailed`
+    ///   when libnftables cannot make a context.
     public init(
         _ configuration: Configuration = Configuration(),
-        runner: any CommandRunner = SpawnCommandRunner(),
+        commands: (any NftablesCommands)? = nil,
         clock: @escaping @Sendable () -> Timestamp = { Timestamp.now() }
     ) throws(ConntrackrError) {
         guard Self.isIdentifier(configuration.table) else {
             throw ConntrackrError(
                 .invalidConfiguration,
-                "nftables table name '\(configuration.table)' must be letters, digits and _, starting with a letter"
+                "nftables table name must be letters, digits and _ (at most 64), starting with a letter"
             )
         }
-        guard !configuration.command.isEmpty else {
-            throw ConntrackrError(.invalidConfiguration, "no command given to run nft")
-        }
         self.configuration = configuration
-        self.runner = runner
+        if let commands {
+            self.commands = commands
+        } else {
+            self.commands = try LibNftables(networkNamespace: configuration.networkNamespace)
+        }
         self.clock = clock
         self.script = NftablesScript(table: configuration.table)
     }
 
     /// Creates conntrackr's table, replacing one of the same name (a killed agent's), with `allowlist` in the
     /// allow sets.
-    /// - Throws: ``ConntrackrError``: `missingPrivilege` without CAP_NET_ADMIN, `blockerFailed` when nft is
-    ///   missing or refuses the script (nft's message included).
+    /// - Throws: ``ConntrackrError``: `missingPrivilege` without CAP_NET_ADMIN, `blockerFailed` when nftables
+    ///   refuses the commands (nft's first error line included).
     public func createTable(allowing allowlist: Allowlist = Allowlist()) throws(ConntrackrError) {
         try state.withLock { (state: inout State) throws(ConntrackrError) in
             try apply(script.create(allowing: allowlist.entries.map(\.prefix)), doing: "creating table")
+            try apply(script.warm(), doing: "creating table")
             state.expiring = [:]
+            state.held = [:]
         }
     }
 
@@ -111,28 +117,48 @@ public final class NftablesBlocker: Blocker {
         try state.withLock { (state: inout State) throws(ConntrackrError) in
             try apply(script.delete(), doing: "removing table")
             state.expiring = [:]
+            state.held = [:]
+        }
+    }
+
+    /// How many entries the block sets hold, from memory: the entries this blocker added and has not seen expire
+    /// or go. Elements added by other means (by hand with `nft`) are not counted until ``entries()`` lists them.
+    public func occupancy(holding prefix: IPPrefix?) throws(ConntrackrError) -> BlockOccupancy {
+        state.withLock { state in
+            BlockOccupancy(
+                count: state.held.count,
+                fleetCount: state.held.values.count { $0.origin == .fleet },
+                holdsPrefix: prefix.map { state.held[$0] != nil } ?? false
+            )
         }
     }
 
     public func add(_ entry: BlockEntry) throws(ConntrackrError) -> Bool {
         try state.withLock { (state: inout State) throws(ConntrackrError) -> Bool in
-            let now = clock()
-            if let capacity = configuration.capacity {
-                let current = try kernelEntries(now: now)
-                if current.count >= capacity, !current.contains(where: { $0.prefix == entry.prefix }) { return false }
+            if let capacity = configuration.capacity, state.held.count >= capacity, state.held[entry.prefix] == nil {
+                return false
             }
+            let now = clock()
             var timeout: Duration?
             if let expires = entry.expires {
                 let remaining = expires - now
                 timeout = remaining <= NftablesScript.longestKernelTimeout ? remaining : nil
             }
-            let result = try run(["-f", "-"], input: script.add(entry, timeout: timeout))
-            if result.status != 0 {
+            // A prefix not held is most likely new: one command, and the replacing three only when it exists.
+            var result = NftablesResult(succeeded: false, error: "File exists")
+            if state.held[entry.prefix] == nil {
+                result = try run(script.create(entry, timeout: timeout))
+            }
+            if !result.succeeded, result.error.contains("File exists") {
+                result = try run(script.add(entry, timeout: timeout))
+            }
+            if !result.succeeded {
                 let error = Self.error(result, doing: "blocking \(entry.prefix.compactDescription)")
-                guard error.message.contains("interval overlaps") else { throw error }
+                guard result.error.contains("interval overlaps") else { throw error }
                 throw (try? overlapError(for: entry.prefix, now: now)) ?? error
             }
             state.expiring[entry.prefix] = entry.expires == nil ? nil : entry
+            state.held[entry.prefix] = entry
             return true
         }
     }
@@ -144,6 +170,7 @@ public final class NftablesBlocker: Blocker {
                 try apply(script.remove([prefix]), doing: "unblocking \(prefix.compactDescription)")
             }
             let tracked = state.expiring.removeValue(forKey: prefix) != nil
+            state.held[prefix] = nil
             return present || tracked
         }
     }
@@ -164,13 +191,17 @@ public final class NftablesBlocker: Blocker {
                     state.expiring[prefix] = nil
                 }
             }
+            // What is neither in the kernel nor waiting to be reported as expired no longer takes room.
+            for prefix in state.held.keys where !present.contains(prefix) && state.expiring[prefix] == nil {
+                state.held[prefix] = nil
+            }
             return result.sorted(by: BlockEntry.prefixOrder)
         }
     }
 
     /// Reports the entries whose time is up at `now`, and deletes those the kernel still holds.
     ///
-    /// Runs nft only when an entry this blocker added is due; elements other processes added with a timeout
+    /// Calls nftables only when an entry this blocker added is due; elements other processes added with a timeout
     /// lapse in the kernel by themselves and are reported here only if they are due at the same time.
     public func removeExpired(asOf now: Timestamp) throws(ConntrackrError) -> [BlockEntry] {
         try state.withLock { (state: inout State) throws(ConntrackrError) -> [BlockEntry] in
@@ -187,6 +218,7 @@ public final class NftablesBlocker: Blocker {
                 } else if state.expiring[entry.prefix] != nil {
                     // Replaced meanwhile (by another agent or by hand) with a later expiry: follow the kernel.
                     state.expiring[entry.prefix] = entry.expires == nil ? nil : entry
+                    state.held[entry.prefix] = entry
                 }
             }
             let inKernel = Set(current.map(\.prefix))
@@ -196,18 +228,21 @@ public final class NftablesBlocker: Blocker {
             if !stillPresent.isEmpty {
                 try apply(script.remove(stillPresent), doing: "removing expired blocks")
             }
-            for prefix in expired.keys { state.expiring[prefix] = nil }
+            for prefix in expired.keys {
+                state.expiring[prefix] = nil
+                state.held[prefix] = nil
+            }
             return expired.values.sorted(by: BlockEntry.prefixOrder)
         }
     }
 
-    // MARK: - Running nft
+    // MARK: - Calling nftables
 
     /// The entries of both block sets, as the kernel holds them now.
     private func kernelEntries(now: Timestamp) throws(ConntrackrError) -> [BlockEntry] {
-        let result = try run(["-j", "list", "table", NftablesScript.family, configuration.table], input: "")
-        guard result.status == 0 else {
-            if String(decoding: result.standardError, as: UTF8.self).contains("No such file or directory") {
+        let result = try run("list table \(NftablesScript.family) \(configuration.table)\n", json: true)
+        guard result.succeeded else {
+            if result.error.contains("No such file or directory") {
                 throw ConntrackrError(
                     .blockerFailed,
                     "nftables table \(NftablesScript.family) \(configuration.table) does not exist "
@@ -217,7 +252,7 @@ public final class NftablesBlocker: Blocker {
             throw Self.error(result, doing: "listing blocks")
         }
         let sets = try NftablesListing.elements(
-            in: result.standardOutput,
+            in: Array(result.output.utf8),
             sets: [NftablesScript.blocked4, NftablesScript.blocked6]
         )
         var entries: [BlockEntry] = []
@@ -252,7 +287,7 @@ public final class NftablesBlocker: Blocker {
         )
     }
 
-    /// After nft refused an element as overlapping, an error naming the block it overlaps; `nil` when nft
+    /// After nftables refused an element as overlapping, an error naming the block it overlaps; `nil` when it
     /// refused it for another reason.
     private func overlapError(for prefix: IPPrefix, now: Timestamp) throws(ConntrackrError) -> ConntrackrError? {
         let overlapping = try kernelEntries(now: now).first {
@@ -268,31 +303,24 @@ public final class NftablesBlocker: Blocker {
     }
 
     private func apply(_ text: String, doing action: String) throws(ConntrackrError) {
-        let result = try run(["-f", "-"], input: text)
-        guard result.status == 0 else { throw Self.error(result, doing: action) }
+        let result = try run(text)
+        guard result.succeeded else { throw Self.error(result, doing: action) }
     }
 
-    private func run(_ arguments: [String], input: String) throws(ConntrackrError) -> CommandResult {
+    private func run(_ text: String, json: Bool = false) throws(ConntrackrError) -> NftablesResult {
         do {
-            return try runner.run(
-                configuration.command + arguments,
-                input: Array(input.utf8),
-                timeout: configuration.commandTimeout
-            )
+            return try commands.run(text, json: json)
         } catch {
-            var message = "nftables blocker: \(error.message)"
-            if error.message.hasSuffix(": not found in " + SpawnCommandRunner.searchPath.joined(separator: ":")) {
-                message += " (install the nftables package)"
-            }
-            throw ConntrackrError(error.code, message)
+            throw ConntrackrError(error.code, "nftables blocker: \(error.message)")
         }
     }
 
-    /// One line from nft's complaint: its first `Error:` line, with a hint when the cause is a missing privilege.
-    static func error(_ result: CommandResult, doing action: String) -> ConntrackrError {
-        let text = String(decoding: result.standardError, as: UTF8.self)
+    /// One line from nftables' complaint: its first `Error:` line, with a hint when the cause is a missing
+    /// privilege. The offending command and caret lines that follow it are left out.
+    static func error(_ result: NftablesResult, doing action: String) -> ConntrackrError {
+        let text = result.error
         let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: " \t\r") }.filter { !$0.isEmpty }
-        let line = lines.first { $0.contains("Error:") } ?? lines.first ?? "nft exited with status \(result.status)"
+        let line = lines.first { $0.contains("Error:") } ?? lines.first ?? "nftables refused the change"
         let shown = line.count > 300 ? String(line.prefix(300)) + "..." : String(line)
         if text.contains("Operation not permitted") {
             return ConntrackrError(

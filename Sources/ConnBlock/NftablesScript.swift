@@ -1,6 +1,6 @@
 import ConnCore
 
-/// The nftables scripts an ``NftablesBlocker`` feeds to `nft -f -`. Each script is one transaction: the kernel
+/// The nftables commands an ``NftablesBlocker`` runs through libnftables. Each script is one transaction: the kernel
 /// applies all of it or none of it.
 struct NftablesScript: Hashable, Sendable {
     static let family = "inet"
@@ -43,6 +43,18 @@ struct NftablesScript: Hashable, Sendable {
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// Adds and deletes an element in each block set, changing nothing: the first element a fresh set takes costs
+    /// a few milliseconds more than later ones, which the first scanner's block should not pay.
+    func warm() -> String {
+        """
+        add element \(qualified) \(Self.blocked4) { 0.0.0.0 }
+        delete element \(qualified) \(Self.blocked4) { 0.0.0.0 }
+        add element \(qualified) \(Self.blocked6) { :: }
+        delete element \(qualified) \(Self.blocked6) { :: }
+
+        """
+    }
+
     /// Deletes the table; nothing happens when it does not exist.
     func delete() -> String {
         "table \(qualified)\ndelete table \(qualified)\n"
@@ -63,9 +75,7 @@ struct NftablesScript: Hashable, Sendable {
     func add(_ entry: BlockEntry, timeout: Duration?) -> String {
         let set = Self.set(for: entry.prefix)
         let value = Self.element(entry.prefix)
-        var element = value
-        if let timeout { element += " timeout \(Self.format(timeout))" }
-        element += " comment \"\(EntryComment.encode(entry))\""
+        let element = Self.element(entry, timeout: timeout)
         // "add" of an existing element changes nothing, so: make sure it exists, delete it, add it afresh.
         return """
             add element \(qualified) \(set) { \(value) }
@@ -73,6 +83,18 @@ struct NftablesScript: Hashable, Sendable {
             add element \(qualified) \(set) { \(element) }
 
             """
+    }
+
+    /// Adds `entry` as a new element, which the kernel refuses ("File exists") when the set holds the prefix
+    /// already: one command where ``add(_:timeout:)`` needs three, for the first block of a prefix.
+    func create(_ entry: BlockEntry, timeout: Duration?) -> String {
+        "create element \(qualified) \(Self.set(for: entry.prefix)) { \(Self.element(entry, timeout: timeout)) }\n"
+    }
+
+    private static func element(_ entry: BlockEntry, timeout: Duration?) -> String {
+        var element = Self.element(entry.prefix)
+        if let timeout { element += " timeout \(Self.format(timeout))" }
+        return element + " comment \"\(EntryComment.encode(entry))\""
     }
 
     /// Deletes the elements for `prefixes`, whether or not they still exist (one may time out meanwhile).

@@ -59,6 +59,12 @@ public final class BlockController: Sendable {
         try blocker.entries()
     }
 
+    /// How many entries the blocklist holds, as the blocker counts them for its decisions (without a listing
+    /// where the blocker keeps the count in memory).
+    public func blockedCount() throws -> Int {
+        try blocker.occupancy(holding: nil).count
+    }
+
     /// Calls `handler` for every block this agent decides on its own (fleet mode publishes them).
     public func onLocalBlock(_ handler: @escaping @Sendable (BlockEntry, PortScan) -> Void) {
         localBlockHandler.withLock { $0 = handler }
@@ -141,10 +147,10 @@ public final class BlockController: Sendable {
                 return .refused(.rateLimited)
             }
             do {
-                let current = try blocker.entries()
-                let replaces = current.contains { $0.prefix == entry.prefix }
+                let current = try blocker.occupancy(holding: entry.prefix)
+                let replaces = current.holdsPrefix
                 if current.count >= policy.maxBlocked, !replaces { return .refused(.blocklistFull) }
-                if learned, !replaces, current.count(where: { $0.origin == .fleet }) >= policy.maxFleetBlocked {
+                if learned, !replaces, current.fleetCount >= policy.maxFleetBlocked {
                     return .refused(.blocklistFull)
                 }
                 guard try blocker.add(entry) else { return .refused(.blocklistFull) }

@@ -23,9 +23,40 @@ public protocol Blocker: AnyObject, Sendable {
     /// a block made elsewhere (by hand, by the fleet) never drops an allowlisted address. Called at start and on
     /// every reload (SIGHUP).
     func replaceAllowlist(_ allowlist: Allowlist) throws
+
+    /// How full the blocklist is, and whether it holds `prefix` (`nil`: no prefix in question), as a decision to
+    /// block needs it (``BlockController`` checks its caps
+    /// with it before every block). By default worked out from ``entries()``; a blocker whose listing is slow keeps
+    /// the counts in memory instead.
+    func occupancy(holding prefix: IPPrefix?) throws -> BlockOccupancy
+}
+
+/// How full a blocklist is, for the decision to add one prefix to it.
+public struct BlockOccupancy: Hashable, Sendable {
+    /// The entries in the blocklist.
+    public var count: Int
+    /// Those of them learned from the fleet (origin `fleet`).
+    public var fleetCount: Int
+    /// Whether the blocklist holds the prefix in question already (adding it replaces an entry).
+    public var holdsPrefix: Bool
+
+    public init(count: Int, fleetCount: Int, holdsPrefix: Bool) {
+        self.count = count
+        self.fleetCount = fleetCount
+        self.holdsPrefix = holdsPrefix
+    }
 }
 
 extension Blocker {
+    public func occupancy(holding prefix: IPPrefix?) throws -> BlockOccupancy {
+        let current = try entries()
+        return BlockOccupancy(
+            count: current.count,
+            fleetCount: current.count { $0.origin == .fleet },
+            holdsPrefix: prefix.map { prefix in current.contains { $0.prefix == prefix } } ?? false
+        )
+    }
+
     public func removeExpired(asOf now: Timestamp) throws -> [BlockEntry] {
         var removed: [BlockEntry] = []
         for entry in try entries() {

@@ -29,6 +29,18 @@ public final class ConnectionPipeline {
         }
     }
 
+    /// Where block decisions are applied.
+    public enum BlockExecution: Hashable, Sendable {
+        /// On the capture thread, each before the next packet: deterministic, for replays and tests.
+        case inline
+        /// On a thread of the pipeline's own, fed by a queue of at most `queueCapacity` jobs, so that capture
+        /// never waits for the blocker. The `port_scan` event is written at detection, the `blocked` (or refusal)
+        /// event at the first ``ConnectionPipeline/endOfBatch(now:)`` after the block is in force. A scan that
+        /// finds the queue full is counted (``Statistics/blockQueueOverflows``), logged, and retried at its
+        /// source's next SYN a second or more later, as a scan a limit refused.
+        case dedicatedThread(queueCapacity: Int)
+    }
+
     /// Counts kept by the pipeline since it was made.
     public struct Statistics: Hashable, Sendable {
         public var frames = 0
@@ -37,6 +49,9 @@ public final class ConnectionPipeline {
         public var portScans = 0
         public var malformedFrames = 0
         public var captureDropped = 0
+        /// Block decisions that found the blocking thread's queue full
+        /// (``BlockExecution/dedicatedThread(queueCapacity:)``).
+        public var blockQueueOverflows = 0
     }
 
     public let configuration: Configuration
@@ -46,6 +61,10 @@ public final class ConnectionPipeline {
     private let events: any EventSink
     private let detector: any ScanDetector
     private let blocking: BlockController?
+    /// Applies block decisions off the capture thread; `nil` applies them inline.
+    private let worker: BlockWorker?
+    /// When a full block queue was last logged, and how many overflows went unlogged since.
+    private var overflowLog: (logged: Int64, unlogged: Int)?
     private let metrics: any MetricsSink
     private let logger: Logger
     private let retransmits: RetransmitFilter
@@ -79,6 +98,7 @@ public final class ConnectionPipeline {
     ///   - blocking: what to do with scanners; `nil` only detects.
     ///   - units: the units sources are counted as; by default `blocking`'s (the unit counted is the unit
     ///     blocked), or IPv6 /64s with only loopback allowlisted.
+    ///   - blockExecution: where `blocking` applies its decisions; inline by default.
     public init(
         configuration: Configuration = Configuration(),
         events: any EventSink,
@@ -87,7 +107,8 @@ public final class ConnectionPipeline {
         metrics: any MetricsSink = DiscardingMetricsSink(),
         logger: Logger = Logger(label: "conntrackr.pipeline"),
         kernelEnforces: Bool = false,
-        units: SourceUnits? = nil
+        units: SourceUnits? = nil,
+        blockExecution: BlockExecution = .inline
     ) {
         self.configuration = configuration
         self.kernelEnforces = kernelEnforces
@@ -102,9 +123,23 @@ public final class ConnectionPipeline {
             window: configuration.retransmitWindow,
             capacity: configuration.maxTrackedConnections
         )
+        var worker: BlockWorker?
+        if let blocking, case .dedicatedThread(let queueCapacity) = blockExecution {
+            let started = BlockWorker(controller: blocking, capacity: queueCapacity)
+            let error = started.start()
+            if error == 0 {
+                worker = started
+            } else {
+                logger.error(
+                    "no blocking thread: blocks are applied on the capture thread", metadata: ["errno": "\(error)"]
+                )
+            }
+        }
+        self.worker = worker
     }
 
     deinit {
+        worker?.stop()
         queuedAttempts.deallocate()
     }
 
@@ -189,8 +224,18 @@ public final class ConnectionPipeline {
         }
         statistics.portScans += 1
         unreported.portScans += 1
+        guard let blocking else {
+            events.emit(.portScan(scan))
+            return
+        }
+        if let worker, attempt.kernelDecision == nil, !kernelEnforces {
+            // Handed over before the event is formatted: every microsecond here is a port the scanner may learn.
+            let queued = worker.submit(.scan(scan, retry: false))
+            events.emit(.portScan(scan))
+            if !queued { overflowed(scan, blocking: blocking) }
+            return
+        }
         events.emit(.portScan(scan))
-        guard let blocking else { return }
         let decision: BlockDecision
         if let kernel = attempt.kernelDecision {
             decision = blocking.adopt(kernel, for: scan)
@@ -201,13 +246,55 @@ public final class ConnectionPipeline {
                 metrics.increment(.scanRuleDisagreements, by: 1)
                 if blocking.isBlocked(blocking.units.unit(of: scan.source)) { return }
             }
-            decision = blocking.handle(scan)
-            if case .refused(let refusal) = decision, refusal.mayLift, !kernelEnforces {
-                refused.add(blocking.units.unit(of: scan.source), scan)
+            if let worker {
+                if !worker.submit(.scan(scan, retry: false)) { overflowed(scan, blocking: blocking) }
+                return
             }
+            decision = blocking.handle(scan)
+            noteRefusal(decision, of: scan, blocking: blocking)
         }
         if case .refused(let refusal) = decision { logRefusal(of: scan.source, refusal, at: scan.time) }
         events.emit(decision.event(about: scan.source, at: scan.time))
+    }
+
+    /// Remembers a scanner a limit that may lift refused to block, to retry at its later SYNs.
+    private func noteRefusal(_ decision: BlockDecision, of scan: PortScan, blocking: BlockController) {
+        if case .refused(let refusal) = decision, refusal.mayLift, !kernelEnforces {
+            refused.add(blocking.units.unit(of: scan.source), scan)
+        }
+    }
+
+    /// A scan the blocking thread had no room for: counted, logged (at most once per ``refusalLogInterval``), and
+    /// left to be retried at its source's next SYN, as a refused scan is.
+    private func overflowed(_ scan: PortScan, blocking: BlockController) {
+        statistics.blockQueueOverflows += 1
+        if !kernelEnforces { refused.add(blocking.units.unit(of: scan.source), scan) }
+        if let last = overflowLog, scan.time.nanoseconds &- last.logged < Self.refusalLogInterval {
+            overflowLog?.unlogged += 1
+            return
+        }
+        var metadata: Logger.Metadata = ["source": "\(scan.source)", "total": "\(statistics.blockQueueOverflows)"]
+        if let unlogged = overflowLog?.unlogged, unlogged > 0 { metadata["unlogged_since_last"] = "\(unlogged)" }
+        logger.warning("blocking queue full: scanner to be retried at its next SYN", metadata: metadata)
+        overflowLog = (scan.time.nanoseconds, 0)
+    }
+
+    /// Reports what the blocking thread finished: decisions (with the events and bookkeeping an inline decision
+    /// has) and lifted blocks.
+    private func takeBlockOutcomes() {
+        guard let worker, let blocking else { return }
+        for outcome in worker.takeOutcomes() {
+            switch outcome {
+            case .decided(let scan, let decision, retry: false):
+                noteRefusal(decision, of: scan, blocking: blocking)
+                if case .refused(let refusal) = decision { logRefusal(of: scan.source, refusal, at: scan.time) }
+                events.emit(decision.event(about: scan.source, at: scan.time))
+            case .decided(let scan, let decision, retry: true):
+                retried(scan, decision, blocking: blocking)
+            case .swept(let lifted):
+                for event in lifted { events.emit(event) }
+            }
+        }
     }
 
     /// Tries again to block the source of `attempt` if a limit refused it before and it is due: reported with a
@@ -217,10 +304,21 @@ public final class ConnectionPipeline {
         let unit = blocking.units.unit(of: attempt.source)
         guard let earlier = refused.due(unit, at: attempt.time) else { return }
         let scan = PortScan(time: attempt.time, source: attempt.source, destination: earlier.destination, ports: earlier.ports)
-        switch blocking.handle(scan) {
+        if let worker {
+            // A full queue leaves it waiting: it is due again a retry interval later.
+            _ = worker.submit(.scan(scan, retry: true))
+            return
+        }
+        retried(scan, blocking.handle(scan), blocking: blocking)
+    }
+
+    /// The outcome of a retried block.
+    private func retried(_ scan: PortScan, _ decision: BlockDecision, blocking: BlockController) {
+        let unit = blocking.units.unit(of: scan.source)
+        switch decision {
         case .blocked(let entry):
             refused.remove(unit)
-            events.emit(.blocked(entry, at: attempt.time))
+            events.emit(.blocked(entry, at: scan.time))
         case .refused(let refusal) where refusal.mayLift:
             break
         case .refused:
@@ -274,6 +372,7 @@ public final class ConnectionPipeline {
     /// - Parameter now: the current time: wall-clock for live capture, the last frame's time in a replay.
     public func endOfBatch(now: Timestamp) {
         drainQueuedAttempts()
+        takeBlockOutcomes()
         for event in eventInbox.take() { events.emit(event) }
         lastTime = max(lastTime, now)
         if lastSweep.map({ now.nanoseconds &- $0.nanoseconds >= 1_000_000_000 }) ?? true {
@@ -281,7 +380,10 @@ public final class ConnectionPipeline {
             detector.expire(now: now)
             retransmits.expire(now: now.nanoseconds)
             fragments.expire(now: now)
-            if let blocking {
+            if let worker {
+                // Its unblocked events come with the outcomes of a later batch; a full queue skips this second.
+                _ = worker.submit(.sweep(now))
+            } else if let blocking {
                 for event in blocking.sweep(now: now) { events.emit(event) }
             }
         }
@@ -292,6 +394,11 @@ public final class ConnectionPipeline {
     /// Flushes everything at the end of input.
     public func finish() {
         drainQueuedAttempts()
+        if let worker {
+            // The blocks decided by now are reported before the end.
+            worker.waitUntilIdle(limit: .seconds(5))
+            takeBlockOutcomes()
+        }
         for event in eventInbox.take() { events.emit(event) }
         if let blocking {
             for event in blocking.sweep(now: lastTime) { events.emit(event) }

@@ -38,7 +38,7 @@ struct Agent {
         }
         if let blocking {
             metrics.addScrapeHook(name: "blocklist") { scrape in
-                scrape.set(.blockedSources, to: try blocking.entries().count)
+                scrape.set(.blockedSources, to: try blocking.blockedCount())
             }
         }
         if let xdpStatistics = parts.xdpStatistics {
@@ -63,7 +63,10 @@ struct Agent {
             metrics: metrics,
             logger: logger,
             kernelEnforces: parts.kernelScanStatistics != nil,
-            units: units
+            units: units,
+            // Capture never waits for the blocker (an nftables transaction): blocks are applied on a thread of
+            // their own.
+            blockExecution: .dedicatedThread(queueCapacity: 1024)
         )
         // Fleet mode registers for local blocks when made, so it comes before capture starts.
         var fleet: FleetService?

@@ -21,7 +21,7 @@ enum Capability: Int, CaseIterable, Sendable {
 
     /// What a running agent still needs once its program is attached, its capture open and its port bound:
     /// - editing pinned BPF maps (XDP blocking, SIGHUP allowlist sync): `CAP_BPF`;
-    /// - running `nft` (nftables blocking): `CAP_NET_ADMIN`, which the child inherits.
+    /// - changing nftables sets through libnftables' netlink socket (nftables blocking): `CAP_NET_ADMIN`.
     ///
     /// Nothing else: the XDP program is attached through a BPF link that is not pinned, so closing the link
     /// detaches it (no `CAP_NET_ADMIN`, which `test-xdp-block` checks by detaching at SIGINT), and a new capture

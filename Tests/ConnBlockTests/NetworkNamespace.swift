@@ -23,8 +23,8 @@ final class NetworkNamespace: Sendable {
         }
     }
 
-    /// The command that runs nft inside this namespace.
-    var nft: [String] { ["ip", "netns", "exec", name, "nft"] }
+    /// The file that holds the namespace open, for ``NftablesBlocker/Configuration/networkNamespace``.
+    var path: String { "/run/netns/\(name)" }
 
     /// Runs a command inside the namespace; a non-zero exit throws.
     @discardableResult

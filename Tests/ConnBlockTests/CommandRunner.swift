@@ -1,4 +1,4 @@
-public import ConnCore
+import ConnCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -6,22 +6,22 @@ import Glibc
 #endif
 
 /// What a finished command left behind.
-public struct CommandResult: Hashable, Sendable {
+struct CommandResult: Hashable, Sendable {
     /// The exit status, or 128 plus the signal number when a signal ended the command.
-    public var status: Int32
-    public var standardOutput: [UInt8]
-    public var standardError: [UInt8]
+var status: Int32
+var standardOutput: [UInt8]
+var standardError: [UInt8]
 
-    public init(status: Int32, standardOutput: [UInt8] = [], standardError: [UInt8] = []) {
+init(status: Int32, standardOutput: [UInt8] = [], standardError: [UInt8] = []) {
         self.status = status
         self.standardOutput = standardOutput
         self.standardError = standardError
     }
 }
 
-/// Runs external commands (`nft`) for a blocker. Injectable so that unit tests can check the scripts a blocker
-/// generates without touching the kernel.
-public protocol CommandRunner: Sendable {
+/// Runs external commands for these tests' lab helpers (`ip netns`, `nft` to look at what a blocker did). The agent
+/// itself starts no process: its nftables changes go through libnftables.
+protocol CommandRunner: Sendable {
     /// Runs `arguments[0]` (a bare name is looked up in the system's program directories, never on the inherited
     /// `PATH`) with the other arguments and `input` on its standard input, and waits for it at most `timeout`
     /// before killing it.
@@ -40,20 +40,20 @@ public protocol CommandRunner: Sendable {
 /// script is written before the command starts and its output is read after it ends, so there is no pipe to fill
 /// up, no `SIGPIPE` when the command exits early, and no reader thread. Meant for commands with modest output
 /// (an nftables listing is a few megabytes at most); output beyond 64 MiB is an error.
-public struct SpawnCommandRunner: CommandRunner {
+struct SpawnCommandRunner: CommandRunner {
     /// The directories a bare command name is looked up in, in order: the system's, never the inherited `PATH`.
-    public static let searchPath = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+static let searchPath = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
     /// The whole environment a command gets: nothing of the agent's own.
-    public static let environment = ["PATH=" + searchPath.joined(separator: ":"), "LANG=C"]
+static let environment = ["PATH=" + searchPath.joined(separator: ":"), "LANG=C"]
 
     /// Absolute paths of the names resolved so far: each is looked up once.
     private let resolved = ResolvedPrograms()
 
-    public init() {}
+init() {}
 
     /// The absolute path `program` runs from: itself when it holds a `/`, else the first executable regular file
     /// of that name in ``searchPath``; `nil` when there is none.
-    public func resolve(_ program: String) -> String? {
+func resolve(_ program: String) -> String? {
         if program.contains("/") { return program }
         return resolved.path(of: program) {
             Self.searchPath.lazy.map { $0 + "/" + program }.first { candidate in
@@ -64,7 +64,7 @@ public struct SpawnCommandRunner: CommandRunner {
         }
     }
 
-    public func run(_ arguments: [String], input: [UInt8], timeout: Duration) throws(ConntrackrError) -> CommandResult {
+func run(_ arguments: [String], input: [UInt8], timeout: Duration) throws(ConntrackrError) -> CommandResult {
         guard let program = arguments.first else {
             throw ConntrackrError(.blockerFailed, "no command given to run")
         }
