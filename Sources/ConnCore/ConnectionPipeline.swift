@@ -253,6 +253,11 @@ public final class ConnectionPipeline {
             decision = blocking.handle(scan)
             noteRefusal(decision, of: scan, blocking: blocking)
         }
+        report(decision, about: scan)
+    }
+
+    /// Reports a block decision about `scan`'s source: its event, and a refusal in the log.
+    private func report(_ decision: BlockDecision, about scan: PortScan) {
         if case .refused(let refusal) = decision { logRefusal(of: scan.source, refusal, at: scan.time) }
         events.emit(decision.event(about: scan.source, at: scan.time))
     }
@@ -287,8 +292,7 @@ public final class ConnectionPipeline {
             switch outcome {
             case .decided(let scan, let decision, retry: false):
                 noteRefusal(decision, of: scan, blocking: blocking)
-                if case .refused(let refusal) = decision { logRefusal(of: scan.source, refusal, at: scan.time) }
-                events.emit(decision.event(about: scan.source, at: scan.time))
+                report(decision, about: scan)
             case .decided(let scan, let decision, retry: true):
                 retried(scan, decision, blocking: blocking)
             case .swept(let lifted):
@@ -333,9 +337,7 @@ public final class ConnectionPipeline {
         if kernel != .blockedLater { metrics.increment(.scanRuleDisagreements, by: 1) }
         guard let blocking else { return }
         let scan = PortScan(time: attempt.time, source: attempt.source, destination: attempt.destination, ports: [])
-        let decision = blocking.adopt(kernel, for: scan)
-        if case .refused(let refusal) = decision { logRefusal(of: scan.source, refusal, at: scan.time) }
-        events.emit(decision.event(about: scan.source, at: scan.time))
+        report(blocking.adopt(kernel, for: scan), about: scan)
     }
 
     /// Logs a scanner that was not blocked, unless one of the same kind was logged less than

@@ -56,15 +56,21 @@ final class GatedBlocker: Blocker {
         } while ContinuousClock.now < deadline
     }
 
-    @Test func captureGoesOnWhileTheBlockerIsBusy() throws {
+    /// A pipeline whose blocking thread applies blocks through a blocker held at its gate until opened.
+    func gatedPipeline(queueCapacity: Int) -> (GatedBlocker, CollectingEventSink, ConnectionPipeline) {
         let blocker = GatedBlocker()
         let controller = BlockController(
             blocker: blocker, policy: BlockPolicy(), allowlist: Allowlist(), metrics: DiscardingMetricsSink()
         )
         let sink = CollectingEventSink()
         let pipeline = ConnectionPipeline(
-            events: sink, blocking: controller, blockExecution: .dedicatedThread(queueCapacity: 16)
+            events: sink, blocking: controller, blockExecution: .dedicatedThread(queueCapacity: queueCapacity)
         )
+        return (blocker, sink, pipeline)
+    }
+
+    @Test func captureGoesOnWhileTheBlockerIsBusy() throws {
+        let (blocker, sink, pipeline) = gatedPipeline(queueCapacity: 16)
         for port in UInt16(1)...4 { pipeline.process(syn(0, from: "198.51.100.7", to: port)) }
         // Further packets are processed although the block waits at the gate (inline, this would wait 10 s and
         // the blocked event would already be there).
@@ -104,14 +110,7 @@ final class GatedBlocker: Blocker {
     }
 
     @Test func aFullQueueIsCountedAndTheScannerRetriedLater() throws {
-        let blocker = GatedBlocker()
-        let controller = BlockController(
-            blocker: blocker, policy: BlockPolicy(), allowlist: Allowlist(), metrics: DiscardingMetricsSink()
-        )
-        let sink = CollectingEventSink()
-        let pipeline = ConnectionPipeline(
-            events: sink, blocking: controller, blockExecution: .dedicatedThread(queueCapacity: 1)
-        )
+        let (blocker, sink, pipeline) = gatedPipeline(queueCapacity: 1)
         for port in UInt16(1)...4 { pipeline.process(syn(0, from: "198.51.100.7", to: port)) }
         for port in UInt16(1)...4 { pipeline.process(syn(0, from: "198.51.100.9", to: port)) }
         pipeline.endOfBatch(now: referenceTime)
