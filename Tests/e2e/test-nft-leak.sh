@@ -56,8 +56,8 @@ scan_once() { # KIND LIMIT
     scan_line=$(grep -n '"event" *: *"port_scan"' "$out" | head -n 1 | cut -d: -f1)
     block_line=$(grep -n '"event" *: *"blocked"' "$out" | head -n 1 | cut -d: -f1)
     assert_int "$scan_line" -lt "$block_line" "line of the port_scan event (before the blocked event's)"
-    lab_exec victim 5 nft list set inet conntrackr blocked4 | grep -q "$scanner" ||
-        fail "the $kind scanner is not in set blocked4"
+    lab_exec victim 5 nft list set inet conntrackr hosts4 | grep -q "$scanner" ||
+        fail "the $kind scanner is not in set hosts4"
 
     lab_stop "$agent" INT 5
     assert_eq "$LAB_STOP_TIMELY" 1 "$name stopped within 5 s of SIGINT"
