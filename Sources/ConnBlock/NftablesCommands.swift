@@ -206,7 +206,9 @@ public final class KernelNftables: NftablesCommands, @unchecked Sendable {
             guard setns(home, CT_CLONE_NEWNET) == 0 else {
                 let error = errno
                 if let context = handles.context.flatMap({ OpaquePointer(bitPattern: $0) }) { nft_ctx_free(context) }
-                if let socket = handles.socket.flatMap({ OpaquePointer(bitPattern: $0) }) { ct_nft_socket_close(socket) }
+                if let socket = handles.socket.flatMap({ OpaquePointer(bitPattern: $0) }) {
+                    ct_nft_socket_close(socket)
+                }
                 made.withLock { $0 = (Handles(), 3, error) }
                 return
             }

@@ -47,7 +47,9 @@ public struct NftablesElementChange: Hashable, Sendable {
     public static func add(set: String, key: IPAddress) -> Self { Self(.add, set: set, element: Element(key: key)) }
 
     /// Deletes `key`, refused when it does not exist.
-    public static func delete(set: String, key: IPAddress) -> Self { Self(.delete, set: set, element: Element(key: key)) }
+    public static func delete(set: String, key: IPAddress) -> Self {
+        Self(.delete, set: set, element: Element(key: key))
+    }
 }
 
 /// What the kernel said to one transaction of ``NftablesElementChange``s.

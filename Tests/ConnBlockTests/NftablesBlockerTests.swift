@@ -182,14 +182,16 @@ func nftListing(
         let expires = (referenceTime + .seconds(3600)).nanoseconds
         let later = (referenceTime + .seconds(7200)).nanoseconds
         let key = address("198.51.100.7")
+        let first = NftablesElementChange.Element(key: key, timeout: .seconds(3600), comment: "\(comment) \(expires)")
+        let second = NftablesElementChange.Element(key: key, timeout: .seconds(7200), comment: "\(comment) \(later)")
         // A /32 goes into the exact set over netlink: no command for libnftables to parse.
         #expect(runner.calls.isEmpty)
         #expect(
             runner.transactions == [
-                [.create(set: "hosts4", element: .init(key: key, timeout: .seconds(3600), comment: "\(comment) \(expires)"))],
+                [.create(set: "hosts4", element: first)],
                 [
                     .add(set: "hosts4", key: key), .delete(set: "hosts4", key: key),
-                    .create(set: "hosts4", element: .init(key: key, timeout: .seconds(7200), comment: "\(comment) \(later)")),
+                    .create(set: "hosts4", element: second),
                 ],
             ]
         )
@@ -232,10 +234,8 @@ func nftListing(
         #expect(try blocker().add(entry(text, ttl: nil)))
         let set = text.contains(":") ? "blocked6" : "blocked4"
         #expect(runner.transactions.isEmpty)
-        #expect(
-            runner.scripts.first?.hasPrefix("create element inet conntrackr \(set) { \(prefix(text).compactDescription) comment ")
-                == true
-        )
+        let element = prefix(text).compactDescription
+        #expect(runner.scripts.first?.hasPrefix("create element inet conntrackr \(set) { \(element) comment ") == true)
     }
 
     @Test func aConfiguredUnitLengthDecidesWhichIPv6PrefixesAreExact() throws {
