@@ -5,7 +5,7 @@ SWIFT_FLAGS ?=
 BIN_DEBUG := .build/debug/conntrackr
 BIN_RELEASE := .build/release/conntrackr
 # Debian packages the build and the tests need (installed when missing).
-BUILD_PACKAGES := libpcap-dev libnftables-dev libbpf-dev libelf-dev zlib1g-dev libzstd-dev clang-14 llvm-14 bpftool pkg-config time
+BUILD_PACKAGES := libpcap-dev libnftables-dev libnftnl-dev libmnl-dev libbpf-dev libelf-dev zlib1g-dev libzstd-dev clang-14 llvm-14 bpftool pkg-config time
 TEST_PACKAGES := iproute2 nmap hping3 masscan tcpdump zstd netsniff-ng nftables prometheus etcd-server etcd-client openssl python3 python3-yaml ethtool curl xdp-tools
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

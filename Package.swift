@@ -45,6 +45,20 @@ let package = Package(
             pkgConfig: "libnftables",
             providers: [.apt(["libnftables-dev"])]
         ),
+        // libnftnl and libmnl (which libnftnl's pkg-config file names privately): nf_tables messages and netlink.
+        .systemLibrary(
+            name: "CNftnl",
+            pkgConfig: "libnftnl",
+            providers: [.apt(["libnftnl-dev", "libmnl-dev"])]
+        ),
+        // Set elements written over netlink (one batch per change), without libnftables' parser and cache.
+        .target(
+            name: "CNftElements",
+            dependencies: ["CNftnl"],
+            cSettings: [.enableWarning("all")],
+            // libnftnl's pkg-config file names libmnl only as a private requirement, so it is not linked from there.
+            linkerSettings: [.linkedLibrary("mnl")]
+        ),
         // zlib, as a system library found through pkg-config.
         .systemLibrary(
             name: "CZlib",
@@ -90,7 +104,7 @@ let package = Package(
         ),
         .target(
             name: "ConnBlock",
-            dependencies: ["ConnCore", "ConnXDP", "CNftables", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["ConnCore", "ConnXDP", "CNftables", "CNftElements", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
             name: "ConnMetrics",

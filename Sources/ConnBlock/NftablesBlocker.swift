@@ -1,28 +1,39 @@
 public import ConnCore
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A ``Blocker`` for hosts where XDP cannot attach: blocked prefixes go into nftables sets in a table of
 /// conntrackr's own, and a chain at prerouting priority -300 (raw) drops their packets.
 ///
-/// The table (`table inet conntrackr` by default) holds:
-/// - `blocked4` and `blocked6`, interval sets with per-element timeouts and packet counters. A block with a TTL
-///   gets a kernel timeout, so it lapses on time even if the agent stalls; ``removeExpired(asOf:)`` reports
-///   entries whose time is up (those the kernel already dropped included) and deletes any still present.
-///   Each element's comment carries its ``BlockEntry``, so `conntrackr blocklist` in another process sees the
-///   same reason, origin and times.
+/// The table (`table inet conntrackr` by default) holds, in the order the chain looks them up:
 /// - `allowed4` and `allowed6`, filled by ``createTable(allowing:)`` and ``replaceAllowlist(_:)`` and accepted
 ///   before any drop: the allowlist wins in the kernel as well as in ``BlockController``, which refuses to block
 ///   allowlisted prefixes in the first place. The kernel check keeps a hand-made or fleet-learned block that
 ///   covers an allowlisted address from cutting it off.
+/// - `hosts4` and `units6_N`, exact-match hash sets for what scanners are blocked as: IPv4 addresses (/32), and
+///   IPv6 prefixes of ``Configuration/ipv6UnitLength`` bits (N, default 64), looked up as the source address masked
+///   to N bits. One hash lookup however many are blocked, and a change costs the kernel little.
+/// - `blocked4` and `blocked6`, interval sets for every other prefix (CIDR blocks from the command line or the
+///   fleet).
 ///
-/// Changes are made in this process through libnftables (``LibNftables``), each a generated batch of commands applied
-/// as one atomic transaction: no `nft` process is started. Calls are serialised. Deciding on a block never reads the
-/// sets back: the blocker counts the entries it holds in memory (``occupancy(holding:)``), and lists the table (in
-/// nftables' JSON) only for ``entries()``, ``remove(_:)``, the expiry sweep when something is due, and to name the
-/// block in the way of an overlapping one.
+/// Every block set has per-element timeouts and packet counters. A block with a TTL gets a kernel timeout, so it
+/// lapses on time even if the agent stalls; ``removeExpired(asOf:)`` reports entries whose time is up (those the
+/// kernel already dropped included) and deletes any still present. Each element's comment carries its
+/// ``BlockEntry``, so another process listing the table sees the same reason, origin and times.
 ///
-/// - Important: an interval set cannot hold overlapping prefixes: blocking 198.51.100.7 while 198.51.100.0/24
-///   is blocked fails with an error naming the wider block (its traffic is already dropped).
+/// Changes are made in this process (``KernelNftables``), each one atomic transaction, with no `nft` process:
+/// elements of the exact sets are written over netlink, one batch each; the table, the allow sets and the interval
+/// sets' elements go through libnftables. Calls are serialised. Deciding on a block never reads the sets back: the
+/// blocker counts the entries it holds in memory (``occupancy(holding:)``), and lists the table (in nftables' JSON)
+/// only for ``entries()``, ``remove(_:)``, the expiry sweep when something is due, and to name the block in the way
+/// of an overlapping one.
+///
+/// - Important: an interval set cannot hold overlapping prefixes: blocking 198.51.100.0/25 while 198.51.100.0/24
+///   is blocked fails with an error naming the wider block (its traffic is already dropped). Blocks in the exact
+///   sets never overlap each other, and may overlap an interval set's.
 /// - Important: the table lives until ``removeTable()``; the agent calls it on exit. ``createTable(allowing:)``
 ///   replaces a table left behind by an agent that was killed.
 public final class NftablesBlocker: Blocker {
@@ -36,12 +47,21 @@ public final class NftablesBlocker: Blocker {
         /// The most entries in the sets; further new prefixes are refused. `nil`: no limit of the blocker's own.
         /// Counted in memory: the entries this blocker added and holds (see ``NftablesBlocker/occupancy(holding:)``).
         public var capacity: Int?
+        /// The length IPv6 scanners are blocked as (the agent's `--ipv6-block-prefix`, clamped to 1...128): IPv6
+        /// blocks of this length go into the exact set, matched on the source address masked to it.
+        public var ipv6UnitLength: Int
 
         /// A configuration; the defaults are the agent's.
-        public init(table: String = "conntrackr", networkNamespace: String? = nil, capacity: Int? = nil) {
+        public init(
+            table: String = "conntrackr",
+            networkNamespace: String? = nil,
+            capacity: Int? = nil,
+            ipv6UnitLength: Int = BlockPolicy().ipv6PrefixLength
+        ) {
             self.table = table
             self.networkNamespace = networkNamespace
             self.capacity = capacity
+            self.ipv6UnitLength = min(max(ipv6UnitLength, 1), 128)
         }
     }
 
@@ -66,11 +86,11 @@ public final class NftablesBlocker: Blocker {
 
     /// A blocker working on the table `configuration.table`; nothing is changed until a method is called.
     /// - Parameters:
-    ///   - commands: what runs the nftables commands; `nil` makes a ``LibNftables`` context in
+    ///   - commands: what changes nftables; `nil` makes a ``KernelNftables`` in
     ///     `configuration.networkNamespace`. Unit tests pass a recording one.
     ///   - clock: the wall clock, for kernel timeouts (tests pass a fixed one).
     /// - Throws: ``ConntrackrError``: `invalidConfiguration` for a table name nft would misread, `blockerFailed`
-    ///   when libnftables cannot make a context.
+    ///   when libnftables cannot make a context or the netlink socket cannot be opened.
     public init(
         _ configuration: Configuration = Configuration(),
         commands: (any NftablesCommands)? = nil,
@@ -86,10 +106,10 @@ public final class NftablesBlocker: Blocker {
         if let commands {
             self.commands = commands
         } else {
-            self.commands = try LibNftables(networkNamespace: configuration.networkNamespace)
+            self.commands = try KernelNftables(networkNamespace: configuration.networkNamespace)
         }
         self.clock = clock
-        self.script = NftablesScript(table: configuration.table)
+        self.script = NftablesScript(table: configuration.table, ipv6UnitLength: configuration.ipv6UnitLength)
     }
 
     /// Creates conntrackr's table, replacing one of the same name (a killed agent's), with `allowlist` in the
@@ -100,6 +120,7 @@ public final class NftablesBlocker: Blocker {
         try state.withLock { (state: inout State) throws(ConntrackrError) in
             try apply(script.create(allowing: allowlist.entries.map(\.prefix)), doing: "creating table")
             try apply(script.warm(), doing: "creating table")
+            try apply(script.warmExact(), doing: "creating table")
             state.expiring = [:]
             state.held = [:]
         }
@@ -144,18 +165,10 @@ public final class NftablesBlocker: Blocker {
                 let remaining = expires - now
                 timeout = remaining <= NftablesScript.longestKernelTimeout ? remaining : nil
             }
-            // A prefix not held is most likely new: one command, and the replacing three only when it exists.
-            var result = NftablesResult(succeeded: false, error: "File exists")
-            if state.held[entry.prefix] == nil {
-                result = try run(script.create(entry, timeout: timeout))
-            }
-            if !result.succeeded, result.error.contains("File exists") {
-                result = try run(script.add(entry, timeout: timeout))
-            }
-            if !result.succeeded {
-                let error = Self.error(result, doing: "blocking \(entry.prefix.compactDescription)")
-                guard result.error.contains("interval overlaps") else { throw error }
-                throw (try? overlapError(for: entry.prefix, now: now)) ?? error
+            if script.set(for: entry.prefix).isExact {
+                try addExact(entry, timeout: timeout, isNew: state.held[entry.prefix] == nil)
+            } else {
+                try addInterval(entry, timeout: timeout, isNew: state.held[entry.prefix] == nil, now: now)
             }
             state.expiring[entry.prefix] = entry.expires == nil ? nil : entry
             state.held[entry.prefix] = entry
@@ -163,11 +176,46 @@ public final class NftablesBlocker: Blocker {
         }
     }
 
+    /// Adds `entry` to its exact set over netlink. A prefix not held is most likely new: one message, and the
+    /// replacing three only when it exists.
+    private func addExact(_ entry: BlockEntry, timeout: Duration?, isNew: Bool) throws(ConntrackrError) {
+        var outcome = NftablesChangeOutcome.refused(errno: EEXIST, change: 0)
+        if isNew {
+            outcome = try apply(script.createExact(entry, timeout: timeout))
+        }
+        if outcome == .refused(errno: EEXIST, change: 0) {
+            outcome = try apply(script.replaceExact(entry, timeout: timeout))
+        }
+        if case .refused(let error, _) = outcome {
+            throw Self.error(errno: error, doing: "blocking \(entry.prefix.compactDescription)")
+        }
+    }
+
+    /// Adds `entry` to its interval set through libnftables, as ``addExact(_:timeout:isNew:)`` does.
+    private func addInterval(
+        _ entry: BlockEntry, timeout: Duration?, isNew: Bool, now: Timestamp
+    ) throws(ConntrackrError) {
+        var result = NftablesResult(succeeded: false, error: "File exists")
+        if isNew {
+            result = try run(script.create(entry, timeout: timeout))
+        }
+        if !result.succeeded, result.error.contains("File exists") {
+            result = try run(script.add(entry, timeout: timeout))
+        }
+        if !result.succeeded {
+            let error = Self.error(result, doing: "blocking \(entry.prefix.compactDescription)")
+            guard result.error.contains("interval overlaps") else { throw error }
+            throw (try? overlapError(for: entry.prefix, now: now)) ?? error
+        }
+    }
+
     public func remove(_ prefix: IPPrefix) throws(ConntrackrError) -> Bool {
         try state.withLock { (state: inout State) throws(ConntrackrError) -> Bool in
-            let present = try kernelEntries(now: clock()).contains { $0.prefix == prefix }
+            // A prefix may be in an exact set and, added by hand, in an interval set too: it goes from both.
+            let holding = try kernelElements(now: clock()).filter { $0.entry.prefix == prefix }
+            let present = !holding.isEmpty
             if present {
-                try apply(script.remove([prefix]), doing: "unblocking \(prefix.compactDescription)")
+                try delete(holding.map { ($0.set, $0.entry.prefix) }, doing: "unblocking \(prefix.compactDescription)")
             }
             let tracked = state.expiring.removeValue(forKey: prefix) != nil
             state.held[prefix] = nil
@@ -183,6 +231,8 @@ public final class NftablesBlocker: Blocker {
             let now = clock()
             var result = try kernelEntries(now: now)
             let present = Set(result.map(\.prefix))
+            // A prefix in two sets (one of them by hand) is one block.
+            result = Self.unique(result)
             for (prefix, entry) in state.expiring where !present.contains(prefix) {
                 // Gone from the kernel: timed out (allowing for timer granularity), or deleted behind our back.
                 if let expires = entry.expires, expires <= now + .seconds(1) {
@@ -208,13 +258,14 @@ public final class NftablesBlocker: Blocker {
             guard state.expiring.values.contains(where: { $0.expires.map { $0 <= now } ?? false }) else {
                 return []
             }
-            let current = try kernelEntries(now: clock())
+            let elements = try kernelElements(now: clock())
+            let current = elements.map(\.entry)
             var expired: [IPPrefix: BlockEntry] = [:]
-            var stillPresent: [IPPrefix] = []
-            for entry in current {
+            var stillPresent: [(set: NftablesBlockSet, prefix: IPPrefix)] = []
+            for (set, entry) in elements {
                 if let expires = entry.expires, expires <= now {
                     expired[entry.prefix] = entry
-                    stillPresent.append(entry.prefix)
+                    stillPresent.append((set, entry.prefix))
                 } else if state.expiring[entry.prefix] != nil {
                     // Replaced meanwhile (by another agent or by hand) with a later expiry: follow the kernel.
                     state.expiring[entry.prefix] = entry.expires == nil ? nil : entry
@@ -226,7 +277,7 @@ public final class NftablesBlocker: Blocker {
                 if let expires = entry.expires, expires <= now { expired[prefix] = entry }
             }
             if !stillPresent.isEmpty {
-                try apply(script.remove(stillPresent), doing: "removing expired blocks")
+                try delete(stillPresent, doing: "removing expired blocks")
             }
             for prefix in expired.keys {
                 state.expiring[prefix] = nil
@@ -238,8 +289,15 @@ public final class NftablesBlocker: Blocker {
 
     // MARK: - Calling nftables
 
-    /// The entries of both block sets, as the kernel holds them now.
+    /// The entries of every block set, as the kernel holds them now.
     private func kernelEntries(now: Timestamp) throws(ConntrackrError) -> [BlockEntry] {
+        try kernelElements(now: now).map(\.entry)
+    }
+
+    /// The entries of every block set with the set that holds each, as the kernel holds them now.
+    private func kernelElements(
+        now: Timestamp
+    ) throws(ConntrackrError) -> [(set: NftablesBlockSet, entry: BlockEntry)] {
         let result = try run("list table \(NftablesScript.family) \(configuration.table)\n", json: true)
         guard result.succeeded else {
             if result.error.contains("No such file or directory") {
@@ -251,17 +309,24 @@ public final class NftablesBlocker: Blocker {
             }
             throw Self.error(result, doing: "listing blocks")
         }
-        let sets = try NftablesListing.elements(
-            in: Array(result.output.utf8),
-            sets: [NftablesScript.blocked4, NftablesScript.blocked6]
-        )
-        var entries: [BlockEntry] = []
+        let sets = try NftablesListing.elements(in: Array(result.output.utf8), sets: NftablesScript.holdsBlocks)
+        var entries: [(set: NftablesBlockSet, entry: BlockEntry)] = []
         for (name, elements) in sets {
-            for element in elements where element.prefix.address.isIPv4 == (name == NftablesScript.blocked4) {
-                entries.append(Self.entry(element, now: now))
+            guard let set = NftablesBlockSet(name: name) else { continue }
+            for var element in elements {
+                guard let prefix = set.prefix(of: element.prefix) else { continue }
+                element.prefix = prefix
+                entries.append((set, Self.entry(element, now: now)))
             }
         }
         return entries
+    }
+
+    /// `entries` with one entry per prefix: the one from the exact set where a prefix is in two sets (that is the
+    /// set the blocker writes).
+    private static func unique(_ entries: [BlockEntry]) -> [BlockEntry] {
+        var seen: Set<IPPrefix> = []
+        return entries.filter { seen.insert($0.prefix).inserted }
     }
 
     /// The entry an element stands for: its comment when it is one of ours, else a `manual` block whose times
@@ -290,7 +355,8 @@ public final class NftablesBlocker: Blocker {
     /// After nftables refused an element as overlapping, an error naming the block it overlaps; `nil` when it
     /// refused it for another reason.
     private func overlapError(for prefix: IPPrefix, now: Timestamp) throws(ConntrackrError) -> ConntrackrError? {
-        let overlapping = try kernelEntries(now: now).first {
+        // Only the interval sets refuse overlaps.
+        let overlapping = try kernelElements(now: now).lazy.filter { !$0.set.isExact }.map(\.entry).first {
             $0.prefix != prefix && ($0.prefix.contains(prefix.address) || prefix.contains($0.prefix.address))
         }
         guard let overlapping else { return nil }
@@ -307,11 +373,59 @@ public final class NftablesBlocker: Blocker {
         guard result.succeeded else { throw Self.error(result, doing: action) }
     }
 
+    private func apply(_ changes: [NftablesElementChange], doing action: String) throws(ConntrackrError) {
+        if case .refused(let error, _) = try apply(changes) { throw Self.error(errno: error, doing: action) }
+    }
+
+    private func apply(_ changes: [NftablesElementChange]) throws(ConntrackrError) -> NftablesChangeOutcome {
+        do {
+            return try commands.apply(changes, table: configuration.table)
+        } catch {
+            throw ConntrackrError(error.code, "nftables blocker: \(error.message)")
+        }
+    }
+
+    /// Deletes the blocks of `prefixes` from the sets named: over netlink from the exact sets (in batches of a
+    /// bounded size), through libnftables from the interval sets.
+    private func delete(
+        _ prefixes: [(set: NftablesBlockSet, prefix: IPPrefix)], doing action: String
+    ) throws(ConntrackrError) {
+        let exact = prefixes.filter { $0.set.isExact }
+        let interval = prefixes.filter { !$0.set.isExact }
+        let perBatch = KernelNftables.changesPerBatch / 2
+        var start = 0
+        while start < exact.count {
+            let end = min(start + perBatch, exact.count)
+            try apply(script.removeExact(Array(exact[start..<end])), doing: action)
+            start = end
+        }
+        if !interval.isEmpty { try apply(script.remove(interval), doing: action) }
+    }
     private func run(_ text: String, json: Bool = false) throws(ConntrackrError) -> NftablesResult {
         do {
             return try commands.run(text, json: json)
         } catch {
             throw ConntrackrError(error.code, "nftables blocker: \(error.message)")
+        }
+    }
+
+    /// One line for an element change the kernel refused with `errno`, with a hint when the cause is a missing
+    /// privilege or a missing table.
+    static func error(errno code: Int32, doing action: String) -> ConntrackrError {
+        let text = String(cString: strerror(code))
+        switch code {
+        case EPERM:
+            return ConntrackrError(
+                .missingPrivilege,
+                "nftables: \(action) failed: \(text) (conntrackr needs CAP_NET_ADMIN for --block nftables)"
+            )
+        case ENOENT:
+            return ConntrackrError(
+                .blockerFailed,
+                "nftables: \(action) failed: \(text) (the table or its set is gone: the ruleset was flushed?)"
+            )
+        default:
+            return ConntrackrError(.blockerFailed, "nftables: \(action) failed: \(text)")
         }
     }
 

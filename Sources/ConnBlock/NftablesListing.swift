@@ -20,9 +20,11 @@ struct NftablesElement: Hashable, Sendable {
 
 /// Reads the elements of sets out of `nft -j list ...` output (nftables JSON schema version 1).
 enum NftablesListing {
-    /// The elements of each set named in `sets`, found anywhere in the listing. Element values that are not an
-    /// address or a CIDR (a range that is not a prefix, an address of the wrong family) are skipped.
-    static func elements(in json: [UInt8], sets: Set<String>) throws(ConntrackrError) -> [String: [NftablesElement]] {
+    /// The elements of each set whose name `sets` accepts, found anywhere in the listing. Element values that are
+    /// not an address or a CIDR (a range that is not a prefix) are skipped; a bare address is a host prefix.
+    static func elements(
+        in json: [UInt8], sets: (String) -> Bool
+    ) throws(ConntrackrError) -> [String: [NftablesElement]] {
         let document: JSONValue
         do {
             document = try JSONDecoder().decode(JSONValue.self, from: Data(json))
@@ -34,7 +36,7 @@ enum NftablesListing {
         }
         var result: [String: [NftablesElement]] = [:]
         for object in objects {
-            guard let set = object["set"], case .string(let name)? = set["name"], sets.contains(name) else {
+            guard let set = object["set"], case .string(let name)? = set["name"], sets(name) else {
                 continue
             }
             var elements: [NftablesElement] = []

@@ -1,12 +1,75 @@
 import ConnCore
 
-/// The nftables commands an ``NftablesBlocker`` runs through libnftables. Each script is one transaction: the kernel
-/// applies all of it or none of it.
+/// A set of conntrackr's table that holds blocks. Automatic blocks (what scanners are blocked as) go into exact-match
+/// hash sets, which the kernel updates and looks up in constant time, written over netlink; every other prefix goes
+/// into an interval set, written through libnftables.
+enum NftablesBlockSet: Hashable, Sendable {
+    /// Single IPv4 addresses (/32), exact match.
+    case hosts4
+    /// IPv6 prefixes of one length (the agent's `--ipv6-block-prefix`), exact match on the source address masked to
+    /// that length. The length is in the set's name (`units6_64`), so that any process reading the table knows it.
+    case units6(length: Int)
+    /// Any other IPv4 prefix (`blocked4`, an interval set).
+    case prefixes4
+    /// Any other IPv6 prefix (`blocked6`, an interval set).
+    case prefixes6
+
+    private static let units6Stem = "units6_"
+
+    /// The set's name in the table.
+    var name: String {
+        switch self {
+        case .hosts4: "hosts4"
+        case .units6(let length): Self.units6Stem + String(length)
+        case .prefixes4: "blocked4"
+        case .prefixes6: "blocked6"
+        }
+    }
+
+    /// The set named `name`; `nil` for a set that holds no blocks (or a `units6_` length out of 1...128).
+    init?(name: String) {
+        switch name {
+        case "hosts4": self = .hosts4
+        case "blocked4": self = .prefixes4
+        case "blocked6": self = .prefixes6
+        default:
+            guard name.hasPrefix(Self.units6Stem), let length = Int(name.dropFirst(Self.units6Stem.count)),
+                (1...128).contains(length)
+            else { return nil }
+            self = .units6(length: length)
+        }
+    }
+
+    /// Whether elements are exact keys (written over netlink) rather than intervals (written through libnftables).
+    var isExact: Bool {
+        switch self {
+        case .hosts4, .units6: true
+        case .prefixes4, .prefixes6: false
+        }
+    }
+
+    /// The block an element of this set stands for: a key of an exact set is widened to the set's length. `nil`
+    /// for an element of the wrong family or shape.
+    func prefix(of element: IPPrefix) -> IPPrefix? {
+        switch self {
+        case .hosts4:
+            element.address.isIPv4 && element.length == 32 ? element : nil
+        case .units6(let length):
+            element.address.isIPv4 || element.length != 128 ? nil : IPPrefix(address: element.address, length: length)
+        case .prefixes4:
+            element.address.isIPv4 ? element : nil
+        case .prefixes6:
+            element.address.isIPv4 ? nil : element
+        }
+    }
+}
+
+/// The nftables changes an ``NftablesBlocker`` makes: commands run through libnftables (the table, the allow sets,
+/// blocks of CIDR prefixes in the interval sets) and element changes written over netlink (blocks in the exact
+/// sets). Each script and each list of changes is one transaction: the kernel applies all of it or none of it.
 struct NftablesScript: Hashable, Sendable {
     static let family = "inet"
     static let chain = "prerouting"
-    static let blocked4 = "blocked4"
-    static let blocked6 = "blocked6"
     static let allowed4 = "allowed4"
     static let allowed6 = "allowed6"
     /// Longer timeouts are not put into the kernel (nft refuses some large values); such entries are lifted by the
@@ -15,12 +78,32 @@ struct NftablesScript: Hashable, Sendable {
 
     /// The table name, already checked to be a plain nftables identifier.
     let table: String
+    /// The length IPv6 sources are blocked as (1...128): the exact IPv6 set holds prefixes of this length.
+    let ipv6UnitLength: Int
 
     private var qualified: String { "\(Self.family) \(table)" }
+    private var units6: NftablesBlockSet { .units6(length: ipv6UnitLength) }
 
-    /// Replaces any table of this name with an empty one: allow sets accepted first, then block sets dropped,
-    /// in a base chain at the raw priority (-300), before connection tracking spends any work on the packet.
+    /// The set that holds a block of `prefix`: an exact set for a /32 and for an IPv6 prefix of the unit length.
+    func set(for prefix: IPPrefix) -> NftablesBlockSet {
+        if prefix.address.isIPv4 { return prefix.length == 32 ? .hosts4 : .prefixes4 }
+        return prefix.length == ipv6UnitLength ? units6 : .prefixes6
+    }
+
+    /// The sets a listing reads blocks from: those of this table's layout, and any `units6_` set of another length
+    /// (a table made by an agent with another `--ipv6-block-prefix`).
+    static func holdsBlocks(_ name: String) -> Bool {
+        NftablesBlockSet(name: name) != nil
+    }
+
+    /// Replaces any table of this name with an empty one: allow sets accepted first, then the exact block sets,
+    /// then the interval ones, dropped in a base chain at the raw priority (-300), before connection tracking spends
+    /// any work on the packet.
     func create(allowing allowed: [IPPrefix]) -> String {
+        let hosts4 = NftablesBlockSet.hosts4.name, blocked4 = NftablesBlockSet.prefixes4.name
+        let blocked6 = NftablesBlockSet.prefixes6.name
+        // A unit of 128 bits is the whole address: no mask to apply.
+        let masked = ipv6UnitLength == 128 ? "ip6 saddr" : "ip6 saddr & \(Self.mask(length: ipv6UnitLength))"
         var lines = [
             // "table" first makes the "delete" valid when no such table exists yet.
             "table \(qualified)",
@@ -28,14 +111,18 @@ struct NftablesScript: Hashable, Sendable {
             "table \(qualified) {",
             "    set \(Self.allowed4) { type ipv4_addr; flags interval; auto-merge; }",
             "    set \(Self.allowed6) { type ipv6_addr; flags interval; auto-merge; }",
-            "    set \(Self.blocked4) { type ipv4_addr; flags interval, timeout; counter; }",
-            "    set \(Self.blocked6) { type ipv6_addr; flags interval, timeout; counter; }",
+            "    set \(hosts4) { type ipv4_addr; flags timeout; counter; }",
+            "    set \(units6.name) { type ipv6_addr; flags timeout; counter; }",
+            "    set \(blocked4) { type ipv4_addr; flags interval, timeout; counter; }",
+            "    set \(blocked6) { type ipv6_addr; flags interval, timeout; counter; }",
             "    chain \(Self.chain) {",
             "        type filter hook prerouting priority raw; policy accept;",
             "        ip saddr @\(Self.allowed4) accept",
             "        ip6 saddr @\(Self.allowed6) accept",
-            "        ip saddr @\(Self.blocked4) drop",
-            "        ip6 saddr @\(Self.blocked6) drop",
+            "        ip saddr @\(hosts4) drop",
+            "        \(masked) @\(units6.name) drop",
+            "        ip saddr @\(blocked4) drop",
+            "        ip6 saddr @\(blocked6) drop",
             "    }",
             "}",
         ]
@@ -43,16 +130,28 @@ struct NftablesScript: Hashable, Sendable {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    /// Adds and deletes an element in each block set, changing nothing: the first element a fresh set takes costs
-    /// a few milliseconds more than later ones, which the first scanner's block should not pay.
+    /// Adds and deletes an element in each interval set, changing nothing: the first element a fresh interval set
+    /// takes costs a few milliseconds more than later ones, which a block there should not pay. The exact sets are
+    /// warmed over netlink (``warmExact()``).
     func warm() -> String {
-        """
-        add element \(qualified) \(Self.blocked4) { 0.0.0.0 }
-        delete element \(qualified) \(Self.blocked4) { 0.0.0.0 }
-        add element \(qualified) \(Self.blocked6) { :: }
-        delete element \(qualified) \(Self.blocked6) { :: }
+        let blocked4 = NftablesBlockSet.prefixes4.name, blocked6 = NftablesBlockSet.prefixes6.name
+        return """
+            add element \(qualified) \(blocked4) { 0.0.0.0 }
+            delete element \(qualified) \(blocked4) { 0.0.0.0 }
+            add element \(qualified) \(blocked6) { :: }
+            delete element \(qualified) \(blocked6) { :: }
 
-        """
+            """
+    }
+
+    /// Adds and deletes a key in each exact set, changing nothing, through the socket the blocks take.
+    func warmExact() -> [NftablesElementChange] {
+        [
+            .add(set: NftablesBlockSet.hosts4.name, key: IPAddress(ipv4: 0)),
+            .delete(set: NftablesBlockSet.hosts4.name, key: IPAddress(ipv4: 0)),
+            .add(set: units6.name, key: IPAddress(high: 0, low: 0)),
+            .delete(set: units6.name, key: IPAddress(high: 0, low: 0)),
+        ]
     }
 
     /// Deletes the table; nothing happens when it does not exist.
@@ -69,11 +168,13 @@ struct NftablesScript: Hashable, Sendable {
         return (lines + addAllowed(allowed)).joined(separator: "\n") + "\n"
     }
 
-    /// Adds `entry`, replacing an element for the same prefix. The element carries the entry in its comment
-    /// (so another process listing the table sees reason, origin and times) and a kernel timeout of `timeout`
-    /// (`nil`: none).
+    // MARK: Blocks in an interval set (libnftables)
+
+    /// Adds `entry` to the interval set of its family, replacing an element for the same prefix. The element
+    /// carries the entry in its comment (so another process listing the table sees reason, origin and times) and a
+    /// kernel timeout of `timeout` (`nil`: none).
     func add(_ entry: BlockEntry, timeout: Duration?) -> String {
-        let set = Self.set(for: entry.prefix)
+        let set = set(for: entry.prefix).name
         let value = Self.element(entry.prefix)
         let element = Self.element(entry, timeout: timeout)
         // "add" of an existing element changes nothing, so: make sure it exists, delete it, add it afresh.
@@ -88,7 +189,7 @@ struct NftablesScript: Hashable, Sendable {
     /// Adds `entry` as a new element, which the kernel refuses ("File exists") when the set holds the prefix
     /// already: one command where ``add(_:timeout:)`` needs three, for the first block of a prefix.
     func create(_ entry: BlockEntry, timeout: Duration?) -> String {
-        "create element \(qualified) \(Self.set(for: entry.prefix)) { \(Self.element(entry, timeout: timeout)) }\n"
+        "create element \(qualified) \(set(for: entry.prefix).name) { \(Self.element(entry, timeout: timeout)) }\n"
     }
 
     private static func element(_ entry: BlockEntry, timeout: Duration?) -> String {
@@ -97,17 +198,50 @@ struct NftablesScript: Hashable, Sendable {
         return element + " comment \"\(EntryComment.encode(entry))\""
     }
 
-    /// Deletes the elements for `prefixes`, whether or not they still exist (one may time out meanwhile).
-    func remove(_ prefixes: [IPPrefix]) -> String {
+    /// Deletes the elements for `prefixes` from the interval sets named, whether or not they still exist (one may
+    /// time out meanwhile).
+    func remove(_ prefixes: [(set: NftablesBlockSet, prefix: IPPrefix)]) -> String {
         var lines: [String] = []
-        for prefix in prefixes {
-            let set = Self.set(for: prefix)
+        for (set, prefix) in prefixes {
             let value = Self.element(prefix)
-            lines.append("add element \(qualified) \(set) { \(value) }")
-            lines.append("delete element \(qualified) \(set) { \(value) }")
+            lines.append("add element \(qualified) \(set.name) { \(value) }")
+            lines.append("delete element \(qualified) \(set.name) { \(value) }")
         }
         return lines.joined(separator: "\n") + "\n"
     }
+
+    // MARK: Blocks in an exact set (netlink)
+
+    /// Adds `entry` to its exact set as a new element, which the kernel refuses (`EEXIST`) when the set holds the
+    /// key already. The element carries the entry in its comment and a kernel timeout of `timeout` (`nil`: none).
+    func createExact(_ entry: BlockEntry, timeout: Duration?) -> [NftablesElementChange] {
+        [.create(set: set(for: entry.prefix).name, element: Self.exactElement(entry, timeout: timeout))]
+    }
+
+    /// Adds `entry` to its exact set, replacing an element for the same key in the same transaction: an addition
+    /// of an existing element changes nothing, so it makes sure the key exists, deletes it and adds it afresh.
+    func replaceExact(_ entry: BlockEntry, timeout: Duration?) -> [NftablesElementChange] {
+        let set = set(for: entry.prefix).name
+        let key = entry.prefix.address
+        return [
+            .add(set: set, key: key), .delete(set: set, key: key),
+            .create(set: set, element: Self.exactElement(entry, timeout: timeout)),
+        ]
+    }
+
+    /// Deletes the key of each of `prefixes` from the exact set named, whether or not it still exists.
+    func removeExact(_ prefixes: [(set: NftablesBlockSet, prefix: IPPrefix)]) -> [NftablesElementChange] {
+        prefixes.flatMap { set, prefix in
+            [.add(set: set.name, key: prefix.address), .delete(set: set.name, key: prefix.address)]
+        }
+    }
+
+    private static func exactElement(_ entry: BlockEntry, timeout: Duration?) -> NftablesElementChange.Element {
+        // An IPPrefix's address is its network address: the key the masked source address is looked up as.
+        .init(key: entry.prefix.address, timeout: timeout, comment: EntryComment.encode(entry))
+    }
+
+    // MARK: Values
 
     private func addAllowed(_ allowed: [IPPrefix]) -> [String] {
         var lines: [String] = []
@@ -121,20 +255,27 @@ struct NftablesScript: Hashable, Sendable {
         return lines
     }
 
-    static func set(for prefix: IPPrefix) -> String {
-        prefix.address.isIPv4 ? blocked4 : blocked6
-    }
-
     /// A prefix as nft writes it: a bare address for a host, `address/length` otherwise.
     static func element(_ prefix: IPPrefix) -> String {
         prefix.compactDescription
     }
 
+    /// The IPv6 netmask of `length` bits, as nft writes it (`ffff:ffff:ffff:ffff::` for 64).
+    static func mask(length: Int) -> String {
+        let ones = IPAddress(high: .max, low: .max)
+        return (IPPrefix(address: ones, length: min(max(length, 0), 128))?.address ?? ones).description
+    }
+
+    /// A timeout as the kernel takes it: whole milliseconds, rounded up, at least 1.
+    static func milliseconds(_ timeout: Duration) -> UInt64 {
+        let nanoseconds = max(timeout.nanosecondsClamped, 1)
+        return UInt64((nanoseconds - 1) / 1_000_000 + 1)
+    }
+
     /// A timeout in nft's syntax, rounded up to the millisecond. Seconds and milliseconds are written apart
     /// because nft refuses a millisecond count above about 2^31.
     static func format(_ timeout: Duration) -> String {
-        let nanoseconds = max(timeout.nanosecondsClamped, 1)
-        let milliseconds = (nanoseconds + 999_999) / 1_000_000
+        let milliseconds = Self.milliseconds(timeout)
         let (seconds, rest) = milliseconds.quotientAndRemainder(dividingBy: 1000)
         switch (seconds, rest) {
         case (0, _): return "\(rest)ms"

@@ -95,7 +95,7 @@ struct PrivilegedParts {
             }
             blocker = xdpBlocker
         case .nftables:
-            let nftables = try NftablesBlocker()
+            let nftables = try NftablesBlocker(.init(ipv6UnitLength: settings.ipv6BlockPrefix))
             try StartUpFix.nftables { try nftables.createTable(allowing: allowlist) }
             cleanups.append { try? nftables.removeTable() }
             blocker = nftables

@@ -38,11 +38,13 @@ struct NftablesKernelTests {
         // Element comments carry the entries whole, so they read back exactly.
         #expect(try blocker.entries() == [scanner, learned])
 
-        let blocked4 = try namespace.exec(["nft", "list", "set", "inet", table, "blocked4"])
-        #expect(blocked4.contains("198.51.100.7 counter packets 0 bytes 0 timeout "))
-        let blocked6 = try namespace.exec(["nft", "list", "set", "inet", table, "blocked6"])
+        // Written over netlink, read back by nft: key, counter, timeout and comment.
+        let hosts4 = try namespace.exec(["nft", "list", "set", "inet", table, "hosts4"])
+        #expect(hosts4.contains("198.51.100.7 counter packets 0 bytes 0 timeout 1h expires "))
+        #expect(hosts4.contains(" comment \"conntrackr port_scan local \(scanner.since.nanoseconds) "))
+        let units6 = try namespace.exec(["nft", "list", "set", "inet", table, "units6_64"])
         // Permanent: no timeout between the counter and the comment.
-        #expect(blocked6.contains("2001:db8:0:bad::/64 counter packets 0 bytes 0 comment "))
+        #expect(units6.contains("2001:db8:0:bad:: counter packets 0 bytes 0 comment "))
         let allowed4 = try namespace.exec(["nft", "list", "set", "inet", table, "allowed4"])
         #expect(allowed4.contains("127.0.0.0/8") && allowed4.contains("203.0.113.0/24"))
         let chain = try namespace.exec(["nft", "list", "chain", "inet", table, "prerouting"])
@@ -105,7 +107,7 @@ struct NftablesKernelTests {
 
         // Wait (bounded) for the kernel to drop the short one on its own.
         let deadline = ContinuousClock.now + .seconds(6)
-        while try namespace.exec(["nft", "list", "set", "inet", table, "blocked4"]).contains("198.51.100.7") {
+        while try namespace.exec(["nft", "list", "set", "inet", table, "hosts4"]).contains("198.51.100.7") {
             #expect(ContinuousClock.now < deadline, "the kernel did not time the element out")
             if ContinuousClock.now >= deadline { return }
             Thread.sleep(forTimeInterval: 0.2)
@@ -119,7 +121,7 @@ struct NftablesKernelTests {
         // An entry due by the agent's clock but not yet by the kernel's is deleted by the sweep.
         let swept = try blocker.removeExpired(asOf: Timestamp.now() + .seconds(7200))
         #expect(swept == [long])
-        #expect(try !namespace.exec(["nft", "list", "set", "inet", table, "blocked6"]).contains("2001:db8:0:bad::"))
+        #expect(try !namespace.exec(["nft", "list", "set", "inet", table, "units6_64"]).contains("2001:db8:0:bad::"))
     }
 
     @Test func overlappingPrefixesAreRefusedWithTheBlockInTheWay() throws {
@@ -129,10 +131,12 @@ struct NftablesKernelTests {
         try blocker.createTable()
         #expect(try blocker.add(entry("198.51.100.0/24", ttl: .seconds(60))))
         let error = try #require(throws: ConntrackrError.self) {
-            try blocker.add(entry("198.51.100.7", ttl: .seconds(60)))
+            try blocker.add(entry("198.51.100.0/25", ttl: .seconds(60)))
         }
-        #expect(error.message.contains("cannot block 198.51.100.7: it overlaps the block on 198.51.100.0/24"))
-        #expect(try blocker.entries().map(\.prefix) == [prefix("198.51.100.0/24")])
+        #expect(error.message.contains("cannot block 198.51.100.0/25: it overlaps the block on 198.51.100.0/24"))
+        // A single address goes to the exact set, which does not mind the /24.
+        #expect(try blocker.add(entry("198.51.100.7", ttl: .seconds(60))))
+        #expect(try blocker.entries().map(\.prefix) == [prefix("198.51.100.0/24"), prefix("198.51.100.7")])
     }
 
     @Test func concurrentCallersAllLand() throws {
@@ -141,7 +145,9 @@ struct NftablesKernelTests {
         let blocker = try NftablesBlocker(.init(table: "ctr_test_\(runSuffix())", networkNamespace: namespace.path, capacity: 12))
         try blocker.createTable()
         DispatchQueue.concurrentPerform(iterations: 16) { index in
-            _ = try? blocker.add(entry("2001:db8::\(index + 1)", ttl: .seconds(60)))
+            // Exact IPv4 and IPv6 elements (netlink) and /128s (libnftables) at once.
+            let text = ["198.51.100.\(index + 1)", "2001:db8:\(index + 1)::/64", "2001:db8::\(index + 1)"][index % 3]
+            _ = try? blocker.add(entry(text, ttl: .seconds(60)))
         }
         #expect(try blocker.entries().count == 12)
     }

@@ -59,7 +59,7 @@ assert_eq "$(decisions "$friend")" "not_blocked allowlisted: configured $friend;
     "the friend's scan after the address change (the reload stays)"
 assert_eq "$(decisions "$vip")" "not_blocked allowlisted: host address $vip" "a forged scan from the new host address"
 assert_eq "$(decisions "$stranger")" "blocked" "a scan from a source in neither"
-elements=$(lab_exec victim 5 nft list set inet conntrackr blocked4)
+elements=$(lab_exec victim 5 nft list set inet conntrackr hosts4)
 [[ "$elements" == *"$stranger"* && "$elements" != *"$friend"* && "$elements" != *"$vip"* ]] ||
     fail "the nftables set is not what the events say: $elements"
 lab_stop "$agent" INT 5

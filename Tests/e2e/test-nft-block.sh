@@ -15,8 +15,8 @@ bin=$(e2e_binary "$@")
 
 family=${E2E_FAMILY:-4}
 case $family in
-    4) victim=$LAB_VICTIM_IP4 attacker=$LAB_ATTACKER_IP4 client=$LAB_CLIENT_IP4 nmap_family=() set=blocked4 host=32 ;;
-    6) victim=$LAB_VICTIM_IP6 attacker=$LAB_ATTACKER_IP6 client=$LAB_CLIENT_IP6 nmap_family=(-6) set=blocked6 host=128 ;;
+    4) victim=$LAB_VICTIM_IP4 attacker=$LAB_ATTACKER_IP4 client=$LAB_CLIENT_IP4 nmap_family=() set=hosts4 host=32 ;;
+    6) victim=$LAB_VICTIM_IP6 attacker=$LAB_ATTACKER_IP6 client=$LAB_CLIENT_IP6 nmap_family=(-6) set=units6_128 host=128 ;;
     *) fail "E2E_FAMILY must be 4 or 6" ;;
 esac
 ttl=20

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # e2e-timeout: 300
-# Issue 12, part 5: the user-space path fast as well (the bounds below are not yet the issue's). With `run --source pcap --block nftables` (default threshold
-# 3 ports / 60 s) the block is applied in process through libnftables on a thread of its own, so a scanner learns
-# few ports before it lands. Counted on the scanner's side (LAB-NOTES): the distinct victim ports answering
-# (SYN-ACK or RST) in a capture in the attacker's namespace. The block takes about 2 ms to land (libnftables' own
-# parse and cache of one command, measured inside the agent), so the bounds asserted are what holds on a loaded CI
-# machine, not issue 12's targets (hping3 5, nmap 30): hping3 at 1 SYN/ms to the next port each time learns at most
-# 6 ports (measured 5 in 6 of 6 release runs, 6 in debug builds), nmap -sS -T4 over 1000 ports at most 250 (62-175
-# measured; 490 before, with an nft process per block on the capture thread). A benign client is served before,
-# during and after each scan. Each scan runs against a fresh agent; the figures are printed. Usage: BINARY
+# Issue 12, part 5: the user-space path fast as well. With `run --source pcap --block nftables` (default threshold
+# 3 ports / 60 s) the block is applied on a thread of its own, the scanner's /32 written into the hash set hosts4
+# straight over netlink (libnftnl, one batch), so a scanner learns few ports before it lands. Counted on the
+# scanner's side (LAB-NOTES): the distinct victim ports answering (SYN-ACK or RST) in a capture in the attacker's
+# namespace. Measured 2026-12-02 with a release build on the shared 2-core VM, timestamping the SYN that crossed
+# the threshold against the netlink ack: 0.05-0.3 ms to detection when the capture thread gets a CPU at once,
+# 0.02-0.2 ms to the blocking thread, 0.25-0.55 ms to the ack (the batch alone: 0.05-0.08 ms; 3 of 40 took 3-5 ms).
+# hping3 (1 SYN/ms, next port each time) learned 4 ports in 25 of 27 runs (5 once, 6 once beside a CPU hog):
+# asserted at most 5, issue 12's bound. nmap -sS -T4 over 1000 ports learned 16, 62, 174, 220, 239 (4-239 over 27
+# runs): while nmap's first burst keeps the CPUs busy, the capture thread mostly gets one 0.8-7 ms after the SYN
+# (the kernel is PREEMPT_NONE) and nmap probes every 16-25 us. So 250 is asserted, not issue 12's 30 (README,
+# Benchmarks: SCHED_FIFO for the agent gave 5-70). A benign client is served before, during and after each scan.
+# Each scan runs against a fresh agent; the figures are printed. Usage: BINARY
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-xdp.sh" # leak_capture_start, leak_scan, leak_capture_ports
@@ -56,8 +60,10 @@ scan_once() { # KIND LIMIT
     scan_line=$(grep -n '"event" *: *"port_scan"' "$out" | head -n 1 | cut -d: -f1)
     block_line=$(grep -n '"event" *: *"blocked"' "$out" | head -n 1 | cut -d: -f1)
     assert_int "$scan_line" -lt "$block_line" "line of the port_scan event (before the blocked event's)"
-    lab_exec victim 5 nft list set inet conntrackr blocked4 | grep -q "$scanner" ||
-        fail "the $kind scanner is not in set blocked4"
+    # Read whole before matching: `nft | grep -q` fails under pipefail when grep leaves before nft's last write.
+    local elements
+    elements=$(lab_exec victim 5 nft list set inet conntrackr hosts4)
+    [[ "$elements" == *"$scanner "* ]] || fail "the $kind scanner is not in set hosts4: $elements"
 
     lab_stop "$agent" INT 5
     assert_eq "$LAB_STOP_TIMELY" 1 "$name stopped within 5 s of SIGINT"
@@ -65,6 +71,6 @@ scan_once() { # KIND LIMIT
     [[ "$(lab_exec victim 5 nft list tables)" != *conntrackr* ]] || fail "$name left its table behind"
 }
 
-scan_once hping3 6
+scan_once hping3 5
 scan_once nmap 250
 log "what a scanner learns with pcap + nftables: ${figures[*]}"
