@@ -15,7 +15,8 @@ import Glibc
 ///   covers an allowlisted address from cutting it off.
 /// - `hosts4` and `units6_N`, exact-match hash sets for what scanners are blocked as: IPv4 addresses (/32), and
 ///   IPv6 prefixes of ``Configuration/ipv6UnitLength`` bits (N, default 64), looked up as the source address masked
-///   to N bits. One hash lookup however many are blocked, and a change costs the kernel little.
+///   to N bits; with N below 128, also `units6_128` for IPv6 sources blocked as themselves (a source whose unit
+///   the host shares). One hash lookup however many are blocked, and a change costs the kernel little.
 /// - `blocked4` and `blocked6`, interval sets for every other prefix (CIDR blocks from the command line or the
 ///   fleet).
 ///

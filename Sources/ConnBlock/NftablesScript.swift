@@ -83,11 +83,17 @@ struct NftablesScript: Hashable, Sendable {
 
     private var qualified: String { "\(Self.family) \(table)" }
     private var units6: NftablesBlockSet { .units6(length: ipv6UnitLength) }
+    /// The exact IPv6 sets: the unit length's, and single addresses (`units6_128`) when the unit is wider, for the
+    /// sources blocked as themselves (one whose unit is shared, such as a neighbour in the host's own /64).
+    private var exact6: [NftablesBlockSet] {
+        ipv6UnitLength == 128 ? [units6] : [units6, .units6(length: 128)]
+    }
 
-    /// The set that holds a block of `prefix`: an exact set for a /32 and for an IPv6 prefix of the unit length.
+    /// The set that holds a block of `prefix`: an exact set for a /32, an IPv6 prefix of the unit length and a
+    /// single IPv6 address.
     func set(for prefix: IPPrefix) -> NftablesBlockSet {
         if prefix.address.isIPv4 { return prefix.length == 32 ? .hosts4 : .prefixes4 }
-        return prefix.length == ipv6UnitLength ? units6 : .prefixes6
+        return exact6.first { $0 == .units6(length: prefix.length) } ?? .prefixes6
     }
 
     /// The sets a listing reads blocks from: those of this table's layout, and any `units6_` set of another length
@@ -102,8 +108,14 @@ struct NftablesScript: Hashable, Sendable {
     func create(allowing allowed: [IPPrefix]) -> String {
         let hosts4 = NftablesBlockSet.hosts4.name, blocked4 = NftablesBlockSet.prefixes4.name
         let blocked6 = NftablesBlockSet.prefixes6.name
-        // A unit of 128 bits is the whole address: no mask to apply.
-        let masked = ipv6UnitLength == 128 ? "ip6 saddr" : "ip6 saddr & \(Self.mask(length: ipv6UnitLength))"
+        var exactSets6: [String] = [], exactRules6: [String] = []
+        for set in exact6 {
+            guard case .units6(let length) = set else { continue }
+            // A unit of 128 bits is the whole address: no mask to apply.
+            let source = length == 128 ? "ip6 saddr" : "ip6 saddr & \(Self.mask(length: length))"
+            exactSets6.append("    set \(set.name) { type ipv6_addr; flags timeout; counter; }")
+            exactRules6.append("        \(source) @\(set.name) drop")
+        }
         var lines = [
             // "table" first makes the "delete" valid when no such table exists yet.
             "table \(qualified)",
@@ -112,7 +124,9 @@ struct NftablesScript: Hashable, Sendable {
             "    set \(Self.allowed4) { type ipv4_addr; flags interval; auto-merge; }",
             "    set \(Self.allowed6) { type ipv6_addr; flags interval; auto-merge; }",
             "    set \(hosts4) { type ipv4_addr; flags timeout; counter; }",
-            "    set \(units6.name) { type ipv6_addr; flags timeout; counter; }",
+        ]
+        lines += exactSets6
+        lines += [
             "    set \(blocked4) { type ipv4_addr; flags interval, timeout; counter; }",
             "    set \(blocked6) { type ipv6_addr; flags interval, timeout; counter; }",
             "    chain \(Self.chain) {",
@@ -120,7 +134,9 @@ struct NftablesScript: Hashable, Sendable {
             "        ip saddr @\(Self.allowed4) accept",
             "        ip6 saddr @\(Self.allowed6) accept",
             "        ip saddr @\(hosts4) drop",
-            "        \(masked) @\(units6.name) drop",
+        ]
+        lines += exactRules6
+        lines += [
             "        ip saddr @\(blocked4) drop",
             "        ip6 saddr @\(blocked6) drop",
             "    }",
@@ -146,12 +162,17 @@ struct NftablesScript: Hashable, Sendable {
 
     /// Adds and deletes a key in each exact set, changing nothing, through the socket the blocks take.
     func warmExact() -> [NftablesElementChange] {
-        [
+        var changes: [NftablesElementChange] = [
             .add(set: NftablesBlockSet.hosts4.name, key: IPAddress(ipv4: 0)),
             .delete(set: NftablesBlockSet.hosts4.name, key: IPAddress(ipv4: 0)),
-            .add(set: units6.name, key: IPAddress(high: 0, low: 0)),
-            .delete(set: units6.name, key: IPAddress(high: 0, low: 0)),
         ]
+        for set in exact6 {
+            changes += [
+                .add(set: set.name, key: IPAddress(high: 0, low: 0)),
+                .delete(set: set.name, key: IPAddress(high: 0, low: 0)),
+            ]
+        }
+        return changes
     }
 
     /// Deletes the table; nothing happens when it does not exist.

@@ -125,6 +125,7 @@ func nftListing(
                     set allowed6 { type ipv6_addr; flags interval; auto-merge; }
                     set hosts4 { type ipv4_addr; flags timeout; counter; }
                     set units6_64 { type ipv6_addr; flags timeout; counter; }
+                    set units6_128 { type ipv6_addr; flags timeout; counter; }
                     set blocked4 { type ipv4_addr; flags interval, timeout; counter; }
                     set blocked6 { type ipv6_addr; flags interval, timeout; counter; }
                     chain prerouting {
@@ -133,6 +134,7 @@ func nftListing(
                         ip6 saddr @allowed6 accept
                         ip saddr @hosts4 drop
                         ip6 saddr & ffff:ffff:ffff:ffff:: @units6_64 drop
+                        ip6 saddr @units6_128 drop
                         ip saddr @blocked4 drop
                         ip6 saddr @blocked6 drop
                     }
@@ -157,6 +159,7 @@ func nftListing(
                 [
                     .add(set: "hosts4", key: address("0.0.0.0")), .delete(set: "hosts4", key: address("0.0.0.0")),
                     .add(set: "units6_64", key: address("::")), .delete(set: "units6_64", key: address("::")),
+                    .add(set: "units6_128", key: address("::")), .delete(set: "units6_128", key: address("::")),
                 ]
             ]
         )
@@ -229,7 +232,21 @@ func nftListing(
         #expect(change.element.comment?.hasSuffix(" -") == true)
     }
 
-    @Test(arguments: ["2001:db8:0:bad::/48", "2001:db8::1", "203.0.113.0/25"])
+    @Test func singleIPv6AddressesGoToTheirOwnExactSetBesideTheUnitSet() throws {
+        // A source whose unit is shared (a neighbour in the host's own /64) is blocked as itself.
+        #expect(try blocker().add(entry("2001:db8::1")))
+        #expect(runner.transactions.map { $0.map(\.set) } == [["units6_128"]])
+        #expect(runner.transactions.first?.first?.element.key == address("2001:db8::1"))
+        #expect(runner.scripts.isEmpty)
+    }
+
+    @Test func aUnitOf128BitsHasOneExactIPv6Set() throws {
+        try blocker(.init(ipv6UnitLength: 128)).createTable()
+        let script = try #require(runner.scripts.first)
+        #expect(script.components(separatedBy: "set units6_").count == 2)
+    }
+
+    @Test(arguments: ["2001:db8:0:bad::/48", "2001:db8:0:bad::/96", "203.0.113.0/25"])
     func otherPrefixesGoToTheIntervalSets(text: String) throws {
         #expect(try blocker().add(entry(text, ttl: nil)))
         let set = text.contains(":") ? "blocked6" : "blocked4"

@@ -173,7 +173,7 @@ struct NftablesDropTests {
         for source in ["203.0.113.10/24", "203.0.113.20/24", "203.0.113.33/24", "203.0.113.34/24"] {
             try peer.exec(["ip", "addr", "add", source, "dev", peerLink])
         }
-        for source in ["2001:db8:0:bad::2/64", "2001:db8:0:900d::2/64"] {
+        for source in ["2001:db8:0:bad::2/64", "2001:db8:0:900d::2/64", "2001:db8:0:900d::3/64"] {
             try peer.exec(["ip", "-6", "addr", "add", source, "dev", peerLink, "nodad"])
         }
         try peer.exec(["ip", "link", "set", peerLink, "up"])
@@ -186,6 +186,7 @@ struct NftablesDropTests {
 
         let sources = [
             "203.0.113.10", "203.0.113.20", "203.0.113.33", "203.0.113.34", "2001:db8:0:bad::2", "2001:db8:0:900d::2",
+            "2001:db8:0:900d::3",
         ]
         let destinations = sources.map { $0.contains(":") ? "2001:db8:0:1::1" : "203.0.113.1" }
         func results() throws -> [String: String] {
@@ -205,7 +206,8 @@ struct NftablesDropTests {
         // 203.0.113.33 is allowlisted and stays reachable although a hand-made /28 block covers it.
         try blocker.createTable(allowing: Allowlist([.init(prefix: prefix("203.0.113.33"), reason: .configured)]))
         let now = Timestamp.now()
-        for blocked in ["203.0.113.10", "203.0.113.32/28", "2001:db8:0:bad::/64"] {
+        // 2001:db8:0:900d::3 is blocked as itself (units6_128), beside an open neighbour in its /64.
+        for blocked in ["203.0.113.10", "203.0.113.32/28", "2001:db8:0:bad::/64", "2001:db8:0:900d::3"] {
             #expect(
                 try blocker.add(
                     BlockEntry(prefix: prefix(blocked), reason: .portScan, since: now, expires: now + .seconds(300))
@@ -222,6 +224,7 @@ struct NftablesDropTests {
                 "203.0.113.34": "TimeoutError",
                 "2001:db8:0:bad::2": "TimeoutError",
                 "2001:db8:0:900d::2": "open",
+                "2001:db8:0:900d::3": "TimeoutError",
             ]
         )
         let counted = try blocker.entries().first { $0.prefix == prefix("203.0.113.10") }
