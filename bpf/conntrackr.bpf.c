@@ -117,12 +117,17 @@ struct ct_scan_key {
 };
 
 /* The scan rule's per-pair state. LRU, so that a spoofed flood from millions of sources evicts old pairs instead
- * of filling the map (a pair evicted is a pair counted afresh: pairs_inserted shows the churn). */
+ * of filling the map (a pair evicted is a pair counted afresh: pairs_inserted shows the churn).
+ *
+ * The loader cuts the value down to the slots the threshold uses (ct_scan_state_size), so key and value are given
+ * as sizes, not BTF types: the kernel refuses a map whose value size differs from its BTF type's (or whose key
+ * alone has a type). The verifier holds every access to that size; scan_slot and ct_scan_finish bound slot
+ * indexes by the threshold in scan_config. */
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, CT_SCAN_MAX_PAIRS);
-    __type(key, struct ct_scan_key);
-    __type(value, struct ct_scan_state);
+    __uint(key_size, sizeof(struct ct_scan_key));
+    __uint(value_size, sizeof(struct ct_scan_state));
 } ct_scan_pairs SEC(".maps");
 
 /* An all-zero state to insert new pairs from: too big for the 512-byte BPF stack. Never written. */
@@ -366,9 +371,10 @@ static __always_inline void unlock_pair(struct ct_scan_state *state)
 static long scan_slot(uint64_t index, void *context)
 {
     uint32_t slot = (uint32_t)index;
-    /* One register for the bounds check and the accesses: the verifier must see the check on the register used. */
+    /* One register for the bounds check and the accesses: the verifier must see the check on the register used.
+     * The bound is the slots the map's value holds (read-only data: a constant to the verifier). */
     asm volatile("" : "+r"(slot));
-    if (slot >= CT_SCAN_SLOTS)
+    if (slot >= ct_scan_slots_used(scan_config.port_threshold))
         return 1;
     asm volatile("" : "+r"(slot));
     ct_scan_slot(context, slot);
