@@ -53,7 +53,10 @@ struct ScanRuleDifferentialTests {
             )
             // The program's map holds only the slots the threshold uses: the rule must never touch another.
             let unused = slots(of: state).dropFirst(Int(ct_scan_slots_used(UInt32(threshold))))
-            #expect(unused.allSatisfy { $0.time == 0 && $0.port == 0 }, "seed \(seed), SYN \(step): a slot past the threshold's")
+            #expect(
+                unused.allSatisfy { $0.time == 0 && $0.port == 0 },
+                "seed \(seed), SYN \(step): a slot past the threshold's was used"
+            )
             if (swift != nil) != kernel { return scans }
             if kernel { scans += 1 }
         }
