@@ -117,12 +117,17 @@ struct ct_scan_key {
 };
 
 /* The scan rule's per-pair state. LRU, so that a spoofed flood from millions of sources evicts old pairs instead
- * of filling the map (a pair evicted is a pair counted afresh: pairs_inserted shows the churn). */
+ * of filling the map (a pair evicted is a pair counted afresh: pairs_inserted shows the churn).
+ *
+ * The loader cuts the value down to the slots the threshold uses (ct_scan_state_size), so key and value are given
+ * as sizes, not BTF types: the kernel refuses a map whose value size differs from its BTF type's (or whose key
+ * alone has a type). The verifier holds every access to that size; scan_slot and ct_scan_finish bound slot
+ * indexes by the threshold in scan_config. */
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, CT_SCAN_MAX_PAIRS);
-    __type(key, struct ct_scan_key);
-    __type(value, struct ct_scan_state);
+    __uint(key_size, sizeof(struct ct_scan_key));
+    __uint(value_size, sizeof(struct ct_scan_state));
 } ct_scan_pairs SEC(".maps");
 
 /* An all-zero state to insert new pairs from: too big for the 512-byte BPF stack. Never written. */
@@ -288,12 +293,12 @@ static __always_inline enum verdict parse_tcp(const uint8_t *tcp, const void *en
 
 /* Reserves, fills and submits one event. Returns 0, or -1 when the ring buffer is full. */
 static __always_inline int report(const uint8_t *saddr, const uint8_t *daddr, int family, uint16_t sport,
-                                  uint16_t dport, uint32_t ifindex, uint8_t verdict)
+                                  uint16_t dport, uint32_t ifindex, uint8_t verdict, uint64_t time_ns)
 {
     struct ct_event *event = bpf_ringbuf_reserve(&ct_events, sizeof(*event), 0);
     if (!event)
         return -1;
-    event->time_ns = bpf_ktime_get_boot_ns();
+    event->time_ns = time_ns;
     if (family == CT_FAMILY_IPV4) {
         /* IPv4-mapped form: 80 zero bits, 16 one bits, the address. */
         __builtin_memset(event->saddr, 0, 10);
@@ -366,9 +371,10 @@ static __always_inline void unlock_pair(struct ct_scan_state *state)
 static long scan_slot(uint64_t index, void *context)
 {
     uint32_t slot = (uint32_t)index;
-    /* One register for the bounds check and the accesses: the verifier must see the check on the register used. */
+    /* One register for the bounds check and the accesses: the verifier must see the check on the register used.
+     * The bound is the slots the map's value holds (read-only data: a constant to the verifier). */
     asm volatile("" : "+r"(slot));
-    if (slot >= CT_SCAN_SLOTS)
+    if (slot >= ct_scan_slots_used(scan_config.port_threshold))
         return 1;
     asm volatile("" : "+r"(slot));
     ct_scan_slot(context, slot);
@@ -477,6 +483,7 @@ struct ct_scan_request {
     uint16_t port;
     uint8_t family;
     uint8_t pad[5];
+    int64_t now;             /* the SYN's time, the one its event carries */
 };
 
 /* Counts a SYN under the scan rule and, when it takes the pair over the threshold (or the pair waits for a block
@@ -526,7 +533,7 @@ __attribute__((noinline)) int apply_scan_rule(struct ct_scan_request *request)
     }
     if (scan_config.one_destination)
         __builtin_memset(key.destination, 0, sizeof(key.destination)); /* all of the host's addresses as one */
-    int64_t now = (int64_t)bpf_ktime_get_boot_ns();
+    int64_t now = request->now;
 
     struct ct_scan_state *state = bpf_map_lookup_elem(&ct_scan_pairs, &key);
     if (!state) {
@@ -575,8 +582,10 @@ static __always_inline int handle_attempt(struct xdp_md *ctx, const uint8_t *sad
                                           int family, uint16_t sport, uint16_t dport, struct ct_stats *stats)
 {
     uint8_t verdict = CT_VERDICT_NONE;
+    /* One clock read for the rule and the event: on a virtual machine each costs tens of nanoseconds. */
+    uint64_t now = bpf_ktime_get_boot_ns();
     if (scan_config.port_threshold != 0) {
-        struct ct_scan_request request = { .port = dport, .family = (uint8_t)family };
+        struct ct_scan_request request = { .port = dport, .family = (uint8_t)family, .now = (int64_t)now };
         if (family == CT_FAMILY_IPV4) {
             __builtin_memcpy(request.source, saddr, 4);
             __builtin_memcpy(request.destination, daddr, 4);
@@ -587,7 +596,7 @@ static __always_inline int handle_attempt(struct xdp_md *ctx, const uint8_t *sad
         verdict = (uint8_t)apply_scan_rule(&request);
     }
     stats->syns++;
-    if (report(saddr, daddr, family, sport, dport, ctx->ingress_ifindex, verdict) == 0)
+    if (report(saddr, daddr, family, sport, dport, ctx->ingress_ifindex, verdict, now) == 0)
         stats->events++;
     else
         stats->ringbuf_full++;

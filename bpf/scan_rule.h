@@ -8,11 +8,13 @@
  * pair is reported once, when its count first goes over the threshold, and again only after a whole window
  * without any SYN of the pair.
  *
- * A pair holds CT_SCAN_SLOTS (port, time) slots; a slot whose time left the window is free. One observation is
- * ct_scan_begin, ct_scan_slot for each slot in use, then ct_scan_finish (ct_scan_observe does all three): the
+ * A pair holds up to CT_SCAN_SLOTS (port, time) slots; a slot whose time left the window is free. One observation
+ * is ct_scan_begin, ct_scan_slot for each slot in use, then ct_scan_finish (ct_scan_observe does all three): the
  * program runs the per-slot step with bpf_loop, so the verifier checks it once instead of every path through 33
  * slots. Only the first threshold + 1 slots are ever used (ct_scan_slots_used): between SYNs at most `threshold`
- * are live, so one of them is always free, and a SYN looks at 4 slots under the default rule instead of 33.
+ * are live, so one of them is always free, and a SYN looks at 4 slots under the default rule instead of 33. The
+ * program's map holds only those (ct_scan_state_size, set at load time): 80 bytes a pair under the default rule,
+ * each slot's time and port side by side after the header, where a SYN reads them in one or two cache lines.
  *
  * No helpers, no globals, no program context: it compiles for -target bpf and for the host alike. Times are
  * positive nanoseconds (0 marks a free slot) compared by wrapping difference, as the Swift code does.
@@ -27,7 +29,16 @@
 /* Ports held per pair: the threshold, plus the one that takes the count over it. */
 #define CT_SCAN_SLOTS (CT_SCAN_MAX_THRESHOLD + 1)
 
-/* One pair's state. All zero is a pair never seen. */
+/* A port the pair reached and when it last did: a slot. Free when its time is 0 or has left the window. The time
+ * and the port side by side, so that the few slots a SYN looks at lie next to each other and to the header. */
+struct ct_scan_slot {
+    int64_t time;
+    uint16_t port;
+    uint8_t pad[6];
+};
+
+/* One pair's state. All zero is a pair never seen. Only its first ct_scan_slots_used(threshold) slots are ever
+ * read or written: the program's map holds only those (ct_scan_state_size). */
 struct ct_scan_state {
     /* The last SYN of the pair; a SYN a whole window later starts the pair afresh. */
     int64_t last_seen_ns;
@@ -40,9 +51,7 @@ struct ct_scan_state {
      * lift, so later SYNs of the pair retry it. */
     uint8_t retry_block;
     uint8_t pad[2];
-    int64_t times[CT_SCAN_SLOTS];
-    uint16_t ports[CT_SCAN_SLOTS];
-    uint8_t pad2[6];
+    struct ct_scan_slot slots[CT_SCAN_SLOTS];
 };
 
 /* One observation in progress. */
@@ -95,18 +104,32 @@ static inline __attribute__((always_inline)) void ct_scan_slot(struct ct_scan_pa
     if (index >= CT_SCAN_SLOTS)
         return;
     struct ct_scan_state *state = pass->state;
-    int64_t then = state->times[index];
+    struct ct_scan_slot *slot = &state->slots[index];
+    int64_t then = slot->time;
     if (then == 0 || ct_elapsed(pass->now, then) >= pass->window_ns) {
         if (pass->free < 0)
             pass->free = (int32_t)index;
         return;
     }
-    if (state->ports[index] == pass->port) {
+    if (slot->port == pass->port) {
         if (ct_elapsed(pass->now, then) > 0)
-            state->times[index] = pass->now;
+            slot->time = pass->now;
         pass->seen = 1;
     }
     pass->live++;
+}
+
+/* The slots a pair uses under `threshold`: the threshold, plus the one that takes the count over it. */
+static inline __attribute__((always_inline)) uint32_t ct_scan_slots_used(uint32_t threshold)
+{
+    return threshold < CT_SCAN_SLOTS ? threshold + 1 : CT_SCAN_SLOTS;
+}
+
+/* The bytes of a state whose first `slots` slots are used: the value size of the program's map, set at load time
+ * to ct_scan_slots_used(threshold). */
+static inline __attribute__((always_inline)) uint32_t ct_scan_state_size(uint32_t slots)
+{
+    return (uint32_t)__builtin_offsetof(struct ct_scan_state, slots) + slots * (uint32_t)sizeof(struct ct_scan_slot);
 }
 
 /* Ends the observation. Returns 1 when this SYN takes the pair over `threshold` (the one SYN the pair is reported
@@ -119,11 +142,12 @@ static inline __attribute__((always_inline)) int ct_scan_finish(struct ct_scan_p
     uint32_t live = pass->live;
     if (!pass->seen) {
         int32_t free = pass->free;
-        /* A free slot always exists: between SYNs at most `threshold` of the threshold + 1 slots in use are live. */
-        if (free < 0 || free >= CT_SCAN_SLOTS)
+        /* A free slot always exists: between SYNs at most `threshold` of the threshold + 1 slots in use are live.
+         * The bound is the slots in use, not CT_SCAN_SLOTS: the program's map holds no more. */
+        if (free < 0 || (uint32_t)free >= ct_scan_slots_used(threshold))
             return 0;
-        state->ports[free] = pass->port;
-        state->times[free] = pass->now;
+        state->slots[free].port = pass->port;
+        state->slots[free].time = pass->now;
         live++;
     }
     if (live > threshold) {
@@ -131,12 +155,6 @@ static inline __attribute__((always_inline)) int ct_scan_finish(struct ct_scan_p
         return 1;
     }
     return 0;
-}
-
-/* The slots a pair uses under `threshold`: the threshold, plus the one that takes the count over it. */
-static inline __attribute__((always_inline)) uint32_t ct_scan_slots_used(uint32_t threshold)
-{
-    return threshold < CT_SCAN_SLOTS ? threshold + 1 : CT_SCAN_SLOTS;
 }
 
 /* ct_scan_begin, ct_scan_slot for each slot in use, ct_scan_finish: one SYN, as the program applies it. */

@@ -22,6 +22,7 @@
 #include <linux/magic.h>
 
 #include "conntrackr.skel.h"
+#include "scan_rule.h"
 
 /* Returned by the ring buffer callback when the caller's buffer is full. libbpf has already consumed the record
  * the callback copied, so nothing is lost; the rest wait for the next poll. */
@@ -198,6 +199,14 @@ int ct_program_open(const char *pin_root, uint64_t wakeup_bytes, const struct ct
     if (ignored_ports)
         memcpy((void *)program->skel->rodata->ignored_ports, ignored_ports,
                sizeof(program->skel->rodata->ignored_ports));
+    /* Each pair's state holds only the slots the threshold uses (scan_rule.h): the program bounds its slot indexes
+     * by the same threshold, and the verifier refuses it if the two ever disagree. */
+    uint32_t slots = ct_scan_slots_used(scan ? scan->port_threshold : 0);
+    code = bpf_map__set_value_size(program->skel->maps.ct_scan_pairs, ct_scan_state_size(slots));
+    if (code < 0) {
+        fail(err, err_len, code, "cannot size the scan rule's state: %s", detail(code, why, sizeof(why)));
+        goto failed;
+    }
     code = conntrackr__load(program->skel);
     if (code < 0) {
         if (code == -EPERM || code == -EACCES) {

@@ -51,17 +51,26 @@ struct ScanRuleDifferentialTests {
                 (swift != nil) == kernel && (swift?.ports ?? []) == kernelPorts,
                 "seed \(seed), SYN \(step) (\(key) port \(port) at \(now)): Swift \(swift?.ports ?? []), kernel \(kernel) \(kernelPorts)"
             )
+            // The program's map holds only the slots the threshold uses: the rule must never touch another.
+            let unused = slots(of: state).dropFirst(Int(ct_scan_slots_used(UInt32(threshold))))
+            #expect(
+                unused.allSatisfy { $0.time == 0 && $0.port == 0 },
+                "seed \(seed), SYN \(step): a slot past the threshold's was used"
+            )
             if (swift != nil) != kernel { return scans }
             if kernel { scans += 1 }
         }
         return scans
     }
 
+    /// All of a state's slots, the unused ones included.
+    static func slots(of state: ct_scan_state) -> [ct_scan_slot] {
+        withUnsafeBytes(of: state.slots) { Array($0.bindMemory(to: ct_scan_slot.self)) }
+    }
+
     /// The ports a state holds within the window ending at `now`, ascending.
     static func portsHeld(_ state: ct_scan_state, at now: Int64, window: Int64) -> [UInt16] {
-        let ports = withUnsafeBytes(of: state.ports) { Array($0.bindMemory(to: UInt16.self)) }
-        let times = withUnsafeBytes(of: state.times) { Array($0.bindMemory(to: Int64.self)) }
-        return zip(ports, times).filter { $0.1 != 0 && now &- $0.1 < window }.map(\.0).sorted()
+        slots(of: state).filter { $0.time != 0 && now &- $0.time < window }.map(\.port).sorted()
     }
 
     @Test("Seeded random sequences", arguments: 0..<200)

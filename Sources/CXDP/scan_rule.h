@@ -1,0 +1,1 @@
+../../bpf/scan_rule.h
