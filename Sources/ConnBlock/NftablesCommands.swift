@@ -73,12 +73,11 @@ public final class KernelNftables: NftablesCommands, @unchecked Sendable {
         } else {
             made = Self.openHandles()
         }
-        guard let context = made.context.flatMap({ OpaquePointer(bitPattern: $0) }) else {
-            if let socket = made.socket.flatMap({ OpaquePointer(bitPattern: $0) }) { ct_nft_socket_close(socket) }
-            throw ConntrackrError(.blockerFailed, "nftables: libnftables could not make a context (out of memory?)")
-        }
-        guard let socket = made.socket.flatMap({ OpaquePointer(bitPattern: $0) }) else {
-            nft_ctx_free(context)
+        guard let context = made.contextPointer, let socket = made.socketPointer else {
+            made.close()
+            if made.context == nil {
+                throw ConntrackrError(.blockerFailed, "nftables: libnftables could not make a context (out of memory?)")
+            }
             throw ConntrackrError(
                 .blockerFailed,
                 "nftables: cannot open a netlink socket to nf_tables: \(String(cString: strerror(made.socketErrno)))"
@@ -146,12 +145,8 @@ public final class KernelNftables: NftablesCommands, @unchecked Sendable {
         let key = element.key.bytes
         let timeout = element.timeout.map(NftablesScript.milliseconds) ?? 0
         return key.withUnsafeBufferPointer { key in
-            if let comment = element.comment {
-                return ct_nft_batch_append(
-                    socket, kind, change.set, key.baseAddress, UInt32(key.count), timeout, comment
-                )
-            }
-            return ct_nft_batch_append(socket, kind, change.set, key.baseAddress, UInt32(key.count), timeout, nil)
+            // A nil comment is passed as a null pointer: none.
+            ct_nft_batch_append(socket, kind, change.set, key.baseAddress, UInt32(key.count), timeout, element.comment)
         }
     }
 
@@ -160,6 +155,15 @@ public final class KernelNftables: NftablesCommands, @unchecked Sendable {
         var context: UInt?
         var socket: UInt?
         var socketErrno: Int32 = 0
+
+        var contextPointer: OpaquePointer? { context.flatMap { OpaquePointer(bitPattern: $0) } }
+        var socketPointer: OpaquePointer? { socket.flatMap { OpaquePointer(bitPattern: $0) } }
+
+        /// Frees whichever handles were made.
+        func close() {
+            if let contextPointer { nft_ctx_free(contextPointer) }
+            if let socketPointer { ct_nft_socket_close(socketPointer) }
+        }
     }
 
     /// Makes the libnftables context and the netlink socket in the calling thread's network namespace.
@@ -205,10 +209,7 @@ public final class KernelNftables: NftablesCommands, @unchecked Sendable {
             let handles = openHandles()
             guard setns(home, CT_CLONE_NEWNET) == 0 else {
                 let error = errno
-                if let context = handles.context.flatMap({ OpaquePointer(bitPattern: $0) }) { nft_ctx_free(context) }
-                if let socket = handles.socket.flatMap({ OpaquePointer(bitPattern: $0) }) {
-                    ct_nft_socket_close(socket)
-                }
+                handles.close()
                 made.withLock { $0 = (Handles(), 3, error) }
                 return
             }

@@ -48,6 +48,34 @@ enum NftablesBlockSet: Hashable, Sendable {
         }
     }
 
+    /// The set's declaration in the table: its key type and flags.
+    var declaration: String {
+        switch self {
+        case .hosts4: "type ipv4_addr; flags timeout; counter;"
+        case .units6: "type ipv6_addr; flags timeout; counter;"
+        case .prefixes4: "type ipv4_addr; flags interval, timeout; counter;"
+        case .prefixes6: "type ipv6_addr; flags interval, timeout; counter;"
+        }
+    }
+
+    /// What the chain looks the set up with: the packet's source address, masked to a unit set's length.
+    var match: String {
+        switch self {
+        case .hosts4, .prefixes4: "ip saddr"
+        // A unit of 128 bits is the whole address: no mask to apply.
+        case .units6(128), .prefixes6: "ip6 saddr"
+        case .units6(let length): "ip6 saddr & \(NftablesScript.mask(length: length))"
+        }
+    }
+
+    /// The all-zero address of the set's family: the element a warm-up adds and deletes.
+    var zeroKey: IPAddress {
+        switch self {
+        case .hosts4, .prefixes4: IPAddress(ipv4: 0)
+        case .units6, .prefixes6: IPAddress(high: 0, low: 0)
+        }
+    }
+
     /// The block an element of this set stands for: a key of an exact set is widened to the set's length. `nil`
     /// for an element of the wrong family or shape.
     func prefix(of element: IPPrefix) -> IPPrefix? {
@@ -88,6 +116,8 @@ struct NftablesScript: Hashable, Sendable {
     private var exact6: [NftablesBlockSet] {
         ipv6UnitLength == 128 ? [units6] : [units6, .units6(length: 128)]
     }
+    /// Every block set of the table, in the order the chain looks them up: the exact sets, then the interval sets.
+    private var blockSets: [NftablesBlockSet] { [.hosts4] + exact6 + [.prefixes4, .prefixes6] }
 
     /// The set that holds a block of `prefix`: an exact set for a /32, an IPv6 prefix of the unit length and a
     /// single IPv6 address.
@@ -106,16 +136,6 @@ struct NftablesScript: Hashable, Sendable {
     /// then the interval ones, dropped in a base chain at the raw priority (-300), before connection tracking spends
     /// any work on the packet.
     func create(allowing allowed: [IPPrefix]) -> String {
-        let hosts4 = NftablesBlockSet.hosts4.name, blocked4 = NftablesBlockSet.prefixes4.name
-        let blocked6 = NftablesBlockSet.prefixes6.name
-        var exactSets6: [String] = [], exactRules6: [String] = []
-        for set in exact6 {
-            guard case .units6(let length) = set else { continue }
-            // A unit of 128 bits is the whole address: no mask to apply.
-            let source = length == 128 ? "ip6 saddr" : "ip6 saddr & \(Self.mask(length: length))"
-            exactSets6.append("    set \(set.name) { type ipv6_addr; flags timeout; counter; }")
-            exactRules6.append("        \(source) @\(set.name) drop")
-        }
         var lines = [
             // "table" first makes the "delete" valid when no such table exists yet.
             "table \(qualified)",
@@ -123,25 +143,16 @@ struct NftablesScript: Hashable, Sendable {
             "table \(qualified) {",
             "    set \(Self.allowed4) { type ipv4_addr; flags interval; auto-merge; }",
             "    set \(Self.allowed6) { type ipv6_addr; flags interval; auto-merge; }",
-            "    set \(hosts4) { type ipv4_addr; flags timeout; counter; }",
         ]
-        lines += exactSets6
+        lines += blockSets.map { "    set \($0.name) { \($0.declaration) }" }
         lines += [
-            "    set \(blocked4) { type ipv4_addr; flags interval, timeout; counter; }",
-            "    set \(blocked6) { type ipv6_addr; flags interval, timeout; counter; }",
             "    chain \(Self.chain) {",
             "        type filter hook prerouting priority raw; policy accept;",
             "        ip saddr @\(Self.allowed4) accept",
             "        ip6 saddr @\(Self.allowed6) accept",
-            "        ip saddr @\(hosts4) drop",
         ]
-        lines += exactRules6
-        lines += [
-            "        ip saddr @\(blocked4) drop",
-            "        ip6 saddr @\(blocked6) drop",
-            "    }",
-            "}",
-        ]
+        lines += blockSets.map { "        \($0.match) @\($0.name) drop" }
+        lines += ["    }", "}"]
         lines += addAllowed(allowed)
         return lines.joined(separator: "\n") + "\n"
     }
@@ -150,29 +161,18 @@ struct NftablesScript: Hashable, Sendable {
     /// takes costs a few milliseconds more than later ones, which a block there should not pay. The exact sets are
     /// warmed over netlink (``warmExact()``).
     func warm() -> String {
-        let blocked4 = NftablesBlockSet.prefixes4.name, blocked6 = NftablesBlockSet.prefixes6.name
-        return """
-            add element \(qualified) \(blocked4) { 0.0.0.0 }
-            delete element \(qualified) \(blocked4) { 0.0.0.0 }
-            add element \(qualified) \(blocked6) { :: }
-            delete element \(qualified) \(blocked6) { :: }
-
-            """
+        let lines = blockSets.filter { !$0.isExact }.flatMap { set in
+            let element = "\(qualified) \(set.name) { \(set.zeroKey) }"
+            return ["add element \(element)", "delete element \(element)"]
+        }
+        return lines.joined(separator: "\n") + "\n"
     }
 
     /// Adds and deletes a key in each exact set, changing nothing, through the socket the blocks take.
     func warmExact() -> [NftablesElementChange] {
-        var changes: [NftablesElementChange] = [
-            .add(set: NftablesBlockSet.hosts4.name, key: IPAddress(ipv4: 0)),
-            .delete(set: NftablesBlockSet.hosts4.name, key: IPAddress(ipv4: 0)),
-        ]
-        for set in exact6 {
-            changes += [
-                .add(set: set.name, key: IPAddress(high: 0, low: 0)),
-                .delete(set: set.name, key: IPAddress(high: 0, low: 0)),
-            ]
+        blockSets.filter(\.isExact).flatMap { set in
+            [.add(set: set.name, key: set.zeroKey), .delete(set: set.name, key: set.zeroKey)]
         }
-        return changes
     }
 
     /// Deletes the table; nothing happens when it does not exist.
