@@ -44,6 +44,9 @@ const volatile uint64_t ignored_ports[CT_PORT_BITMAP_WORDS] = {};
  * short timer. Waking it for every record costs a core at a few hundred thousand SYNs a second. Set by the loader. */
 const volatile uint64_t wakeup_bytes = CT_DEFAULT_WAKEUP_BYTES;
 
+/* errno's EEXIST, which bpf_map_update_elem returns negated for BPF_NOEXIST on a key present (no libc here). */
+#define CT_EEXIST 17
+
 /* What one event takes in the ring buffer: its 8-byte header and the record, rounded up to 8 bytes. */
 #define CT_RECORD_BYTES ((BPF_RINGBUF_HDR_SZ + sizeof(struct ct_event) + 7) / 8 * 8)
 
@@ -130,13 +133,15 @@ struct {
     __uint(value_size, sizeof(struct ct_scan_state));
 } ct_scan_pairs SEC(".maps");
 
-/* An all-zero state to insert new pairs from: too big for the 512-byte BPF stack. Never written. */
+/* Where a new pair is built before it is inserted (ct_scan_first): too big for the 512-byte BPF stack. Per CPU, so
+ * that no other SYN writes it meanwhile (XDP runs with bottom halves off). Only its header and first slot are ever
+ * written; the other slots stay zero. */
 struct {
-    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, 1);
     __type(key, uint32_t);
     __type(value, struct ct_scan_state);
-} ct_scan_zero SEC(".maps");
+} ct_scan_fresh SEC(".maps");
 
 /* --max-blocks-per-minute, exactly as user space applies it: the times of the last N blocks in a ring; a block is
  * refused while the one N blocks back is less than a minute old. */
@@ -537,17 +542,23 @@ __attribute__((noinline)) int apply_scan_rule(struct ct_scan_request *request)
 
     struct ct_scan_state *state = bpf_map_lookup_elem(&ct_scan_pairs, &key);
     if (!state) {
-        struct ct_scan_state *fresh = bpf_map_lookup_elem(&ct_scan_zero, &zero);
+        /* A new pair goes in with this SYN already counted: one port never takes it over a threshold of 1 or
+         * more, so there is nothing to lock, look at or decide. */
+        struct ct_scan_state *fresh = bpf_map_lookup_elem(&ct_scan_fresh, &zero);
         if (!fresh)
             return CT_VERDICT_NONE;
-        /* Another CPU may insert the same pair first: then its entry is the one used. */
-        bpf_map_update_elem(&ct_scan_pairs, &key, fresh, BPF_NOEXIST);
-        state = bpf_map_lookup_elem(&ct_scan_pairs, &key);
+        ct_scan_first(fresh, port, now);
+        long inserted = bpf_map_update_elem(&ct_scan_pairs, &key, fresh, BPF_NOEXIST);
+        if (inserted == 0) {
+            stats->pairs_inserted++;
+            return CT_VERDICT_NONE;
+        }
+        /* Another CPU inserted the pair first: this SYN is counted into its entry. */
+        state = inserted == -CT_EEXIST ? bpf_map_lookup_elem(&ct_scan_pairs, &key) : NULL;
         if (!state) {
             stats->untracked++;
             return CT_VERDICT_NONE;
         }
-        stats->pairs_inserted++;
     }
     if (!lock_pair(state)) {
         stats->untracked++;

@@ -157,6 +157,22 @@ static inline __attribute__((always_inline)) int ct_scan_finish(struct ct_scan_p
     return 0;
 }
 
+/* A pair's first SYN: what ct_scan_observe makes of an all-zero state, for any threshold of 1 or more (one port
+ * never takes a pair over it, so nothing is reported). Writes the header and the first slot and nothing else: the
+ * caller's other slots must be zero. The program builds a new pair so and inserts it whole, with no lock taken and
+ * no slot looked at: under a flood from ever new sources, nearly every SYN is a pair's first. */
+static inline __attribute__((always_inline)) void ct_scan_first(struct ct_scan_state *state, uint16_t port,
+                                                                int64_t now)
+{
+    /* ct_scan_begin moves last_seen_ns only forwards from 0; ct_scan_finish fills the first free slot, slot 0. */
+    state->last_seen_ns = now > 0 ? now : 0;
+    state->busy = 0;
+    state->reported = 0;
+    state->retry_block = 0;
+    state->slots[0].time = now;
+    state->slots[0].port = port;
+}
+
 /* ct_scan_begin, ct_scan_slot for each slot in use, ct_scan_finish: one SYN, as the program applies it. */
 static inline __attribute__((always_inline)) int ct_scan_observe(struct ct_scan_state *state, uint16_t port,
                                                                  int64_t now, uint32_t threshold, int64_t window_ns)

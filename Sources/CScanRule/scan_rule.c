@@ -7,3 +7,8 @@ int ct_scan_observe_host(struct ct_scan_state *state, uint16_t port, int64_t now
 {
     return ct_scan_observe(state, port, now, threshold, window_ns);
 }
+
+void ct_scan_first_host(struct ct_scan_state *state, uint16_t port, int64_t now)
+{
+    ct_scan_first(state, port, now);
+}

@@ -43,8 +43,15 @@ struct ScanRuleDifferentialTests {
             )
             let swift = detector.observe(attempt)
             let key = "\(source)>\(destination)"
-            var state = states[key] ?? ct_scan_state()
-            let kernel = ct_scan_observe_host(&state, port, now, UInt32(threshold), window) == 1
+            // As the program does: a pair not held yet is built with its first SYN, which never reports.
+            var state = ct_scan_state()
+            var kernel = false
+            if let held = states[key] {
+                state = held
+                kernel = ct_scan_observe_host(&state, port, now, UInt32(threshold), window) == 1
+            } else {
+                ct_scan_first_host(&state, port, now)
+            }
             states[key] = state
             let kernelPorts = kernel ? portsHeld(state, at: now, window: window) : []
             #expect(
@@ -82,6 +89,25 @@ struct ScanRuleDifferentialTests {
     func sequencesFindScans() {
         let scans = (0..<20).map { Self.compare(seed: 0xF00D_0000 &+ UInt64($0), count: 400) }.reduce(0, +)
         #expect(scans > 5)
+    }
+
+    @Test("A new pair built by ct_scan_first is the state ct_scan_observe makes of its first SYN", arguments: 0..<8)
+    func firstSYNShortcut(run: Int) {
+        var random = SplitMix64(seed: 0xF125_7000 &+ UInt64(run))
+        // Times from the clock's first instants (where last_seen stays 0 or moves) to ones far past any window.
+        let times: [Int64] = [.min, -1, 0, 1, 2] + (0..<40).map { _ in Int64.random(in: 1...Int64.max, using: &random) }
+        for threshold in 1...Int(CT_SCAN_MAX_THRESHOLD) {
+            for now in times {
+                let port = UInt16.random(in: .min ... .max, using: &random)
+                let window = Int64.random(in: 1...120, using: &random) * 1_000_000_000
+                var observed = ct_scan_state()
+                let reported = ct_scan_observe_host(&observed, port, now, UInt32(threshold), window)
+                var built = ct_scan_state()
+                ct_scan_first_host(&built, port, now)
+                let same = withUnsafeBytes(of: observed) { a in withUnsafeBytes(of: built) { b in a.elementsEqual(b) } }
+                #expect(reported == 0 && same, "threshold \(threshold), port \(port), now \(now), window \(window)")
+            }
+        }
     }
 
     @Test("The window is (t - W, t]: a port reached exactly one window ago no longer counts")
