@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -259,3 +260,5 @@ void ct_decompress_free(struct ct_decompress *stream) {
     ct_decompress_close(stream);
     free(stream);
 }
+
+void ct_stream_lock_by_caller(FILE *stream) { __fsetlocking(stream, FSETLOCKING_BYCALLER); }

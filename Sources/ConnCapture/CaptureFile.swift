@@ -68,6 +68,8 @@ final class CaptureFile {
         guard let opened else {
             throw ConntrackrError(.unreadableCapture, "cannot read capture \(path): \(String(cString: strerror(errno)))")
         }
+        // Read by this object's one thread: stdio's lock per fread (two per record) is pure cost.
+        ct_stream_lock_by_caller(opened)
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
         guard let raw = pcap_fopen_offline_with_tstamp_precision(opened, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer)
         else {

@@ -26,4 +26,9 @@ int64_t ct_decompress_bytes_read(const struct ct_decompress *handle);
 /// Frees the handle; call it after closing the stream.
 void ct_decompress_free(struct ct_decompress *handle);
 
+/// Makes stdio skip its lock on `stream` in every call: for a stream that one thread alone reads at a time (any
+/// capture stream, plain or from ct_decompress_fdopen). libpcap reads each record with two freads, and once the
+/// process has a second thread each of them takes and releases the stream's lock.
+void ct_stream_lock_by_caller(FILE *stream);
+
 #endif
