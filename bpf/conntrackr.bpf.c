@@ -24,6 +24,7 @@
  * Blocking needs only the source address, so it applies as soon as the fixed IP header is valid: a blocked
  * source cannot slip through by sending fragments, other protocols or malformed TCP.
  */
+#include <asm-generic/errno-base.h> /* EEXIST, which bpf_map_update_elem returns negated for BPF_NOEXIST */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -43,9 +44,6 @@ const volatile uint64_t ignored_ports[CT_PORT_BITMAP_WORDS] = {};
 /* The consumer is woken each time another this many bytes wait in the ring buffer; below that it polls on a
  * short timer. Waking it for every record costs a core at a few hundred thousand SYNs a second. Set by the loader. */
 const volatile uint64_t wakeup_bytes = CT_DEFAULT_WAKEUP_BYTES;
-
-/* errno's EEXIST, which bpf_map_update_elem returns negated for BPF_NOEXIST on a key present (no libc here). */
-#define CT_EEXIST 17
 
 /* What one event takes in the ring buffer: its 8-byte header and the record, rounded up to 8 bytes. */
 #define CT_RECORD_BYTES ((BPF_RINGBUF_HDR_SZ + sizeof(struct ct_event) + 7) / 8 * 8)
@@ -554,7 +552,7 @@ __attribute__((noinline)) int apply_scan_rule(struct ct_scan_request *request)
             return CT_VERDICT_NONE;
         }
         /* Another CPU inserted the pair first: this SYN is counted into its entry. */
-        state = inserted == -CT_EEXIST ? bpf_map_lookup_elem(&ct_scan_pairs, &key) : NULL;
+        state = inserted == -EEXIST ? bpf_map_lookup_elem(&ct_scan_pairs, &key) : NULL;
         if (!state) {
             stats->untracked++;
             return CT_VERDICT_NONE;
