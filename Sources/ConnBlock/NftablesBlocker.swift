@@ -19,6 +19,8 @@ import Glibc
 ///   the host shares). One hash lookup however many are blocked, and a change costs the kernel little.
 /// - `blocked4` and `blocked6`, interval sets for every other prefix (CIDR blocks from the command line or the
 ///   fleet).
+/// - With ``Configuration/scanGuard``, the chains and sets of ``NftablesScanGuard``, which hold a scanner to the
+///   threshold's worth of ports until its block lands.
 ///
 /// Every block set has per-element timeouts and packet counters. A block with a TTL gets a kernel timeout, so it
 /// lapses on time even if the agent stalls; ``removeExpired(asOf:)`` reports entries whose time is up (those the
@@ -51,18 +53,22 @@ public final class NftablesBlocker: Blocker {
         /// The length IPv6 scanners are blocked as (the agent's `--ipv6-block-prefix`, clamped to 1...128): IPv6
         /// blocks of this length go into the exact set, matched on the source address masked to it.
         public var ipv6UnitLength: Int
+        /// The scan rule enforced in the table itself (kernel enforcement), or `nil` for blocks only.
+        public var scanGuard: NftablesScanGuard?
 
         /// A configuration; the defaults are the agent's.
         public init(
             table: String = "conntrackr",
             networkNamespace: String? = nil,
             capacity: Int? = nil,
-            ipv6UnitLength: Int = BlockPolicy().ipv6PrefixLength
+            ipv6UnitLength: Int = BlockPolicy().ipv6PrefixLength,
+            scanGuard: NftablesScanGuard? = nil
         ) {
             self.table = table
             self.networkNamespace = networkNamespace
             self.capacity = capacity
             self.ipv6UnitLength = min(max(ipv6UnitLength, 1), 128)
+            self.scanGuard = scanGuard
         }
     }
 
@@ -110,7 +116,9 @@ public final class NftablesBlocker: Blocker {
             self.commands = try KernelNftables(networkNamespace: configuration.networkNamespace)
         }
         self.clock = clock
-        self.script = NftablesScript(table: configuration.table, ipv6UnitLength: configuration.ipv6UnitLength)
+        self.script = NftablesScript(
+            table: configuration.table, ipv6UnitLength: configuration.ipv6UnitLength, scanGuard: configuration.scanGuard
+        )
     }
 
     /// Creates conntrackr's table, replacing one of the same name (a killed agent's), with `allowlist` in the

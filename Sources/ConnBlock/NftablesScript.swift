@@ -108,6 +108,8 @@ struct NftablesScript: Hashable, Sendable {
     let table: String
     /// The length IPv6 sources are blocked as (1...128): the exact IPv6 set holds prefixes of this length.
     let ipv6UnitLength: Int
+    /// The scan rule's guard, when the table enforces it (kernel enforcement).
+    var scanGuard: NftablesScanGuard? = nil
 
     private var qualified: String { "\(Self.family) \(table)" }
     private var units6: NftablesBlockSet { .units6(length: ipv6UnitLength) }
@@ -134,7 +136,7 @@ struct NftablesScript: Hashable, Sendable {
 
     /// Replaces any table of this name with an empty one: allow sets accepted first, then the exact block sets,
     /// then the interval ones, dropped in a base chain at the raw priority (-300), before connection tracking spends
-    /// any work on the packet.
+    /// any work on the packet; then, with a ``scanGuard``, SYNs go through the guard.
     func create(allowing allowed: [IPPrefix]) -> String {
         var lines = [
             // "table" first makes the "delete" valid when no such table exists yet.
@@ -145,6 +147,7 @@ struct NftablesScript: Hashable, Sendable {
             "    set \(Self.allowed6) { type ipv6_addr; flags interval; auto-merge; }",
         ]
         lines += blockSets.map { "    set \($0.name) { \($0.declaration) }" }
+        lines += scanGuard?.declarations.map { "    " + $0 } ?? []
         lines += [
             "    chain \(Self.chain) {",
             "        type filter hook prerouting priority raw; policy accept;",
@@ -152,7 +155,10 @@ struct NftablesScript: Hashable, Sendable {
             "        ip6 saddr @\(Self.allowed6) accept",
         ]
         lines += blockSets.map { "        \($0.match) @\($0.name) drop" }
-        lines += ["    }", "}"]
+        if let scanGuard { lines += ["        " + scanGuard.jump] }
+        lines += ["    }"]
+        lines += scanGuard?.chains ?? []
+        lines += ["}"]
         lines += addAllowed(allowed)
         return lines.joined(separator: "\n") + "\n"
     }

@@ -72,7 +72,7 @@ struct AgentSettings: SettingsRoot {
         }),
         .text("allow-file", \.allowFile, placeholder: "file", help: "A file of addresses or CIDR prefixes never to block, one per line, # comments."),
         .toggle("flush-on-exit", \.flushOnExit, help: "Remove every pinned block when the agent exits."),
-        .toggle("kernel-enforcement", \.kernelEnforcement, help: "With --source xdp --block xdp, the XDP program applies the scan rule itself and blocks at the SYN that crosses it (scan-ports up to \(KernelEnforcement.maxPortThreshold); above, detection stays in user space)."),
+        .toggle("kernel-enforcement", \.kernelEnforcement, help: "With --source xdp --block xdp, the XDP program applies the scan rule itself and blocks at the SYN that crosses it (scan-ports up to \(KernelEnforcement.maxPortThreshold); above, detection stays in user space). With --block nftables, the table drops a pair's SYNs to new ports beyond the threshold's worth in a window until the block lands."),
         .value("metrics-address", \.metricsAddress, placeholder: "host:port", help: "Where Prometheus metrics are served: HOST:PORT, [V6]:PORT or none.", parse: { (input: SettingInput) throws(SettingProblem) in
             do { return try MetricsAddress(parsing: try Parse.text(input)) } catch let error as ConntrackrError { throw .message(error.message) } catch { throw .expected("HOST:PORT") }
         }),

@@ -95,7 +95,20 @@ struct PrivilegedParts {
             }
             blocker = xdpBlocker
         case .nftables:
-            let nftables = try NftablesBlocker(.init(ipv6UnitLength: settings.ipv6BlockPrefix))
+            var scanGuard: NftablesScanGuard?
+            if settings.kernelEnforcement {
+                scanGuard = NftablesScanGuard(
+                    rule: settings.pipelineConfiguration.scanRule, interface: interface,
+                    localDestinationsOnly: !settings.allDestinations,
+                    maxBlocksPerMinute: settings.blockPolicy.maxBlocksPerMinute
+                )
+                if scanGuard == nil {
+                    logger.warning(
+                        "the scan rule runs in user space only: nftables holds thresholds of 1 to \(NftablesScanGuard.maxPortThreshold), windows of a second or more, a block budget of 1 or more and plain interface names"
+                    )
+                }
+            }
+            let nftables = try NftablesBlocker(.init(ipv6UnitLength: settings.ipv6BlockPrefix, scanGuard: scanGuard))
             try StartUpFix.nftables { try nftables.createTable(allowing: allowlist) }
             cleanups.append { try? nftables.removeTable() }
             blocker = nftables

@@ -1,0 +1,139 @@
+public import ConnCore
+
+/// Kernel enforcement for `--block nftables`: chains in conntrackr's table that hold a scanner to the threshold's
+/// worth of ports while the agent's block is on its way.
+///
+/// The agent detects scans in user space, from a capture that cannot hold a packet back: by the time the block is
+/// in the set, the victim's kernel has answered every SYN that arrived meanwhile (hundreds of ports for nmap -T4
+/// on a busy 2-CPU host, where the capture thread waits for a CPU). The guard answers in the kernel instead:
+/// - it remembers each (source, destination, port) for the window plus a second (set `guard_pairs4`/`6`), so a
+///   SYN to a port the pair reached within the window passes and refreshes it;
+/// - a SYN to any other port spends a token of the pair's bucket (set `guard_meter4`/`6`): `portThreshold`
+///   tokens, refilled at `portThreshold` per window (nftables' `limit`, rounded to the faster side);
+/// - a SYN that finds the bucket empty is dropped and its port forgotten again, so resending it does not pass as
+///   a known port.
+///
+/// **It never drops what the rule does not call a scan**: a bucket of N tokens refilled at N per window W runs dry
+/// only once more than N distinct ports fell within some W-long window (tile the time since the bucket was last
+/// full with windows of W ending at the refused SYN: a bucket that cannot pay has seen more than N per window
+/// across them, so one window holds more than N), and by then the detector has reported the scan. Ports a pair
+/// reached on other interfaces, other destinations, ignored ports and allowlisted sources are not counted (the
+/// allow sets accept first). IPv6 sources count as single addresses, finer than the agent's unit, which only
+/// makes the guard more lenient; the agent still blocks the unit. `GuardModelTests` checks this against
+/// ``ConnCore/SlidingWindowScanDetector`` on random traffic.
+///
+/// The block budget holds here as well: dropping for a pair the guard was not already holding spends a token of
+/// one table-wide bucket of `maxBlocksPerMinute`; once that is empty, further scanners pass the guard (as the XDP
+/// program lets them pass) and are left to the agent, so a forged storm from many sources cannot make the guard
+/// hold more than that many pairs a minute. A set that is full (``maxTrackedKeys``) lets the SYN pass uncounted.
+public struct NftablesScanGuard: Hashable, Sendable {
+    /// The most keys each of the guard's sets holds; a SYN that would need one more passes the guard.
+    public static let maxTrackedKeys = 65_536
+    /// The largest threshold the guard takes (nftables' burst is a 32-bit count; this keeps the rate's arithmetic
+    /// far from overflow).
+    public static let maxPortThreshold = ScanRule.maxPortThreshold
+
+    /// More than this many distinct ports of one destination within ``window`` is a scan.
+    public let portThreshold: Int
+    public let window: Duration
+    /// Ports that never count (the rule's ignored ports).
+    public let ignoredPorts: PortSet
+    /// The interface the agent captures on: SYNs arriving elsewhere are not the detector's, so not the guard's.
+    public let interface: String
+    /// Whether only SYNs to this host's own addresses count (the capture's filter without `--all-destinations`).
+    public let localDestinationsOnly: Bool
+    /// Pairs the guard may start holding per minute, table-wide.
+    public let maxHeldPerMinute: Int
+
+    /// The guard for `rule` on `interface`, or `nil` when nftables cannot express it: a threshold of 0 or above
+    /// ``maxPortThreshold``, a window under a second, an interface name that is not a plain identifier, or a
+    /// budget of no blocks (then nothing may be held).
+    public init?(rule: ScanRule, interface: String, localDestinationsOnly: Bool, maxBlocksPerMinute: Int) {
+        guard (1...Self.maxPortThreshold).contains(rule.portThreshold), rule.window >= .seconds(1),
+            maxBlocksPerMinute >= 1, Self.isInterfaceName(interface)
+        else { return nil }
+        portThreshold = rule.portThreshold
+        window = rule.window
+        ignoredPorts = rule.ignoredPorts
+        self.interface = interface
+        self.localDestinationsOnly = localDestinationsOnly
+        // nftables' burst is a 32-bit count; a budget this large holds every scanner anyway.
+        maxHeldPerMinute = min(maxBlocksPerMinute, 1 << 20)
+    }
+
+    private static let weekNanoseconds: UInt64 = 604_800 * 1_000_000_000
+
+    /// The bucket's refill in tokens per week, rounded up: nftables' `limit` refills one token per
+    /// `week / rate` nanoseconds (integer division), which must not be longer than `window / portThreshold`.
+    var tokensPerWeek: UInt64 {
+        let window = UInt64(clamping: self.window.nanosecondsClamped)
+        // portThreshold <= 1024 and a week is about 6.05e14 ns: the product stays below 6.2e17.
+        let numerator = UInt64(portThreshold) * Self.weekNanoseconds
+        return max(1, (numerator + window - 1) / window)
+    }
+
+    /// How long a pair's ports and bucket are kept: the window plus a second, so that a port is never forgotten
+    /// before the rule forgets it (timeouts are kept in milliseconds).
+    var keyTimeout: String {
+        let window = self.window.nanosecondsClamped
+        return "\(window / 1_000_000 + 1_000)ms"
+    }
+
+    /// The sets the guard keeps, as declarations of the table.
+    var declarations: [String] {
+        ["4", "6"].flatMap { family in
+            let address = family == "4" ? "ipv4_addr" : "ipv6_addr"
+            let dynamic = "flags dynamic, timeout; timeout \(keyTimeout); size \(Self.maxTrackedKeys);"
+            return [
+                "set guard_pairs\(family) { type \(address) . \(address) . inet_service; \(dynamic) }",
+                "set guard_meter\(family) { type \(address) . \(address); \(dynamic) }",
+                "set guard_held\(family) { type \(address) . \(address); \(dynamic) }",
+            ]
+        }
+    }
+
+    /// The base chain's rule that sends SYNs (SYN set, ACK clear) arriving on the interface to the guard.
+    var jump: String {
+        "iifname \"\(interface)\" tcp flags & (syn | ack) == syn jump \(Self.chain)"
+    }
+
+    static let chain = "scan_guard"
+
+    /// The guard's chains.
+    var chains: [String] {
+        var guardRules: [String] = []
+        if !ignoredPorts.isEmpty {
+            let ports = ignoredPorts.ranges.map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }
+            guardRules.append("tcp dport { \(ports.joined(separator: ", ")) } return")
+        }
+        if localDestinationsOnly { guardRules.append("fib daddr type != local return") }
+        var overChains: [String] = []
+        for (family, ip) in [("4", "ip"), ("6", "ip6")] {
+            let pair = "\(ip) saddr . \(ip) daddr"
+            let port = "\(pair) . tcp dport"
+            let limit = "limit rate over \(tokensPerWeek)/week burst \(portThreshold) packets"
+            guardRules += [
+                "\(port) @guard_pairs\(family) update @guard_pairs\(family) { \(port) } return",
+                "meta nfproto ipv\(family) add @guard_pairs\(family) { \(port) } update @guard_meter\(family) { \(pair) \(limit) } "
+                    + "delete @guard_pairs\(family) { \(port) } jump \(Self.chain)_over\(family)",
+            ]
+            overChains += [
+                "    chain \(Self.chain)_over\(family) {",
+                "        \(pair) @guard_held\(family) counter drop",
+                "        limit rate \(maxHeldPerMinute)/minute burst \(maxHeldPerMinute) packets "
+                    + "add @guard_held\(family) { \(pair) } counter drop",
+                "    }",
+            ]
+        }
+        return ["    chain \(Self.chain) {"] + guardRules.map { "        " + $0 } + ["    }"] + overChains
+    }
+
+    /// Linux interface names the script can quote as they are: letters, digits and `.`, `_`, `-`, `@`.
+    static func isInterfaceName(_ name: String) -> Bool {
+        (1...15).contains(name.utf8.count)
+            && name.utf8.allSatisfy { byte in
+                (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                    || byte == 0x2E || byte == 0x5F || byte == 0x2D || byte == 0x40
+            }
+    }
+}
