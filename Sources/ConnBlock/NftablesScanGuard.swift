@@ -74,16 +74,15 @@ public struct NftablesScanGuard: Hashable, Sendable {
 
     /// How long a pair's ports and bucket are kept: the window plus a second, so that a port is never forgotten
     /// before the rule forgets it (timeouts are kept in milliseconds).
-    var keyTimeout: String {
-        let window = self.window.nanosecondsClamped
-        return "\(window / 1_000_000 + 1_000)ms"
-    }
+    var keyTimeoutMilliseconds: Int64 { window.nanosecondsClamped / 1_000_000 + 1_000 }
 
     /// The sets the guard keeps, as declarations of the table.
     var declarations: [String] {
-        ["4", "6"].flatMap { family in
+        // One budget for both families, shared through a named limit.
+        let budget = "limit \(Self.budget) { rate \(maxHeldPerMinute)/minute burst \(maxHeldPerMinute) packets }"
+        return [budget] + ["4", "6"].flatMap { family in
             let address = family == "4" ? "ipv4_addr" : "ipv6_addr"
-            let dynamic = "flags dynamic, timeout; timeout \(keyTimeout); size \(Self.maxTrackedKeys);"
+            let dynamic = "flags dynamic, timeout; timeout \(keyTimeoutMilliseconds)ms; size \(Self.maxTrackedKeys);"
             return [
                 "set guard_pairs\(family) { type \(address) . \(address) . inet_service; \(dynamic) }",
                 "set guard_meter\(family) { type \(address) . \(address); \(dynamic) }",
@@ -97,7 +96,9 @@ public struct NftablesScanGuard: Hashable, Sendable {
         "iifname \"\(interface)\" tcp flags & (syn | ack) == syn jump \(Self.chain)"
     }
 
-    static let chain = "scan_guard"
+    /// The chain the base chain jumps to.
+    public static let chain = "scan_guard"
+    static let budget = "guard_budget"
 
     /// The guard's chains.
     var chains: [String] {
@@ -120,8 +121,7 @@ public struct NftablesScanGuard: Hashable, Sendable {
             overChains += [
                 "    chain \(Self.chain)_over\(family) {",
                 "        \(pair) @guard_held\(family) counter drop",
-                "        limit rate \(maxHeldPerMinute)/minute burst \(maxHeldPerMinute) packets "
-                    + "add @guard_held\(family) { \(pair) } counter drop",
+                "        limit name \"\(Self.budget)\" add @guard_held\(family) { \(pair) } counter drop",
                 "    }",
             ]
         }

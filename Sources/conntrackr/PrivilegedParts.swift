@@ -108,8 +108,11 @@ struct PrivilegedParts {
                     )
                 }
             }
-            let nftables = try NftablesBlocker(.init(ipv6UnitLength: settings.ipv6BlockPrefix, scanGuard: scanGuard))
-            try StartUpFix.nftables { try nftables.createTable(allowing: allowlist) }
+            let nftables = try StartUpFix.nftables {
+                try NftablesBlocker.withTable(
+                    allowing: allowlist, ipv6UnitLength: settings.ipv6BlockPrefix, scanGuard: scanGuard, logger: logger
+                )
+            }
             cleanups.append { try? nftables.removeTable() }
             blocker = nftables
         }
@@ -122,6 +125,34 @@ struct PrivilegedParts {
             source: source, blocker: blocker, allowlist: allowlist, xdpStatistics: xdpStatistics,
             kernelScanStatistics: kernelScanStatistics, cleanups: cleanups
         )
+    }
+}
+
+extension NftablesBlocker {
+    /// A blocker with its table made, with `scanGuard` when the kernel takes it: an older kernel may lack what the
+    /// guard uses (fib, deleting set elements from a rule), and blocking without it beats not blocking.
+    static func withTable(
+        allowing allowlist: Allowlist, ipv6UnitLength: Int, scanGuard: NftablesScanGuard?, logger: Logger
+    ) throws(ConntrackrError) -> NftablesBlocker {
+        let guarded = try NftablesBlocker(.init(ipv6UnitLength: ipv6UnitLength, scanGuard: scanGuard))
+        do {
+            try guarded.createTable(allowing: allowlist)
+            if let scanGuard {
+                logger.info(
+                    "the nftables table holds scanners to the threshold until their block lands",
+                    metadata: ["chain": "\(NftablesScanGuard.chain)", "interface": "\(scanGuard.interface)"]
+                )
+            }
+            return guarded
+        } catch where scanGuard != nil && error.code == .blockerFailed {
+            logger.warning(
+                "the scan rule runs in user space only: nftables refused the scan guard",
+                metadata: ["error": "\(error.message)"]
+            )
+        }
+        let plain = try NftablesBlocker(.init(ipv6UnitLength: ipv6UnitLength))
+        try plain.createTable(allowing: allowlist)
+        return plain
     }
 }
 

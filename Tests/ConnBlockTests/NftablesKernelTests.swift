@@ -239,3 +239,82 @@ struct NftablesDropTests {
         #expect(after.values.allSatisfy { $0 == "open" }, "\(after)")
     }
 }
+
+/// The scan guard in the real kernel: what a prober learns port by port (an RST from a closed port is an answer,
+/// silence is a drop), from several sources of a peer namespace.
+@Suite(.enabled(if: geteuid() == 0, "needs root for network namespaces and nftables"), .timeLimit(.minutes(1)))
+struct NftablesScanGuardKernelTests {
+    /// Connects from `source` to each of `ports` of `destination` in turn, each attempt one SYN (given up after
+    /// 0.3 s, before any retransmission): "answered" (refused or open) or "dropped".
+    func probe(_ peer: NetworkNamespace, from source: String, to destination: String, ports: [Int]) throws -> [String] {
+        let script = """
+            import socket, sys
+            source, destination = sys.argv[1], sys.argv[2]
+            family = socket.AF_INET6 if ":" in destination else socket.AF_INET
+            for port in sys.argv[3:]:
+                s = socket.socket(family, socket.SOCK_STREAM)
+                s.settimeout(0.3)
+                s.bind((source, 0))
+                try:
+                    s.connect((destination, int(port)))
+                    print("answered")
+                except ConnectionRefusedError:
+                    print("answered")
+                except TimeoutError:
+                    print("dropped")
+                finally:
+                    s.close()
+            """
+        let output = try peer.exec(
+            ["timeout", "20", "python3", "-c", script, source, destination] + ports.map(String.init),
+            timeout: .seconds(25)
+        )
+        return output.split(separator: "\n").map(String.init)
+    }
+
+    @Test func scannersLearnTheThresholdsWorthWithinTheBudgetAndOthersAreUntouched() throws {
+        let victim = try NetworkNamespace("ngv")
+        defer { victim.remove() }
+        let peer = try NetworkNamespace("ngp")
+        defer { peer.remove() }
+        let suffix = runSuffix()
+        let victimLink = "ctg-v\(suffix)", peerLink = "ctg-p\(suffix)"
+        try victim.exec(["ip", "link", "add", victimLink, "type", "veth", "peer", "name", peerLink, "netns", peer.name])
+        try victim.exec(["ip", "addr", "add", "203.0.113.1/24", "dev", victimLink])
+        try victim.exec(["ip", "-6", "addr", "add", "2001:db8:0:1::1/64", "dev", victimLink, "nodad"])
+        try victim.exec(["ip", "link", "set", victimLink, "up"])
+        try victim.exec(["ip", "-6", "route", "add", "2001:db8::/32", "dev", victimLink])
+        for source in ["203.0.113.10/24", "203.0.113.20/24", "203.0.113.33/24"] {
+            try peer.exec(["ip", "addr", "add", source, "dev", peerLink])
+        }
+        try peer.exec(["ip", "-6", "addr", "add", "2001:db8:0:bad::2/64", "dev", peerLink, "nodad"])
+        try peer.exec(["ip", "link", "set", peerLink, "up"])
+        try peer.exec(["ip", "-6", "route", "add", "2001:db8::/32", "dev", peerLink])
+
+        let guarded = try #require(
+            NftablesScanGuard(
+                rule: ScanRule(portThreshold: 3, window: .seconds(60), ignoredPorts: PortSet([9...9])),
+                interface: victimLink, localDestinationsOnly: true, maxBlocksPerMinute: 2
+            )
+        )
+        let blocker = try NftablesBlocker(
+            .init(table: "ctr_test_\(suffix)", networkNamespace: victim.path, scanGuard: guarded)
+        )
+        try blocker.createTable(allowing: Allowlist([.init(prefix: prefix("203.0.113.33"), reason: .configured)]))
+        defer { try? blocker.removeTable() }
+
+        let answered = Array(repeating: "answered", count: 3)
+        // A scanner: three ports answer, the rest are dropped.
+        #expect(try probe(peer, from: "203.0.113.10", to: "203.0.113.1", ports: [1, 2, 3, 4, 5]) == answered + ["dropped", "dropped"])
+        // Asking a dropped port again does not pass as a port already reached; a reached port and an ignored one do.
+        #expect(try probe(peer, from: "203.0.113.10", to: "203.0.113.1", ports: [4, 1, 9]) == ["dropped", "answered", "answered"])
+        // IPv6 alike: the second pair the budget (2 a minute) holds.
+        #expect(try probe(peer, from: "2001:db8:0:bad::2", to: "2001:db8:0:1::1", ports: [1, 2, 3, 4, 5]) == answered + ["dropped", "dropped"])
+        // The budget is spent: a third scanner passes the guard (the agent's detection is left to deal with it).
+        #expect(try probe(peer, from: "203.0.113.20", to: "203.0.113.1", ports: [1, 2, 3, 4, 5]) == Array(repeating: "answered", count: 5))
+        // Allowlisted sources are never counted.
+        #expect(try probe(peer, from: "203.0.113.33", to: "203.0.113.1", ports: Array(1...6)) == Array(repeating: "answered", count: 6))
+        let held = try victim.exec(["nft", "list", "set", "inet", "ctr_test_\(suffix)", "guard_held4"])
+        #expect(held.contains("203.0.113.10 . 203.0.113.1") && !held.contains("203.0.113.20"), "\(held)")
+    }
+}
