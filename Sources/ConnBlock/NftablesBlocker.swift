@@ -19,8 +19,10 @@ import Glibc
 ///   the host shares). One hash lookup however many are blocked, and a change costs the kernel little.
 /// - `blocked4` and `blocked6`, interval sets for every other prefix (CIDR blocks from the command line or the
 ///   fleet).
-/// - With ``Configuration/scanGuard``, the chains and sets of ``NftablesScanGuard``, which hold a scanner to the
-///   threshold's worth of ports until its block lands.
+///
+/// With ``Configuration/scanGuard``, a second table (`inet conntrackr_guard`) holds the chains and sets of
+/// ``NftablesScanGuard``, which keep a scanner to the threshold's worth of ports until its block lands; it is made,
+/// given the allowlist and removed with the first, and never listed.
 ///
 /// Every block set has per-element timeouts and packet counters. A block with a TTL gets a kernel timeout, so it
 /// lapses on time even if the agent stalls; ``removeExpired(asOf:)`` reports entries whose time is up (those the
@@ -142,7 +144,8 @@ public final class NftablesBlocker: Blocker {
         }
     }
 
-    /// Deletes conntrackr's table and every block in it; nothing happens when it does not exist.
+    /// Deletes conntrackr's table and every block in it, and the guard's table; nothing happens when they do not
+    /// exist.
     public func removeTable() throws(ConntrackrError) {
         try state.withLock { (state: inout State) throws(ConntrackrError) in
             try apply(script.delete(), doing: "removing table")

@@ -1,7 +1,8 @@
 public import ConnCore
 
-/// Kernel enforcement for `--block nftables`: chains in conntrackr's table that hold a scanner to the threshold's
-/// worth of ports while the agent's block is on its way.
+/// Kernel enforcement for `--block nftables`: a table beside conntrackr's (`inet conntrackr_guard`), whose chain
+/// runs right after the block table's and holds a scanner to the threshold's worth of ports while the agent's block
+/// is on its way.
 ///
 /// The agent detects scans in user space, from a capture that cannot hold a packet back: by the time the block is
 /// in the set, the victim's kernel has answered every SYN that arrived meanwhile (hundreds of ports for nmap -T4
@@ -76,7 +77,7 @@ public struct NftablesScanGuard: Hashable, Sendable {
     /// before the rule forgets it (timeouts are kept in milliseconds).
     var keyTimeoutMilliseconds: Int64 { window.nanosecondsClamped / 1_000_000 + 1_000 }
 
-    /// The sets the guard keeps, as declarations of the table.
+    /// The guard's budget and sets, as declarations of its table.
     var declarations: [String] {
         // One budget for both families, shared through a named limit.
         let budget = "limit \(Self.budget) { rate \(maxHeldPerMinute)/minute burst \(maxHeldPerMinute) packets }"
@@ -91,12 +92,12 @@ public struct NftablesScanGuard: Hashable, Sendable {
         }
     }
 
-    /// The base chain's rule that sends SYNs (SYN set, ACK clear) arriving on the interface to the guard.
+    /// The guard table's base-chain rule that sends SYNs (SYN set, ACK clear) arriving on the interface to the guard.
     var jump: String {
         "iifname \"\(interface)\" tcp flags & (syn | ack) == syn jump \(Self.chain)"
     }
 
-    /// The chain the base chain jumps to.
+    /// The chain the guard table's base chain jumps to.
     public static let chain = "scan_guard"
     static let budget = "guard_budget"
 

@@ -136,31 +136,60 @@ struct NftablesScript: Hashable, Sendable {
 
     /// Replaces any table of this name with an empty one: allow sets accepted first, then the exact block sets,
     /// then the interval ones, dropped in a base chain at the raw priority (-300), before connection tracking spends
-    /// any work on the packet; then, with a ``scanGuard``, SYNs go through the guard.
+    /// any work on the packet; with a ``scanGuard``, also the guard's table (``guardTable``), whose chain runs
+    /// next.
     func create(allowing allowed: [IPPrefix]) -> String {
         var lines = [
             // "table" first makes the "delete" valid when no such table exists yet.
             "table \(qualified)",
             "delete table \(qualified)",
             "table \(qualified) {",
-            "    set \(Self.allowed4) { type ipv4_addr; flags interval; auto-merge; }",
-            "    set \(Self.allowed6) { type ipv6_addr; flags interval; auto-merge; }",
         ]
+        lines += allowSets
         lines += blockSets.map { "    set \($0.name) { \($0.declaration) }" }
-        lines += scanGuard?.declarations.map { "    " + $0 } ?? []
         lines += [
             "    chain \(Self.chain) {",
             "        type filter hook prerouting priority raw; policy accept;",
-            "        ip saddr @\(Self.allowed4) accept",
-            "        ip6 saddr @\(Self.allowed6) accept",
         ]
+        lines += acceptAllowed
         lines += blockSets.map { "        \($0.match) @\($0.name) drop" }
-        if let scanGuard { lines += ["        " + scanGuard.jump] }
-        lines += ["    }"]
-        lines += scanGuard?.chains ?? []
-        lines += ["}"]
-        lines += addAllowed(allowed)
+        lines += ["    }", "}"]
+        lines += addAllowed(allowed, in: qualified)
+        // A guard table left by an agent that had one goes, whether or not this one has a guard.
+        lines += ["table \(guardQualified)", "delete table \(guardQualified)"]
+        if let scanGuard {
+            lines += ["table \(guardQualified) {"]
+            lines += allowSets
+            lines += scanGuard.declarations.map { "    " + $0 }
+            lines += [
+                "    chain \(Self.chain) {",
+                // After the block table's chain: its drops are final, its accepts are not, so the allow sets
+                // come again here.
+                "        type filter hook prerouting priority raw + 1; policy accept;",
+            ]
+            lines += acceptAllowed
+            lines += ["        " + scanGuard.jump, "    }"]
+            lines += scanGuard.chains
+            lines += ["}"]
+            lines += addAllowed(allowed, in: guardQualified)
+        }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The scan guard's table (``NftablesScanGuard``), beside the block table so that listing blocks never reads
+    /// the guard's sets, which a flood of SYNs fills with tens of thousands of keys.
+    var guardTable: String { table + "_guard" }
+    private var guardQualified: String { "\(Self.family) \(guardTable)" }
+
+    private var allowSets: [String] {
+        [
+            "    set \(Self.allowed4) { type ipv4_addr; flags interval; auto-merge; }",
+            "    set \(Self.allowed6) { type ipv6_addr; flags interval; auto-merge; }",
+        ]
+    }
+
+    private var acceptAllowed: [String] {
+        ["        ip saddr @\(Self.allowed4) accept", "        ip6 saddr @\(Self.allowed6) accept"]
     }
 
     /// Adds and deletes an element in each interval set, changing nothing: the first element a fresh interval set
@@ -181,18 +210,19 @@ struct NftablesScript: Hashable, Sendable {
         }
     }
 
-    /// Deletes the table; nothing happens when it does not exist.
+    /// Deletes the table and the guard's; nothing happens when they do not exist.
     func delete() -> String {
-        "table \(qualified)\ndelete table \(qualified)\n"
+        "table \(qualified)\ndelete table \(qualified)\ntable \(guardQualified)\ndelete table \(guardQualified)\n"
     }
 
-    /// Replaces the contents of the allow sets.
+    /// Replaces the contents of the allow sets (the guard table's too).
     func replaceAllowed(_ allowed: [IPPrefix]) -> String {
-        let lines = [
-            "flush set \(qualified) \(Self.allowed4)",
-            "flush set \(qualified) \(Self.allowed6)",
-        ]
-        return (lines + addAllowed(allowed)).joined(separator: "\n") + "\n"
+        var lines: [String] = []
+        for table in scanGuard == nil ? [qualified] : [qualified, guardQualified] {
+            lines += ["flush set \(table) \(Self.allowed4)", "flush set \(table) \(Self.allowed6)"]
+            lines += addAllowed(allowed, in: table)
+        }
+        return lines.joined(separator: "\n") + "\n"
     }
 
     // MARK: Blocks in an interval set (libnftables)
@@ -270,7 +300,7 @@ struct NftablesScript: Hashable, Sendable {
 
     // MARK: Values
 
-    private func addAllowed(_ allowed: [IPPrefix]) -> [String] {
+    private func addAllowed(_ allowed: [IPPrefix], in qualified: String) -> [String] {
         var lines: [String] = []
         for (set, family) in [
             (Self.allowed4, allowed.filter { $0.address.isIPv4 }),

@@ -140,7 +140,7 @@ extension NftablesBlocker {
             if let scanGuard {
                 logger.info(
                     "the nftables table holds scanners to the threshold until their block lands",
-                    metadata: ["chain": "\(NftablesScanGuard.chain)", "interface": "\(scanGuard.interface)"]
+                    metadata: ["table": "inet conntrackr_guard", "interface": "\(scanGuard.interface)"]
                 )
             }
             return guarded

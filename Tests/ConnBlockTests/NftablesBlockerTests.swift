@@ -141,6 +141,8 @@ func nftListing(
                 }
                 add element inet ctr_test allowed4 { 127.0.0.0/8, 203.0.113.5, 198.51.100.0/24 }
                 add element inet ctr_test allowed6 { ::1, fe80::1 }
+                table inet ctr_test_guard
+                delete table inet ctr_test_guard
 
                 """,
                 // The interval sets take a first element, and lose it again, before any block.
@@ -488,7 +490,11 @@ func nftListing(
 
     @Test func removeTableIsIdempotent() throws {
         try blocker(.init(table: "t_1")).removeTable()
-        #expect(runner.scripts == ["table inet t_1\ndelete table inet t_1\n"])
+        #expect(
+            runner.scripts == [
+                "table inet t_1\ndelete table inet t_1\ntable inet t_1_guard\ndelete table inet t_1_guard\n"
+            ]
+        )
     }
 
     @Test(arguments: ["", "1abc", "con-trackr", "a b", "x;flush ruleset", String(repeating: "a", count: 65)])

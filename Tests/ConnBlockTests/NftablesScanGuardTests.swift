@@ -15,44 +15,74 @@ struct NftablesScanGuardTests {
         )
     }
 
-    @Test func theTableSendsSYNsThroughTheGuardAfterTheBlocks() throws {
+    @Test func theGuardHasATableOfItsOwnAfterTheBlockTable() throws {
         let runner = RecordingNftables()
         let guarded = try #require(makeGuard(ignored: PortSet([25...25, 465...465, 587...587])))
         try NftablesBlocker(.init(table: "ctr_test", scanGuard: guarded), commands: runner).createTable()
         let script = try #require(runner.scripts.first)
         let expected = """
-                ip6 saddr @blocked6 drop
-                iifname "eth0" tcp flags & (syn | ack) == syn jump scan_guard
+            add element inet ctr_test allowed6 { ::1 }
+            table inet ctr_test_guard
+            delete table inet ctr_test_guard
+            table inet ctr_test_guard {
+                set allowed4 { type ipv4_addr; flags interval; auto-merge; }
+                set allowed6 { type ipv6_addr; flags interval; auto-merge; }
+                limit guard_budget { rate 120/minute burst 120 packets }
+                set guard_pairs4 { type ipv4_addr . ipv4_addr . inet_service; flags dynamic, timeout; timeout 61000ms; size 65536; }
+                set guard_meter4 { type ipv4_addr . ipv4_addr; flags dynamic, timeout; timeout 61000ms; size 65536; }
+                set guard_held4 { type ipv4_addr . ipv4_addr; flags dynamic, timeout; timeout 61000ms; size 65536; }
+                set guard_pairs6 { type ipv6_addr . ipv6_addr . inet_service; flags dynamic, timeout; timeout 61000ms; size 65536; }
+                set guard_meter6 { type ipv6_addr . ipv6_addr; flags dynamic, timeout; timeout 61000ms; size 65536; }
+                set guard_held6 { type ipv6_addr . ipv6_addr; flags dynamic, timeout; timeout 61000ms; size 65536; }
+                chain prerouting {
+                    type filter hook prerouting priority raw + 1; policy accept;
+                    ip saddr @allowed4 accept
+                    ip6 saddr @allowed6 accept
+                    iifname "eth0" tcp flags & (syn | ack) == syn jump scan_guard
+                }
+                chain scan_guard {
+                    tcp dport { 25, 465, 587 } return
+                    fib daddr type != local return
+                    ip saddr . ip daddr . tcp dport @guard_pairs4 update @guard_pairs4 { ip saddr . ip daddr . tcp dport } return
+                    meta nfproto ipv4 add @guard_pairs4 { ip saddr . ip daddr . tcp dport } update @guard_meter4 { ip saddr . ip daddr limit rate over 30240/week burst 3 packets } delete @guard_pairs4 { ip saddr . ip daddr . tcp dport } jump scan_guard_over4
+                    ip6 saddr . ip6 daddr . tcp dport @guard_pairs6 update @guard_pairs6 { ip6 saddr . ip6 daddr . tcp dport } return
+                    meta nfproto ipv6 add @guard_pairs6 { ip6 saddr . ip6 daddr . tcp dport } update @guard_meter6 { ip6 saddr . ip6 daddr limit rate over 30240/week burst 3 packets } delete @guard_pairs6 { ip6 saddr . ip6 daddr . tcp dport } jump scan_guard_over6
+                }
+                chain scan_guard_over4 {
+                    ip saddr . ip daddr @guard_held4 counter drop
+                    limit name "guard_budget" add @guard_held4 { ip saddr . ip daddr } counter drop
+                }
+                chain scan_guard_over6 {
+                    ip6 saddr . ip6 daddr @guard_held6 counter drop
+                    limit name "guard_budget" add @guard_held6 { ip6 saddr . ip6 daddr } counter drop
+                }
             }
-            chain scan_guard {
-                tcp dport { 25, 465, 587 } return
-                fib daddr type != local return
-                ip saddr . ip daddr . tcp dport @guard_pairs4 update @guard_pairs4 { ip saddr . ip daddr . tcp dport } return
-                meta nfproto ipv4 add @guard_pairs4 { ip saddr . ip daddr . tcp dport } update @guard_meter4 { ip saddr . ip daddr limit rate over 30240/week burst 3 packets } delete @guard_pairs4 { ip saddr . ip daddr . tcp dport } jump scan_guard_over4
-                ip6 saddr . ip6 daddr . tcp dport @guard_pairs6 update @guard_pairs6 { ip6 saddr . ip6 daddr . tcp dport } return
-                meta nfproto ipv6 add @guard_pairs6 { ip6 saddr . ip6 daddr . tcp dport } update @guard_meter6 { ip6 saddr . ip6 daddr limit rate over 30240/week burst 3 packets } delete @guard_pairs6 { ip6 saddr . ip6 daddr . tcp dport } jump scan_guard_over6
-            }
-            chain scan_guard_over4 {
-                ip saddr . ip daddr @guard_held4 counter drop
-                limit name "guard_budget" add @guard_held4 { ip saddr . ip daddr } counter drop
-            }
-            chain scan_guard_over6 {
-                ip6 saddr . ip6 daddr @guard_held6 counter drop
-                limit name "guard_budget" add @guard_held6 { ip6 saddr . ip6 daddr } counter drop
-            }
-        }
-        """
-        #expect(script.contains(expected), "\(script)")
-        #expect(script.contains("    limit guard_budget { rate 120/minute burst 120 packets }\n"))
-        #expect(
-            script.contains(
-                "    set guard_pairs6 { type ipv6_addr . ipv6_addr . inet_service; flags dynamic, timeout; timeout 61000ms; size 65536; }\n"
-            )
-        )
-        // Without a guard, none of it.
+            add element inet ctr_test_guard allowed4 { 127.0.0.0/8 }
+            add element inet ctr_test_guard allowed6 { ::1 }
+
+            """
+        #expect(script.hasSuffix(expected), "\(script)")
+        // The block table is the same as without a guard; the guard's allow sets change with the block table's.
         let plain = RecordingNftables()
         try NftablesBlocker(.init(table: "ctr_test"), commands: plain).createTable()
-        #expect(try !#require(plain.scripts.first).contains("guard"))
+        let plainScript = try #require(plain.scripts.first)
+        #expect(script.hasPrefix(plainScript), "\(plainScript)")
+        try NftablesBlocker(.init(table: "ctr_test", scanGuard: guarded), commands: runner).replaceAllowlist(
+            Allowlist([.init(prefix: prefix("203.0.113.5"), reason: .configured)])
+        )
+        #expect(
+            runner.scripts.last == """
+                flush set inet ctr_test allowed4
+                flush set inet ctr_test allowed6
+                add element inet ctr_test allowed4 { 127.0.0.0/8, 203.0.113.5 }
+                add element inet ctr_test allowed6 { ::1 }
+                flush set inet ctr_test_guard allowed4
+                flush set inet ctr_test_guard allowed6
+                add element inet ctr_test_guard allowed4 { 127.0.0.0/8, 203.0.113.5 }
+                add element inet ctr_test_guard allowed6 { ::1 }
+
+                """
+        )
     }
 
     @Test func allDestinationsCountAndNoIgnoredPortsMeanNoReturns() throws {
