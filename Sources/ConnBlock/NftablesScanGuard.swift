@@ -20,8 +20,8 @@ public import ConnCore
 /// across them, so one window holds more than N), and by then the detector has reported the scan. Ports a pair
 /// reached on other interfaces, other destinations, ignored ports and allowlisted sources are not counted (the
 /// allow sets accept first). IPv6 sources count as single addresses, finer than the agent's unit, which only
-/// makes the guard more lenient; the agent still blocks the unit. `GuardModelTests` checks this against
-/// ``ConnCore/SlidingWindowScanDetector`` on random traffic.
+/// makes the guard more lenient; the agent still blocks the unit. `NftablesScanGuardTests` checks this with a
+/// model of the kernel's arithmetic against ``ConnCore/SlidingWindowScanDetector`` on random traffic.
 ///
 /// The block budget holds here as well: dropping for a pair the guard was not already holding spends a token of
 /// one table-wide bucket of `maxBlocksPerMinute`; once that is empty, further scanners pass the guard (as the XDP
@@ -98,7 +98,7 @@ public struct NftablesScanGuard: Hashable, Sendable {
     }
 
     /// The chain the guard table's base chain jumps to.
-    public static let chain = "scan_guard"
+    static let chain = "scan_guard"
     static let budget = "guard_budget"
 
     /// The guard's chains.
