@@ -99,6 +99,9 @@ public struct NftablesScanGuard: Hashable, Sendable {
 
     /// The chain the guard table's base chain jumps to.
     static let chain = "scan_guard"
+    /// The chains that drop, one per family (`4`, `6`): each counts its drops.
+    static let dropChains = ["4", "6"].map(overChain)
+    static func overChain(_ family: String) -> String { "\(chain)_over\(family)" }
     static let budget = "guard_budget"
 
     /// The guard's chains.
@@ -117,10 +120,10 @@ public struct NftablesScanGuard: Hashable, Sendable {
             guardRules += [
                 "\(port) @guard_pairs\(family) update @guard_pairs\(family) { \(port) } return",
                 "meta nfproto ipv\(family) add @guard_pairs\(family) { \(port) } update @guard_meter\(family) { \(pair) \(limit) } "
-                    + "delete @guard_pairs\(family) { \(port) } jump \(Self.chain)_over\(family)",
+                    + "delete @guard_pairs\(family) { \(port) } jump \(Self.overChain(family))",
             ]
             overChains += [
-                "    chain \(Self.chain)_over\(family) {",
+                "    chain \(Self.overChain(family)) {",
                 "        \(pair) @guard_held\(family) counter drop",
                 "        limit name \"\(Self.budget)\" add @guard_held\(family) { \(pair) } counter drop",
                 "    }",

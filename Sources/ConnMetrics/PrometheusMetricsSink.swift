@@ -198,6 +198,7 @@ struct SeriesTable: Sendable {
     let scanRuleDisagreements: Counter
     let kernelScanPairsInserted: Counter
     let tinyFragmentsDropped: Counter
+    let scanGuardDropped: Counter
     let longHeaderChainsDropped: Counter
     let trackedPairs: Gauge
     let trackedConnections: Gauge
@@ -226,6 +227,7 @@ struct SeriesTable: Sendable {
         scanRuleDisagreements = MetricFamily.scanRuleDisagreements.makeCounter(in: registry)
         kernelScanPairsInserted = MetricFamily.kernelScanPairsInserted.makeCounter(in: registry)
         tinyFragmentsDropped = MetricFamily.tinyFragmentsDropped.makeCounter(in: registry)
+        scanGuardDropped = MetricFamily.scanGuardDropped.makeCounter(in: registry)
         longHeaderChainsDropped = MetricFamily.longHeaderChainsDropped.makeCounter(in: registry)
         trackedPairs = MetricFamily.trackedPairs.makeGauge(in: registry)
         trackedConnections = MetricFamily.trackedConnections.makeGauge(in: registry)
@@ -256,6 +258,7 @@ struct SeriesTable: Sendable {
         case .scanRuleDisagreements: scanRuleDisagreements
         case .kernelScanPairsInserted: kernelScanPairsInserted
         case .tinyFragmentsDropped: tinyFragmentsDropped
+        case .scanGuardDropped: scanGuardDropped
         case .longHeaderChainsDropped: longHeaderChainsDropped
         case .fleetPublications: fleetPublications
         case .fleetPublicationsDropped: fleetPublicationsDropped

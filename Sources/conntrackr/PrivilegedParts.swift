@@ -15,6 +15,8 @@ struct PrivilegedParts {
     let xdpStatistics: (@Sendable () throws -> XDPStatistics?)?
     /// The program's scan-rule counters, when it enforces the rule.
     let kernelScanStatistics: (@Sendable () throws -> KernelScanStatistics?)?
+    /// The SYNs the nftables scan guard dropped, when the table has one.
+    let scanGuardDrops: (@Sendable () throws -> UInt64?)?
     /// Undo what was set up in the kernel, in order, when the agent stops.
     let cleanups: [@Sendable () -> Void]
 
@@ -43,6 +45,7 @@ struct PrivilegedParts {
         let source: any PacketSource
         var xdpStatistics: (@Sendable () throws -> XDPStatistics?)?
         var kernelScanStatistics: (@Sendable () throws -> KernelScanStatistics?)?
+        var scanGuardDrops: (@Sendable () throws -> UInt64?)?
         let enforcement = settings.source == .xdp && settings.block == .xdp && settings.kernelEnforcement
             ? KernelEnforcement(rule: settings.pipelineConfiguration.scanRule, policy: settings.blockPolicy) : nil
         if settings.source == .xdp, settings.block == .xdp, settings.kernelEnforcement, enforcement == nil {
@@ -114,6 +117,7 @@ struct PrivilegedParts {
                 )
             }
             cleanups.append { try? nftables.removeTable() }
+            if nftables.configuration.scanGuard != nil { scanGuardDrops = { try nftables.scanGuardDrops() } }
             blocker = nftables
         }
         if let blocker {
@@ -123,7 +127,7 @@ struct PrivilegedParts {
         }
         return PrivilegedParts(
             source: source, blocker: blocker, allowlist: allowlist, xdpStatistics: xdpStatistics,
-            kernelScanStatistics: kernelScanStatistics, cleanups: cleanups
+            kernelScanStatistics: kernelScanStatistics, scanGuardDrops: scanGuardDrops, cleanups: cleanups
         )
     }
 }
