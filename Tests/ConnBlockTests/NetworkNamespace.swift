@@ -37,6 +37,50 @@ final class NetworkNamespace: Sendable {
     }
 }
 
+/// A victim namespace (203.0.113.1, 2001:db8:0:1::1) and a peer namespace holding `sources`, joined by a veth pair
+/// created inside the victim namespace, so that nothing ever appears in the host's own. Call ``remove()`` in a
+/// `defer`.
+struct VethLab {
+    let victim: NetworkNamespace
+    let peer: NetworkNamespace
+    /// The victim's end of the pair.
+    let victimLink: String
+
+    init(_ role: String, sources: [String]) throws {
+        victim = try NetworkNamespace("\(role)v")
+        do {
+            peer = try NetworkNamespace("\(role)p")
+        } catch {
+            victim.remove()
+            throw error
+        }
+        let suffix = runSuffix()
+        victimLink = "ctr-v\(suffix)"
+        let peerLink = "ctr-p\(suffix)"
+        do {
+            try victim.exec(["ip", "link", "add", victimLink, "type", "veth", "peer", "name", peerLink, "netns", peer.name])
+            try victim.exec(["ip", "addr", "add", "203.0.113.1/24", "dev", victimLink])
+            try victim.exec(["ip", "-6", "addr", "add", "2001:db8:0:1::1/64", "dev", victimLink, "nodad"])
+            try victim.exec(["ip", "link", "set", victimLink, "up"])
+            try victim.exec(["ip", "-6", "route", "add", "2001:db8::/32", "dev", victimLink])
+            for source in sources {
+                let family = source.contains(":") ? ["-6"] : []
+                try peer.exec(["ip"] + family + ["addr", "add", source, "dev", peerLink] + (family.isEmpty ? [] : ["nodad"]))
+            }
+            try peer.exec(["ip", "link", "set", peerLink, "up"])
+            try peer.exec(["ip", "-6", "route", "add", "2001:db8::/32", "dev", peerLink])
+        } catch {
+            remove()
+            throw error
+        }
+    }
+
+    func remove() {
+        peer.remove()
+        victim.remove()
+    }
+}
+
 /// A command left running in the background (a listener), stopped by ``stop()`` and in any case by `timeout`.
 ///
 /// Spawned directly rather than with Foundation's `Process`, which passes the spawning thread's signal mask on:

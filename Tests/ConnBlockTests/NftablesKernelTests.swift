@@ -158,26 +158,15 @@ struct NftablesKernelTests {
 @Suite(.enabled(if: geteuid() == 0, "needs root for network namespaces and nftables"), .timeLimit(.minutes(1)))
 struct NftablesDropTests {
     @Test func blockedSourcesCannotConnectWhileOthersCan() throws {
-        let victim = try NetworkNamespace("nftv")
-        defer { victim.remove() }
-        let peer = try NetworkNamespace("nftp")
-        defer { peer.remove() }
-        let suffix = runSuffix()
-        let victimLink = "ctr-v\(suffix)", peerLink = "ctr-p\(suffix)"
-        // Created inside the victim namespace, so nothing ever appears in the host's own.
-        try victim.exec(["ip", "link", "add", victimLink, "type", "veth", "peer", "name", peerLink, "netns", peer.name])
-        try victim.exec(["ip", "addr", "add", "203.0.113.1/24", "dev", victimLink])
-        try victim.exec(["ip", "-6", "addr", "add", "2001:db8:0:1::1/64", "dev", victimLink, "nodad"])
-        try victim.exec(["ip", "link", "set", victimLink, "up"])
-        try victim.exec(["ip", "-6", "route", "add", "2001:db8::/32", "dev", victimLink])
-        for source in ["203.0.113.10/24", "203.0.113.20/24", "203.0.113.33/24", "203.0.113.34/24"] {
-            try peer.exec(["ip", "addr", "add", source, "dev", peerLink])
-        }
-        for source in ["2001:db8:0:bad::2/64", "2001:db8:0:900d::2/64", "2001:db8:0:900d::3/64"] {
-            try peer.exec(["ip", "-6", "addr", "add", source, "dev", peerLink, "nodad"])
-        }
-        try peer.exec(["ip", "link", "set", peerLink, "up"])
-        try peer.exec(["ip", "-6", "route", "add", "2001:db8::/32", "dev", peerLink])
+        let lab = try VethLab(
+            "nft",
+            sources: [
+                "203.0.113.10/24", "203.0.113.20/24", "203.0.113.33/24", "203.0.113.34/24", "2001:db8:0:bad::2/64",
+                "2001:db8:0:900d::2/64", "2001:db8:0:900d::3/64",
+            ]
+        )
+        defer { lab.remove() }
+        let (victim, peer, suffix) = (lab.victim, lab.peer, runSuffix())
 
         let listener = try BackgroundCommand(
             ["ip", "netns", "exec", victim.name, "python3", "-m", "http.server", "8080", "--bind", "::"]
@@ -273,23 +262,9 @@ struct NftablesScanGuardKernelTests {
     }
 
     @Test func scannersLearnTheThresholdsWorthWithinTheBudgetAndOthersAreUntouched() throws {
-        let victim = try NetworkNamespace("ngv")
-        defer { victim.remove() }
-        let peer = try NetworkNamespace("ngp")
-        defer { peer.remove() }
-        let suffix = runSuffix()
-        let victimLink = "ctg-v\(suffix)", peerLink = "ctg-p\(suffix)"
-        try victim.exec(["ip", "link", "add", victimLink, "type", "veth", "peer", "name", peerLink, "netns", peer.name])
-        try victim.exec(["ip", "addr", "add", "203.0.113.1/24", "dev", victimLink])
-        try victim.exec(["ip", "-6", "addr", "add", "2001:db8:0:1::1/64", "dev", victimLink, "nodad"])
-        try victim.exec(["ip", "link", "set", victimLink, "up"])
-        try victim.exec(["ip", "-6", "route", "add", "2001:db8::/32", "dev", victimLink])
-        for source in ["203.0.113.10/24", "203.0.113.20/24", "203.0.113.33/24"] {
-            try peer.exec(["ip", "addr", "add", source, "dev", peerLink])
-        }
-        try peer.exec(["ip", "-6", "addr", "add", "2001:db8:0:bad::2/64", "dev", peerLink, "nodad"])
-        try peer.exec(["ip", "link", "set", peerLink, "up"])
-        try peer.exec(["ip", "-6", "route", "add", "2001:db8::/32", "dev", peerLink])
+        let lab = try VethLab("ng", sources: ["203.0.113.10/24", "203.0.113.20/24", "203.0.113.33/24", "2001:db8:0:bad::2/64"])
+        defer { lab.remove() }
+        let (victim, peer, suffix, victimLink) = (lab.victim, lab.peer, runSuffix(), lab.victimLink)
 
         let guarded = try #require(
             NftablesScanGuard(
