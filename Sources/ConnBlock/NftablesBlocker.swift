@@ -154,21 +154,6 @@ public final class NftablesBlocker: Blocker {
         }
     }
 
-    /// The SYNs the scan guard has dropped since its table was made (the counters of its drop rules); `nil`
-    /// without a guard. Lists two chains, never the guard's sets.
-    public func scanGuardDrops() throws(ConntrackrError) -> UInt64? {
-        guard configuration.scanGuard != nil else { return nil }
-        return try state.withLock { (_: inout State) throws(ConntrackrError) -> UInt64 in
-            var total: UInt64 = 0
-            for chain in script.guardDropChains {
-                let result = try run("list chain \(NftablesScript.family) \(script.guardTable) \(chain)\n", json: true)
-                guard result.succeeded else { throw Self.error(result, doing: "reading the scan guard's counters") }
-                total &+= try NftablesListing.counterPackets(in: Array(result.output.utf8))
-            }
-            return total
-        }
-    }
-
     /// How many entries the block sets hold, from memory: the entries this blocker added and has not seen expire
     /// or go. Elements added by other means (by hand with `nft`) are not counted until ``entries()`` lists them.
     public func occupancy(holding prefix: IPPrefix?) throws(ConntrackrError) -> BlockOccupancy {

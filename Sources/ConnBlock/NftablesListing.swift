@@ -25,7 +25,15 @@ enum NftablesListing {
     static func elements(
         in json: [UInt8], sets: (String) -> Bool
     ) throws(ConntrackrError) -> [String: [NftablesElement]] {
-        let objects = try listedObjects(json)
+        let document: JSONValue
+        do {
+            document = try JSONDecoder().decode(JSONValue.self, from: Data(json))
+        } catch {
+            throw ConntrackrError(.blockerFailed, "nft printed a listing that is not JSON")
+        }
+        guard case .array(let objects)? = document["nftables"] else {
+            throw ConntrackrError(.blockerFailed, "nft printed JSON without an \"nftables\" array")
+        }
         var result: [String: [NftablesElement]] = [:]
         for object in objects {
             guard let set = object["set"], case .string(let name)? = set["name"], sets(name) else {
@@ -40,38 +48,6 @@ enum NftablesListing {
             result[name] = elements
         }
         return result
-    }
-
-    /// The packets of every `counter` statement in a listing (the rules of a chain), summed.
-    static func counterPackets(in json: [UInt8]) throws(ConntrackrError) -> UInt64 {
-        func packets(_ value: JSONValue) -> UInt64 {
-            switch value {
-            case .array(let items):
-                return items.reduce(0) { $0 &+ packets($1) }
-            case .object(let fields):
-                if let counter = fields["counter"], let count = counter["packets"]?.integer, count >= 0 {
-                    return UInt64(count)
-                }
-                return fields.values.reduce(0) { $0 &+ packets($1) }
-            default:
-                return 0
-            }
-        }
-        return try listedObjects(json).reduce(0) { $0 &+ packets($1) }
-    }
-
-    /// The objects of a listing's `nftables` array.
-    private static func listedObjects(_ json: [UInt8]) throws(ConntrackrError) -> [JSONValue] {
-        let document: JSONValue
-        do {
-            document = try JSONDecoder().decode(JSONValue.self, from: Data(json))
-        } catch {
-            throw ConntrackrError(.blockerFailed, "nft printed a listing that is not JSON")
-        }
-        guard case .array(let objects)? = document["nftables"] else {
-            throw ConntrackrError(.blockerFailed, "nft printed JSON without an \"nftables\" array")
-        }
-        return objects
     }
 
     /// An element is a bare value (`"198.51.100.5"`, `{"prefix": ...}`) or, when it carries a timeout, counter

@@ -99,9 +99,6 @@ public struct NftablesScanGuard: Hashable, Sendable {
 
     /// The chain the guard table's base chain jumps to.
     static let chain = "scan_guard"
-    /// The chains that drop, one per family (`4`, `6`): each counts its drops.
-    static let dropChains = ["4", "6"].map(overChain)
-    static func overChain(_ family: String) -> String { "\(chain)_over\(family)" }
     static let budget = "guard_budget"
 
     /// The guard's chains.
@@ -120,10 +117,10 @@ public struct NftablesScanGuard: Hashable, Sendable {
             guardRules += [
                 "\(port) @guard_pairs\(family) update @guard_pairs\(family) { \(port) } return",
                 "meta nfproto ipv\(family) add @guard_pairs\(family) { \(port) } update @guard_meter\(family) { \(pair) \(limit) } "
-                    + "delete @guard_pairs\(family) { \(port) } jump \(Self.overChain(family))",
+                    + "delete @guard_pairs\(family) { \(port) } jump \(Self.chain)_over\(family)",
             ]
             overChains += [
-                "    chain \(Self.overChain(family)) {",
+                "    chain \(Self.chain)_over\(family) {",
                 "        \(pair) @guard_held\(family) counter drop",
                 "        limit name \"\(Self.budget)\" add @guard_held\(family) { \(pair) } counter drop",
                 "    }",

@@ -180,8 +180,6 @@ struct NftablesScript: Hashable, Sendable {
     /// the guard's sets, which a flood of SYNs fills with tens of thousands of keys.
     var guardTable: String { table + "_guard" }
     private var guardQualified: String { "\(Self.family) \(guardTable)" }
-    /// The guard's chains whose rules drop (and count what they drop).
-    var guardDropChains: [String] { scanGuard == nil ? [] : NftablesScanGuard.dropChains }
 
     private var allowSets: [String] {
         [

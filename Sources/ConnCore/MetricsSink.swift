@@ -25,8 +25,6 @@ public enum CounterMetric: Hashable, Sendable {
     case kernelScanPairsInserted
     /// TCP fragments the XDP program dropped because they split the header's first bytes (`nmap -f`).
     case tinyFragmentsDropped
-    /// SYNs the nftables scan guard dropped: scanners' SYNs to ports beyond the threshold before their block landed.
-    case scanGuardDropped
     /// IPv6 packets the XDP program dropped because their extension-header chain is longer than it follows.
     case longHeaderChainsDropped
     /// Blocks this agent published to the fleet store.

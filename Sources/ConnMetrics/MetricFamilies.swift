@@ -158,12 +158,6 @@ extension MetricFamily {
         help: "TCP fragments the XDP program dropped because they split the TCP header's first 16 bytes (nmap -f, RFC 1858).",
         label: nil
     )
-    static let scanGuardDropped = MetricFamily(
-        baseName: "scan_guard_dropped",
-        kind: .counter,
-        help: "SYNs the nftables scan guard dropped: a pair's SYNs to new ports beyond the threshold before its block landed.",
-        label: nil
-    )
     static let longHeaderChainsDropped = MetricFamily(
         baseName: "long_header_chains_dropped",
         kind: .counter,
@@ -212,7 +206,7 @@ extension MetricFamily {
     static let all: [MetricFamily] = [
         .newConnections, .portScans, .blocks, .unblocks, .blocksRefused, .blockedSources, .blockedPackets,
         .captureDropped, .malformedFrames, .trackedPairs, .trackedPairsEvicted, .trackedConnections,
-        .trackedConnectionsEvicted, .eventsDropped, .frames, .scanRuleDisagreements, .kernelScanPairsInserted, .tinyFragmentsDropped, .longHeaderChainsDropped, .scanGuardDropped, .captureRunning, .fleetConnected, .fleetPublications,
+        .trackedConnectionsEvicted, .eventsDropped, .frames, .scanRuleDisagreements, .kernelScanPairsInserted, .tinyFragmentsDropped, .longHeaderChainsDropped, .captureRunning, .fleetConnected, .fleetPublications,
         .fleetPublicationsDropped, .fleetRefused, .buildInfo,
     ]
 }

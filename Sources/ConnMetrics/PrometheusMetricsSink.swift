@@ -198,7 +198,6 @@ struct SeriesTable: Sendable {
     let scanRuleDisagreements: Counter
     let kernelScanPairsInserted: Counter
     let tinyFragmentsDropped: Counter
-    let scanGuardDropped: Counter
     let longHeaderChainsDropped: Counter
     let trackedPairs: Gauge
     let trackedConnections: Gauge
@@ -227,7 +226,6 @@ struct SeriesTable: Sendable {
         scanRuleDisagreements = MetricFamily.scanRuleDisagreements.makeCounter(in: registry)
         kernelScanPairsInserted = MetricFamily.kernelScanPairsInserted.makeCounter(in: registry)
         tinyFragmentsDropped = MetricFamily.tinyFragmentsDropped.makeCounter(in: registry)
-        scanGuardDropped = MetricFamily.scanGuardDropped.makeCounter(in: registry)
         longHeaderChainsDropped = MetricFamily.longHeaderChainsDropped.makeCounter(in: registry)
         trackedPairs = MetricFamily.trackedPairs.makeGauge(in: registry)
         trackedConnections = MetricFamily.trackedConnections.makeGauge(in: registry)
@@ -258,7 +256,6 @@ struct SeriesTable: Sendable {
         case .scanRuleDisagreements: scanRuleDisagreements
         case .kernelScanPairsInserted: kernelScanPairsInserted
         case .tinyFragmentsDropped: tinyFragmentsDropped
-        case .scanGuardDropped: scanGuardDropped
         case .longHeaderChainsDropped: longHeaderChainsDropped
         case .fleetPublications: fleetPublications
         case .fleetPublicationsDropped: fleetPublicationsDropped

@@ -56,12 +56,6 @@ struct Agent {
                 scrape.setTotal(.kernelScanPairsInserted, to: statistics.pairsInserted)
             }
         }
-        if let scanGuardDrops = parts.scanGuardDrops {
-            metrics.addScrapeHook(name: "nftables scan guard") { scrape in
-                guard let dropped = try scanGuardDrops() else { return }
-                scrape.setTotal(.scanGuardDropped, to: dropped)
-            }
-        }
         let pipeline = ConnectionPipeline(
             configuration: settings.pipelineConfiguration,
             events: FilteringEventSink.wrapping(writer, kinds: settings.events),

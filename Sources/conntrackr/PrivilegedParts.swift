@@ -15,8 +15,6 @@ struct PrivilegedParts {
     let xdpStatistics: (@Sendable () throws -> XDPStatistics?)?
     /// The program's scan-rule counters, when it enforces the rule.
     let kernelScanStatistics: (@Sendable () throws -> KernelScanStatistics?)?
-    /// The SYNs the nftables scan guard dropped, when the table has one.
-    let scanGuardDrops: (@Sendable () throws -> UInt64?)?
     /// Undo what was set up in the kernel, in order, when the agent stops.
     let cleanups: [@Sendable () -> Void]
 
@@ -45,7 +43,6 @@ struct PrivilegedParts {
         let source: any PacketSource
         var xdpStatistics: (@Sendable () throws -> XDPStatistics?)?
         var kernelScanStatistics: (@Sendable () throws -> KernelScanStatistics?)?
-        var scanGuardDrops: (@Sendable () throws -> UInt64?)?
         let enforcement = settings.source == .xdp && settings.block == .xdp && settings.kernelEnforcement
             ? KernelEnforcement(rule: settings.pipelineConfiguration.scanRule, policy: settings.blockPolicy) : nil
         if settings.source == .xdp, settings.block == .xdp, settings.kernelEnforcement, enforcement == nil {
@@ -117,7 +114,6 @@ struct PrivilegedParts {
                 )
             }
             cleanups.append { try? nftables.removeTable() }
-            if nftables.configuration.scanGuard != nil { scanGuardDrops = { try nftables.scanGuardDrops() } }
             blocker = nftables
         }
         if let blocker {
@@ -127,7 +123,7 @@ struct PrivilegedParts {
         }
         return PrivilegedParts(
             source: source, blocker: blocker, allowlist: allowlist, xdpStatistics: xdpStatistics,
-            kernelScanStatistics: kernelScanStatistics, scanGuardDrops: scanGuardDrops, cleanups: cleanups
+            kernelScanStatistics: kernelScanStatistics, cleanups: cleanups
         )
     }
 }

@@ -291,9 +291,8 @@ struct NftablesScanGuardKernelTests {
         #expect(try probe(peer, from: "203.0.113.33", to: "203.0.113.1", ports: Array(1...6)) == Array(repeating: "answered", count: 6))
         let held = try victim.exec(["nft", "list", "set", "inet", "ctr_test_\(suffix)_guard", "guard_held4"])
         #expect(held.contains("203.0.113.10 . 203.0.113.1") && !held.contains("203.0.113.20"), "\(held)")
-        // The block listing does not read the guard's sets; the guard counts its drops (2, 1 and 2 SYNs above).
+        // The block listing does not read the guard's sets.
         #expect(try blocker.entries().isEmpty)
-        #expect(try blocker.scanGuardDrops() == 5)
         try blocker.removeTable()
         let tables = try victim.exec(["nft", "list", "tables"])
         #expect(!tables.contains("ctr_test"), "\(tables)")

@@ -66,7 +66,6 @@ struct NftablesScanGuardTests {
         let plain = RecordingNftables()
         try NftablesBlocker(.init(table: "ctr_test"), commands: plain).createTable()
         let plainScript = try #require(plain.scripts.first)
-        #expect(try NftablesBlocker(.init(table: "ctr_test"), commands: plain).scanGuardDrops() == nil)
         #expect(script.hasPrefix(plainScript), "\(plainScript)")
         try NftablesBlocker(.init(table: "ctr_test", scanGuard: guarded), commands: runner).replaceAllowlist(
             Allowlist([.init(prefix: prefix("203.0.113.5"), reason: .configured)])

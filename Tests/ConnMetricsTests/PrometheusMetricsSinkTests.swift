@@ -35,7 +35,6 @@ struct PrometheusMetricsSinkTests {
         ("conntrackr_kernel_scan_pairs_inserted_total", "counter", [[:]]),
         ("conntrackr_tiny_fragments_dropped_total", "counter", [[:]]),
         ("conntrackr_long_header_chains_dropped_total", "counter", [[:]]),
-        ("conntrackr_scan_guard_dropped_total", "counter", [[:]]),
         ("conntrackr_capture_running", "gauge", [[:]]),
         ("conntrackr_fleet_connected", "gauge", [[:]]),
         ("conntrackr_fleet_publications_total", "counter", [[:]]),
