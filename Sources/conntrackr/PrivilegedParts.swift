@@ -130,7 +130,7 @@ struct PrivilegedParts {
 
 extension NftablesBlocker {
     /// A blocker with its table made, with `scanGuard` when the kernel takes it: an older kernel may lack what the
-    /// guard uses (fib, deleting set elements from a rule), and blocking without it beats not blocking.
+    /// guard uses (the fib expression, sets updated from a rule), and blocking without it beats not blocking.
     static func withTable(
         allowing allowlist: Allowlist, ipv6UnitLength: Int, scanGuard: NftablesScanGuard?, logger: Logger
     ) throws(ConntrackrError) -> NftablesBlocker {
