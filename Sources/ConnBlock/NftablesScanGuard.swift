@@ -109,9 +109,11 @@ public struct NftablesScanGuard: Hashable, Sendable {
         }
     }
 
-    /// The guard table's base-chain rule that sends SYNs (SYN set, ACK clear) arriving on the interface to the guard.
+    /// The guard table's base-chain rule that sends SYNs (SYN set, ACK clear) arriving on the interface (on any,
+    /// for a capture on libpcap's `any`) to the guard.
     var jump: String {
-        "iifname \"\(interface)\" tcp flags & (syn | ack) == syn jump \(Self.chain)"
+        let arriving = interface == "any" ? "" : "iifname \"\(interface)\" "
+        return arriving + "tcp flags & (syn | ack) == syn jump \(Self.chain)"
     }
 
     /// The chain the guard table's base chain jumps to.

@@ -89,6 +89,11 @@ struct NftablesScanGuardTests {
         )
     }
 
+    @Test func aCaptureOnAnyInterfaceIsGuardedOnAll() throws {
+        #expect(try #require(makeGuard(interface: "any")).jump == "tcp flags & (syn | ack) == syn jump scan_guard")
+        #expect(try #require(makeGuard(interface: "eth0")).jump.hasPrefix("iifname \"eth0\" "))
+    }
+
     @Test func allDestinationsCountAndNoIgnoredPortsMeanNoReturns() throws {
         let chains = try #require(makeGuard(local: false)).chains.joined(separator: "\n")
         #expect(!chains.contains("fib daddr"))
