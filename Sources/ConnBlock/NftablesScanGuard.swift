@@ -98,8 +98,7 @@ public struct NftablesScanGuard: Hashable, Sendable {
     var declarations: [String] {
         // One budget for both families, shared through a named limit.
         let budget = "limit \(Self.budget) { rate \(maxHeldPerMinute)/minute burst \(maxHeldPerMinute) packets }"
-        return [budget] + ["4", "6"].flatMap { family in
-            let address = family == "4" ? "ipv4_addr" : "ipv6_addr"
+        return [budget] + Self.families.flatMap { (family, _, address) in
             let dynamic = "flags dynamic, timeout; timeout \(keyTimeoutMilliseconds)ms; size \(maxTrackedKeys);"
             return [
                 "set guard_pairs\(family) { type \(address) . \(address) . inet_service; \(dynamic) }",
@@ -118,6 +117,8 @@ public struct NftablesScanGuard: Hashable, Sendable {
 
     /// The chain the guard table's base chain jumps to.
     static let chain = "scan_guard"
+    /// Each address family's set and chain suffix, its header's name in rules, and its address type in sets.
+    private static let families = [("4", "ip", "ipv4_addr"), ("6", "ip6", "ipv6_addr")]
     static let budget = "guard_budget"
 
     /// The guard's chains.
@@ -129,7 +130,7 @@ public struct NftablesScanGuard: Hashable, Sendable {
         }
         if localDestinationsOnly { guardRules.append("fib daddr type != local return") }
         var overChains: [String] = []
-        for (family, ip) in [("4", "ip"), ("6", "ip6")] {
+        for (family, ip, _) in Self.families {
             let pair = "\(ip) saddr . \(ip) daddr"
             let port = "\(pair) . tcp dport"
             let limit = "limit rate over \(tokensPerWeek)/week burst \(portThreshold) packets"

@@ -139,12 +139,7 @@ struct NftablesScript: Hashable, Sendable {
     /// any work on the packet; with a ``scanGuard``, also the guard's table (``guardTable``), whose chain runs
     /// next.
     func create(allowing allowed: [IPPrefix]) -> String {
-        var lines = [
-            // "table" first makes the "delete" valid when no such table exists yet.
-            "table \(qualified)",
-            "delete table \(qualified)",
-            "table \(qualified) {",
-        ]
+        var lines = Self.deleting(qualified) + ["table \(qualified) {"]
         lines += allowSets
         lines += blockSets.map { "    set \($0.name) { \($0.declaration) }" }
         lines += [
@@ -156,7 +151,7 @@ struct NftablesScript: Hashable, Sendable {
         lines += ["    }", "}"]
         lines += addAllowed(allowed, in: qualified)
         // A guard table left by an agent that had one goes, whether or not this one has a guard.
-        lines += ["table \(guardQualified)", "delete table \(guardQualified)"]
+        lines += Self.deleting(guardQualified)
         if let scanGuard {
             lines += ["table \(guardQualified) {"]
             lines += allowSets
@@ -212,7 +207,12 @@ struct NftablesScript: Hashable, Sendable {
 
     /// Deletes the table and the guard's; nothing happens when they do not exist.
     func delete() -> String {
-        "table \(qualified)\ndelete table \(qualified)\ntable \(guardQualified)\ndelete table \(guardQualified)\n"
+        (Self.deleting(qualified) + Self.deleting(guardQualified)).joined(separator: "\n") + "\n"
+    }
+
+    /// Deletes a table whether or not it exists: declaring it first makes the "delete" valid when it does not.
+    private static func deleting(_ qualified: String) -> [String] {
+        ["table \(qualified)", "delete table \(qualified)"]
     }
 
     /// Replaces the contents of the allow sets (the guard table's too).
