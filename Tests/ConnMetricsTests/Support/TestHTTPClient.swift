@@ -5,7 +5,11 @@
 #endif
 
 /// A blocking TCP client on plain sockets, so tests can send exactly the bytes they want (oversized heads,
-/// unknown methods, nothing at all) to a server on 127.0.0.1. Every read times out after a few seconds.
+/// unknown methods, nothing at all) to a server on 127.0.0.1.
+///
+/// Every read times out, after 30 s by default: a bound so a broken server fails the test instead of hanging it,
+/// set far above any answer's time because the clock runs on while the test process waits for the CPU: in one unit
+/// test run on the two-vCPU CI machine every test stalled for 22 s, and a read with a 5 s timeout failed.
 final class TestConnection {
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -26,7 +30,7 @@ final class TestConnection {
     private var received: [UInt8] = []
 
     /// Connects to 127.0.0.1:`port` from `source`, an address of 127.0.0.0/8 (a client of its own).
-    init(port: Int, timeout: Duration = .seconds(5), source: String = "127.0.0.1") throws {
+    init(port: Int, timeout: Duration = .seconds(30), source: String = "127.0.0.1") throws {
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw Failure(description: "socket: errno \(errno)") }
         try Self.call(descriptor, bind, address: source, port: 0, what: "bind to \(source)")
