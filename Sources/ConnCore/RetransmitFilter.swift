@@ -56,6 +56,7 @@ public final class RetransmitFilter {
         state = mixHash(state, attempt.destination.high)
         state = mixHash(state, attempt.destination.low)
         let value = mixHash(state, UInt64(attempt.sourcePort) << 16 | UInt64(attempt.destinationPort))
+            & ~FingerprintTable.waitingBit
         return value == 0 ? 1 : value  // 0 marks an empty slot
     }
 
@@ -124,27 +125,34 @@ extension RetransmitFilter: Sendable {}
 /// Slots come four to a 64-byte-aligned cache line, and a probe starts at the first slot of its home line: a lookup
 /// (and its warm-up) then nearly always stays within one line, where starting mid-line would spill into the next
 /// line for a quarter of the keys' probes.
+///
+/// Memory for the largest size is reserved up front and committed as it is first touched, and the table doubles in
+/// place: growing to a final size touches that size once, where copying into a new array each time would touch
+/// nearly twice as much fresh memory (and fresh pages are what a replay on a virtual machine waits for most).
 struct FingerprintTable {
-    private var slots: UnsafeMutablePointer<(fingerprint: UInt64, lastSeen: Int64)>
+    typealias Slot = (fingerprint: UInt64, lastSeen: Int64)
+
+    /// Set on the fingerprints of a doubling that still wait for their new slot; no fingerprint has it otherwise.
+    static let waitingBit: UInt64 = 1 << 63
+
+    private let slots: UnsafeMutablePointer<Slot>
     private var mask: Int
+    /// Slots reserved; every slot from `mask + 1` on is zero.
     private let maxSlots: Int
     private(set) var count = 0
     private let capacity: Int
     var warmSink: UInt64 = 0
     private static let initialSlots = 1024
+    private static let slotBytes = MemoryLayout<Slot>.stride
 
     init(capacity: Int) {
         self.capacity = capacity
         var size = Self.initialSlots
         while size < capacity * 2 { size *= 2 }
-        maxSlots = max(size, Self.initialSlots)
-        slots = Self.allocate(min(Self.initialSlots, maxSlots))
-        mask = min(Self.initialSlots, maxSlots) - 1
-    }
-
-    private static func allocate(_ size: Int) -> UnsafeMutablePointer<(fingerprint: UInt64, lastSeen: Int64)> {
-        TableMemory.allocateZeroed(byteCount: size * slotBytes)
-            .bindMemory(to: (fingerprint: UInt64, lastSeen: Int64).self, capacity: size)
+        maxSlots = size
+        slots = TableMemory.allocateZeroed(byteCount: maxSlots * Self.slotBytes)
+            .bindMemory(to: Slot.self, capacity: maxSlots)
+        mask = Self.initialSlots - 1
     }
 
     /// The first slot of the cache line where probes for `fingerprint` start.
@@ -175,7 +183,8 @@ struct FingerprintTable {
         if time > slots[slot].lastSeen { slots[slot].lastSeen = time }
     }
 
-    /// Adds a fingerprint that is not present; `false` when the table already holds `capacity` entries.
+    /// Adds a fingerprint that is not present (nonzero, without ``waitingBit``); `false` when the table already
+    /// holds `capacity` entries.
     mutating func insert(_ fingerprint: UInt64, at time: Int64) -> Bool {
         guard count < capacity else { return false }
         if (count + 1) * 2 > mask + 1 && mask + 1 < maxSlots { grow() }
@@ -187,35 +196,56 @@ struct FingerprintTable {
     }
 
     /// Frees the slots; the table must not be used afterwards.
-    func deallocate() { Self.deallocate(slots, size: mask + 1) }
-
-    private static let slotBytes = MemoryLayout<(UInt64, Int64)>.stride
-
-    private static func deallocate(_ slots: UnsafeMutablePointer<(fingerprint: UInt64, lastSeen: Int64)>, size: Int) {
-        TableMemory.deallocate(UnsafeMutableRawPointer(slots), byteCount: size * slotBytes)
+    func deallocate() {
+        TableMemory.deallocate(UnsafeMutableRawPointer(slots), byteCount: maxSlots * Self.slotBytes)
     }
 
-    /// Forgets everything and returns to the initial size, so memory follows the traffic of the last windows.
+    /// Forgets everything and returns to the initial size, handing the rest back, so memory follows the traffic of
+    /// the last windows.
     mutating func removeAll() {
         guard count > 0 else { return }
-        Self.deallocate(slots, size: mask + 1)
-        let size = min(Self.initialSlots, maxSlots)
-        slots = Self.allocate(size)
-        mask = size - 1
+        TableMemory.zero(
+            UnsafeMutableRawPointer(slots),
+            from: 0,
+            byteCount: (mask + 1) * Self.slotBytes,
+            regionByteCount: maxSlots * Self.slotBytes
+        )
+        mask = Self.initialSlots - 1
         count = 0
     }
 
+    /// Doubles the table where it lies. The upper half is empty; every entry of the lower half is marked as
+    /// waiting, then each is moved to the first slot from its new home that is empty or still waiting, swapping
+    /// with a waiting entry found there (the swapped-in entry is placed next). Slots between a home and its entry
+    /// are always placed entries, which never move again, so every probe still finds its entry: the in-place
+    /// rehash of Abseil's `drop_deletes_without_resize`, applied to a doubling.
     private mutating func grow() {
-        let oldSlots = slots
         let oldSize = mask + 1
-        let size = oldSize * 2
-        slots = Self.allocate(size)
-        mask = size - 1
-        for index in 0..<oldSize where oldSlots[index].fingerprint != 0 {
-            var target = home(oldSlots[index].fingerprint)
-            while slots[target].fingerprint != 0 { target = (target + 1) & mask }
-            slots[target] = oldSlots[index]
+        for index in 0..<oldSize where slots[index].fingerprint != 0 { slots[index].fingerprint |= Self.waitingBit }
+        mask = oldSize * 2 - 1
+        var index = 0
+        while index < oldSize {
+            let entry = slots[index]
+            guard entry.fingerprint & Self.waitingBit != 0 else {
+                index += 1
+                continue
+            }
+            let fingerprint = entry.fingerprint & ~Self.waitingBit
+            var target = home(fingerprint)
+            while slots[target].fingerprint != 0 && slots[target].fingerprint & Self.waitingBit == 0 {
+                target = (target + 1) & mask
+            }
+            if target == index {
+                slots[index].fingerprint = fingerprint
+                index += 1
+            } else if slots[target].fingerprint == 0 {
+                slots[target] = (fingerprint, entry.lastSeen)
+                slots[index] = (0, 0)
+                index += 1
+            } else {
+                slots[index] = slots[target]
+                slots[target] = (fingerprint, entry.lastSeen)
+            }
         }
-        Self.deallocate(oldSlots, size: oldSize)
     }
 }

@@ -34,6 +34,32 @@ enum TableMemory {
         #endif
     }
 
+    /// Makes `byteCount` bytes from `offset` of a region from ``allocateZeroed(byteCount:)`` (of `regionByteCount`
+    /// bytes) read as zero again. Whole pages of a mapped region go back to the kernel, so a table that shrinks
+    /// also stops holding memory.
+    static func zero(
+        _ memory: UnsafeMutableRawPointer,
+        from offset: Int,
+        byteCount: Int,
+        regionByteCount: Int
+    ) {
+        precondition(offset >= 0 && byteCount >= 0 && offset + byteCount <= regionByteCount)
+        #if os(Linux)
+        if regionByteCount >= hugePageThreshold {
+            let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+            let firstPage = (offset + page - 1) / page * page
+            let endPage = (offset + byteCount) / page * page
+            if firstPage < endPage, madvise(memory + firstPage, endPage - firstPage, MADV_DONTNEED) == 0 {
+                // The partial pages at either end are cleared by hand.
+                (memory + offset).initializeMemory(as: UInt8.self, repeating: 0, count: firstPage - offset)
+                (memory + endPage).initializeMemory(as: UInt8.self, repeating: 0, count: offset + byteCount - endPage)
+                return
+            }
+        }
+        #endif
+        (memory + offset).initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+    }
+
     /// Frees a region from ``allocateZeroed(byteCount:)`` of the same size.
     static func deallocate(_ memory: UnsafeMutableRawPointer, byteCount: Int) {
         #if os(Linux)
