@@ -19,10 +19,12 @@ final class CaptureFile {
     private let stream: UnsafeMutablePointer<FILE>
     /// The decompressing layer (`CDecompress`) of a compressed file or a pipe, `nil` for a plain file.
     private let decompressor: OpaquePointer?
+    /// Reads the records of a plain classic pcap file itself, in place of libpcap; `nil` for every other file.
+    private let classicRecords: ClassicPcapRecords?
     /// The current record, after ``advance()`` returned `true`.
     private(set) var time = Timestamp(nanoseconds: 0)
-    private var header: UnsafeMutablePointer<pcap_pkthdr>?
-    private var data: UnsafePointer<UInt8>?
+    /// The current record's bytes, after ``advance()`` returned `true`; valid until the next ``advance()``.
+    private(set) var frame = UnsafeRawBufferPointer(start: nil, count: 0)
 
     /// The stdio buffer libpcap reads a plain capture through. libpcap reads each record with two `fread`s; with
     /// stdio's default buffer (one file-system block, 4 KiB) that is a read(2) for every 4 KiB of capture.
@@ -34,7 +36,9 @@ final class CaptureFile {
     /// Opens `path` (`-` is standard input, as with `tcpdump -r -`).
     /// - Throws: ``ConntrackrError`` `unreadableCapture` (missing, not a capture, bad gzip or zstd) or
     ///   `unsupportedLinkType`, naming the file.
-    init(path: String) throws(ConntrackrError) {
+    /// - Parameter readingEveryRecordWithLibpcap: reads a plain classic pcap file with libpcap too, for the tests that
+    ///   hold ``ClassicPcapRecords`` to it.
+    init(path: String, readingEveryRecordWithLibpcap: Bool = false) throws(ConntrackrError) {
         self.path = path
         // A duplicate of standard input, since libpcap closes the file it reads.
         let descriptor = path == "-" ? dup(STDIN_FILENO) : Glibc.open(path, O_RDONLY | O_CLOEXEC)
@@ -90,6 +94,8 @@ final class CaptureFile {
         }
         stream = opened
         decompressor = decompressHandle
+        classicRecords = decompressHandle == nil && !readingEveryRecordWithLibpcap
+            ? ClassicPcapRecords(descriptor: fileno(opened), snapshotLength: pcap_snapshot(raw)) : nil
         do {
             linkType = try handle.linkType(describing: path)
         } catch let error as ConntrackrError {
@@ -116,6 +122,7 @@ final class CaptureFile {
 
     /// Bytes of the file consumed so far (compressed bytes for a compressed file).
     var bytesRead: Int64 {
+        if let classicRecords { return classicRecords.bytesRead }
         if let decompressor { return ct_decompress_bytes_read(decompressor) }
         return Int64(ftello(stream))
     }
@@ -125,21 +132,30 @@ final class CaptureFile {
         decompressor.flatMap { ct_decompress_error($0) }.map { String(cString: $0) }
     }
 
-    /// The current record's bytes, after ``advance()`` returned `true`; valid until the next ``advance()``.
-    var frame: UnsafeRawBufferPointer {
-        guard let header, let data else { return UnsafeRawBufferPointer(start: nil, count: 0) }
-        return UnsafeRawBufferPointer(start: data, count: Int(header.pointee.caplen))
-    }
-
     /// Reads the next record: `true` when one is ready (``time``, ``frame``), `false` at a clean end of the file.
     /// - Throws: ``ConntrackrError`` `truncatedCapture` when the file ends inside a record or its compressed stream
     ///   is damaged or cut short.
     func advance() throws(ConntrackrError) -> Bool {
+        if let classicRecords {
+            switch classicRecords.next() {
+            case .record(let seconds, let nanoseconds, let bytes):
+                time = Timestamp(clampingSeconds: seconds, nanosecondsPastSecond: nanoseconds)
+                frame = bytes
+                return true
+            case .end:
+                return false
+            case .failure(let reason):
+                throw ConntrackrError(.truncatedCapture, "\(path): \(reason)")
+            }
+        }
+        var header: UnsafeMutablePointer<pcap_pkthdr>?
+        var data: UnsafePointer<UInt8>?
         while true {
             switch pcap_next_ex(handle.raw, &header, &data) {
             case 1:
-                guard let header, data != nil else { continue }
+                guard let header, let data else { continue }
                 time = nanosecondTimestamp(header)
+                frame = UnsafeRawBufferPointer(start: data, count: Int(header.pointee.caplen))
                 return true
             case PCAP_ERROR_BREAK:  // end of file
                 if let failure = endFailure() { throw failure }

@@ -1,4 +1,3 @@
-import CPcap
 public import ConnCore
 import Synchronization
 
@@ -50,13 +49,9 @@ public final class PcapFileSource: PacketSource {
 
     public func run(into pipeline: ConnectionPipeline) throws {
         let file = try CaptureFile(path: path)
-        let handle = file.handle
         let linkType = file.linkType
-        var header: UnsafeMutablePointer<pcap_pkthdr>?
-        var data: UnsafePointer<UInt8>?
         var inBatch = 0
         var frames = 0
-        var lastTime = Timestamp(nanoseconds: 0)
         // Parsing here, the rest of the pipeline on a second thread.
         let feed = PipelineFeed(pipeline: pipeline)
         defer {
@@ -64,28 +59,19 @@ public final class PcapFileSource: PacketSource {
             progress?(CaptureReadProgress(bytesRead: file.bytesRead, frames: frames + inBatch))
         }
         while !stopRequested.load(ordering: .relaxed) {
-            switch pcap_next_ex(handle.raw, &header, &data) {
-            case 1:
-                guard let header, let data else { continue }
-                lastTime = nanosecondTimestamp(header)
-                let frame = UnsafeRawBufferPointer(start: data, count: Int(header.pointee.caplen))
-                feed.process(frame: frame, linkType: linkType, time: lastTime)
-                inBatch += 1
-                if inBatch == Self.batchSize {
-                    feed.endOfBatch(now: lastTime)
-                    frames += inBatch
-                    inBatch = 0
-                    progress?(CaptureReadProgress(bytesRead: file.bytesRead, frames: frames))
-                }
-            case PCAP_ERROR_BREAK:  // end of file
-                if let failure = file.endFailure() {
-                    feed.endOfBatch(now: lastTime)
-                    throw failure
-                }
-                return
-            default:
-                feed.endOfBatch(now: lastTime)
-                throw file.readFailure()
+            do {
+                guard try file.advance() else { return }
+            } catch {
+                feed.endOfBatch(now: file.time)
+                throw error
+            }
+            feed.process(frame: file.frame, linkType: linkType, time: file.time)
+            inBatch += 1
+            if inBatch == Self.batchSize {
+                feed.endOfBatch(now: file.time)
+                frames += inBatch
+                inBatch = 0
+                progress?(CaptureReadProgress(bytesRead: file.bytesRead, frames: frames))
             }
         }
     }
