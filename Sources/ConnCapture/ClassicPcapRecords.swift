@@ -71,6 +71,7 @@ final class ClassicPcapRecords {
     var bytesRead: Int64 { fileOffset - Int64(end - start) }
 
     /// The next record, the end of the file, or why the file cannot be read further.
+    @inline(__always)
     func next() -> Next {
         guard fill(Self.recordHeaderBytes) else {
             let available = end - start
@@ -104,11 +105,16 @@ final class ClassicPcapRecords {
 
     /// Makes at least `count` bytes (at most a record's worth) available from `start`, reading as needed; `false`
     /// when the file ends first or a read fails.
+    @inline(__always)
     private func fill(_ count: Int) -> Bool {
-        if end - start >= count { return true }
+        end - start >= count || read(count)
+    }
+
+    /// The slow side of ``fill(_:)``: reads until `count` bytes are buffered, the file ends or a read fails.
+    private func read(_ count: Int) -> Bool {
         if start + count > Self.bufferBytes {
             // Move the partial record to the front.
-            (buffer).copyMemory(from: buffer + start, byteCount: end - start)
+            buffer.copyMemory(from: buffer + start, byteCount: end - start)
             end -= start
             start = 0
         }

@@ -46,6 +46,9 @@ public final class RetransmitFilter {
         previous.deallocate()
     }
 
+    /// The regions of both generations' tables, which another thread may commit ahead of their growth.
+    var commitments: [TableRegionCommitment] { [current.commitment, previous.commitment].compactMap { $0 } }
+
     /// The 4-tuples currently remembered (both generations).
     public var count: Int { current.count + previous.count }
 
@@ -136,6 +139,9 @@ struct FingerprintTable {
     static let waitingBit: UInt64 = 1 << 63
 
     private let slots: UnsafeMutablePointer<Slot>
+    /// Lets the reading thread of a replay commit the next size's pages before the table doubles into them; `nil`
+    /// for a region small enough to come from the allocator.
+    let commitment: TableRegionCommitment?
     private var mask: Int
     /// Slots reserved; every slot from `mask + 1` on is zero.
     private let maxSlots: Int
@@ -150,8 +156,9 @@ struct FingerprintTable {
         var size = Self.initialSlots
         while size < capacity * 2 { size *= 2 }
         maxSlots = size
-        slots = TableMemory.allocateZeroed(byteCount: maxSlots * Self.slotBytes)
-            .bindMemory(to: Slot.self, capacity: maxSlots)
+        let region = TableMemory.allocateZeroed(byteCount: maxSlots * Self.slotBytes)
+        slots = region.bindMemory(to: Slot.self, capacity: maxSlots)
+        commitment = maxSlots * Self.slotBytes >= TableMemory.hugePageThreshold ? TableRegionCommitment(base: region) : nil
         mask = Self.initialSlots - 1
     }
 
@@ -192,6 +199,8 @@ struct FingerprintTable {
         while slots[index].fingerprint != 0 { index = (index + 1) & mask }
         slots[index] = (fingerprint, time)
         count += 1
+        // Halfway to the next doubling: its pages can be committed meanwhile.
+        if count * 4 == mask + 1 && mask + 1 < maxSlots { commitment?.want((mask + 1) * 2 * Self.slotBytes) }
         return true
     }
 
@@ -210,6 +219,7 @@ struct FingerprintTable {
             byteCount: (mask + 1) * Self.slotBytes,
             regionByteCount: maxSlots * Self.slotBytes
         )
+        commitment?.forget()
         mask = Self.initialSlots - 1
         count = 0
     }

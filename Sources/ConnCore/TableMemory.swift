@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -60,6 +62,15 @@ enum TableMemory {
         (memory + offset).initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
     }
 
+    /// Commits the pages of `byteCount` bytes from `memory` without changing what they hold, so that first writes
+    /// to them do not wait for the kernel to find and zero pages. Advice only: nothing happens where the kernel
+    /// cannot do it (before Linux 5.14, or out of memory).
+    static func commit(_ memory: UnsafeMutableRawPointer, byteCount: Int) {
+        #if os(Linux)
+        _ = madvise(memory, byteCount, MADV_POPULATE_WRITE)
+        #endif
+    }
+
     /// Frees a region from ``allocateZeroed(byteCount:)`` of the same size.
     static func deallocate(_ memory: UnsafeMutableRawPointer, byteCount: Int) {
         #if os(Linux)
@@ -69,5 +80,43 @@ enum TableMemory {
         }
         #endif
         memory.deallocate()
+    }
+}
+
+/// The part of a large table's region its owner is about to write, which another thread can commit ahead of it
+/// (``TableMemory/commit(_:byteCount:)``), so that the owner does not wait for fresh pages.
+///
+/// A replay's reading thread commits, at each batch it hands over, what the pipeline's tables will grow into; the
+/// kernel, not the pipeline's thread, then finds and zeroes the pages. Committing never changes what the pages
+/// hold, so the two threads share nothing but these two numbers.
+final class TableRegionCommitment: Sendable {
+    /// The region's address, as a number (a pointer is not `Sendable`).
+    private let base: UInt
+    private let wanted = Atomic<Int>(0)
+    private let committed = Atomic<Int>(0)
+
+    init(base: UnsafeMutableRawPointer) {
+        self.base = UInt(bitPattern: base)
+    }
+
+    /// The owner's thread: the region's first `byteCount` bytes will be written soon.
+    func want(_ byteCount: Int) {
+        wanted.store(byteCount, ordering: .relaxed)
+    }
+
+    /// The owner's thread, after handing the region's pages back: nothing is committed any more. A commit running
+    /// meanwhile may leave pages committed that are not needed yet; they hold zeros either way.
+    func forget() {
+        wanted.store(0, ordering: .relaxed)
+        committed.store(0, ordering: .relaxed)
+    }
+
+    /// Any thread: commits what is wanted and not committed yet.
+    func commit() {
+        let target = wanted.load(ordering: .relaxed)
+        let done = committed.load(ordering: .relaxed)
+        guard target > done, let start = UnsafeMutableRawPointer(bitPattern: base) else { return }
+        TableMemory.commit(start + done, byteCount: target - done)
+        committed.store(target, ordering: .relaxed)
     }
 }
