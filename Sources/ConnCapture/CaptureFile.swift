@@ -60,9 +60,12 @@ final class CaptureFile {
         case .plain:
             opened = fdopen(descriptor, "rb")
             if let opened {
-                // glibc ignores the size unless it is given the buffer too.
-                readBuffer = UnsafeMutableRawPointer.allocate(byteCount: Self.readBufferBytes, alignment: 64)
-                setvbuf(opened, readBuffer?.assumingMemoryBound(to: CChar.self), _IOFBF, Self.readBufferBytes)
+                // A file ClassicPcapRecords reads goes through stdio only for libpcap to read its header.
+                if readingEveryRecordWithLibpcap || !ClassicPcapRecords.reads(descriptor) {
+                    // glibc ignores the size unless it is given the buffer too.
+                    readBuffer = UnsafeMutableRawPointer.allocate(byteCount: Self.readBufferBytes, alignment: 64)
+                    setvbuf(opened, readBuffer?.assumingMemoryBound(to: CChar.self), _IOFBF, Self.readBufferBytes)
+                }
             } else {
                 let saved = errno
                 close(descriptor)

@@ -47,16 +47,7 @@ final class ClassicPcapRecords {
     /// classic pcap in this byte order, another version). `snapshotLength` is libpcap's (`pcap_snapshot`), which
     /// it adjusts from the header's.
     init?(descriptor: Int32, snapshotLength: Int32) {
-        var status = stat()
-        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return nil }
-        var header = [UInt8](repeating: 0, count: Self.fileHeaderBytes)
-        let got = header.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, Self.fileHeaderBytes, 0) }
-        guard got == Self.fileHeaderBytes else { return nil }
-        let magic = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: UInt32.self) }
-        let major = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt16.self) }
-        let minor = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 6, as: UInt16.self) }
-        // Read in this machine's order: a byte-swapped file shows the swapped magic and goes to libpcap.
-        guard magic == 0xA1B2_C3D4 || magic == 0xA1B2_3C4D, major == 2, minor == 4 else { return nil }
+        guard let magic = Self.readableMagic(descriptor) else { return nil }
         guard snapshotLength > 0, Int(snapshotLength) <= Self.maximumCaptureLength else { return nil }
         self.descriptor = descriptor
         self.snapshotLength = Int(snapshotLength)
@@ -66,6 +57,25 @@ final class ClassicPcapRecords {
     }
 
     deinit { buffer.deallocate() }
+
+    /// Whether this reader would read the file open on `descriptor` (a regular file of classic pcap in this
+    /// machine's byte order, version 2.4), judged by its first 24 bytes.
+    static func reads(_ descriptor: Int32) -> Bool { readableMagic(descriptor) != nil }
+
+    /// The file's magic number when this reader reads it.
+    private static func readableMagic(_ descriptor: Int32) -> UInt32? {
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return nil }
+        var header = [UInt8](repeating: 0, count: fileHeaderBytes)
+        let got = header.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, fileHeaderBytes, 0) }
+        guard got == fileHeaderBytes else { return nil }
+        let magic = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: UInt32.self) }
+        let major = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt16.self) }
+        let minor = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 6, as: UInt16.self) }
+        // Read in this machine's order: a byte-swapped file shows the swapped magic and goes to libpcap.
+        guard magic == 0xA1B2_C3D4 || magic == 0xA1B2_3C4D, major == 2, minor == 4 else { return nil }
+        return magic
+    }
 
     /// Bytes of the file consumed so far, headers included.
     var bytesRead: Int64 { fileOffset - Int64(end - start) }
