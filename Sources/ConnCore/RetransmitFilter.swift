@@ -69,7 +69,12 @@ public final class RetransmitFilter {
         // Hash first, then load: a loop of bare loads keeps them all in the processor's window at once.
         withUnsafeTemporaryAllocation(of: UInt64.self, capacity: attempts.count) { keys in
             for (index, attempt) in attempts.enumerated() { keys.initializeElement(at: index, to: fingerprint(attempt)) }
-            for key in keys { folded &+= current.peek(key) }
+            // A tuple not in the current generation is looked up in the previous one too: warm both lines.
+            if previous.count > 0 {
+                for key in keys { folded &+= current.peek(key) &+ previous.peek(key) }
+            } else {
+                for key in keys { folded &+= current.peek(key) }
+            }
         }
         current.warmSink &+= folded
     }
