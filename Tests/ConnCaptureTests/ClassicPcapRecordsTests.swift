@@ -132,6 +132,41 @@ struct ClassicPcapRecordsTests {
         #expect(compared > 400)
     }
 
+    /// Files of random records: random header fields, lengths mostly small but sometimes past the snapshot length or
+    /// libpcap's maximum, junk bytes, a random cut. A capture file is outside input; whatever it holds, both readers
+    /// must see the same.
+    @Test("Random files read the same", arguments: 0..<8)
+    func randomFiles(seed: UInt64) {
+        var random = SplitMix64(seed: seed)
+        for file in 0..<40 {
+            let snapLength = [0, 64, 1_500, 65_535, 262_144, 1_000_000][Int.random(in: 0..<6, using: &random)]
+            let magic: UInt32 = Bool.random(using: &random) ? 0xA1B2_C3D4 : 0xA1B2_3C4D
+            var bytes = Self.fileHeader(magic: magic, snapLength: UInt32(snapLength))
+            for _ in 0..<Int.random(in: 0..<30, using: &random) {
+                let captured: UInt32 =
+                    switch Int.random(in: 0..<20, using: &random) {
+                    case 0: UInt32.random(in: 262_145 ... .max, using: &random)
+                    case 1: UInt32.random(in: 1_500...262_144, using: &random)
+                    default: UInt32.random(in: 0...200, using: &random)
+                    }
+                let header = [
+                    UInt32.random(in: .min ... .max, using: &random), UInt32.random(in: .min ... .max, using: &random),
+                    captured, UInt32.random(in: .min ... .max, using: &random),
+                ]
+                bytes += header.flatMap { withUnsafeBytes(of: $0, Array.init) }
+                // Both readers stop at a length past the maximum: only a few bytes follow it.
+                let body = captured > 262_144 ? Int.random(in: 0...64, using: &random) : Int(captured)
+                if body <= 200 {
+                    bytes += (0..<body).map { _ in UInt8.random(in: 0...255, using: &random) }
+                } else {
+                    bytes += [UInt8](repeating: UInt8(truncatingIfNeeded: body), count: body)
+                }
+            }
+            let cut = Bool.random(using: &random) ? bytes.count : Int.random(in: 0...bytes.count, using: &random)
+            Self.assertSameReading(Array(bytes.prefix(cut)), "seed \(seed), file \(file)")
+        }
+    }
+
     /// These stay with libpcap; reading them through `CaptureFile` must still agree with it.
     @Test("Swapped, older and nanosecond-swapped files are left to libpcap")
     func filesLeftToLibpcap() {
