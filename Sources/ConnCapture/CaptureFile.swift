@@ -45,6 +45,8 @@ final class CaptureFile {
         guard descriptor >= 0 else {
             throw ConntrackrError(.unreadableCapture, "cannot read capture \(path): \(String(cString: strerror(errno)))")
         }
+        // Where the capture starts: standard input may be open past the start of its file.
+        let startOffset = Int64(lseek(descriptor, 0, SEEK_CUR))
         var decompressHandle: OpaquePointer?
         var readBuffer: UnsafeMutableRawPointer?
         let opened: UnsafeMutablePointer<FILE>?
@@ -61,7 +63,7 @@ final class CaptureFile {
             opened = fdopen(descriptor, "rb")
             if let opened {
                 // A file ClassicPcapRecords reads goes through stdio only for libpcap to read its header.
-                if readingEveryRecordWithLibpcap || !ClassicPcapRecords.reads(descriptor) {
+                if readingEveryRecordWithLibpcap || !ClassicPcapRecords.reads(descriptor, at: startOffset) {
                     // glibc ignores the size unless it is given the buffer too.
                     readBuffer = UnsafeMutableRawPointer.allocate(byteCount: Self.readBufferBytes, alignment: 64)
                     setvbuf(opened, readBuffer?.assumingMemoryBound(to: CChar.self), _IOFBF, Self.readBufferBytes)
@@ -98,7 +100,7 @@ final class CaptureFile {
         stream = opened
         decompressor = decompressHandle
         classicRecords = decompressHandle == nil && !readingEveryRecordWithLibpcap
-            ? ClassicPcapRecords(descriptor: fileno(opened), snapshotLength: pcap_snapshot(raw)) : nil
+            ? ClassicPcapRecords(descriptor: fileno(opened), at: startOffset, snapshotLength: pcap_snapshot(raw)) : nil
         do {
             linkType = try handle.linkType(describing: path)
         } catch let error as ConntrackrError {

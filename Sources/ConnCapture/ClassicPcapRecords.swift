@@ -43,31 +43,32 @@ final class ClassicPcapRecords {
     private var atEndOfFile = false
     private var readError: Int32?
 
-    /// A reader for the file open on `descriptor`, or `nil` when libpcap should read it (not a regular file, not
-    /// classic pcap in this byte order, another version). `snapshotLength` is libpcap's (`pcap_snapshot`), which
-    /// it adjusts from the header's.
-    init?(descriptor: Int32, snapshotLength: Int32) {
-        guard let magic = Self.readableMagic(descriptor) else { return nil }
+    /// A reader for the file open on `descriptor` whose capture starts at `offset` (standard input may be open
+    /// past the start of its file), or `nil` when libpcap should read it (not a regular file, not classic pcap in
+    /// this byte order, another version). `snapshotLength` is libpcap's (`pcap_snapshot`), which it adjusts from
+    /// the header's.
+    init?(descriptor: Int32, at offset: Int64, snapshotLength: Int32) {
+        guard let magic = Self.readableMagic(descriptor, at: offset) else { return nil }
         guard snapshotLength > 0, Int(snapshotLength) <= Self.maximumCaptureLength else { return nil }
         self.descriptor = descriptor
         self.snapshotLength = Int(snapshotLength)
         nanosecondFile = magic == 0xA1B2_3C4D
-        fileOffset = Int64(Self.fileHeaderBytes)
+        fileOffset = offset + Int64(Self.fileHeaderBytes)
         buffer = .allocate(byteCount: Self.bufferBytes, alignment: 64)
     }
 
     deinit { buffer.deallocate() }
 
     /// Whether this reader would read the file open on `descriptor` (a regular file of classic pcap in this
-    /// machine's byte order, version 2.4), judged by its first 24 bytes.
-    static func reads(_ descriptor: Int32) -> Bool { readableMagic(descriptor) != nil }
+    /// machine's byte order, version 2.4), judged by the 24 bytes from `offset`.
+    static func reads(_ descriptor: Int32, at offset: Int64) -> Bool { readableMagic(descriptor, at: offset) != nil }
 
     /// The file's magic number when this reader reads it.
-    private static func readableMagic(_ descriptor: Int32) -> UInt32? {
+    private static func readableMagic(_ descriptor: Int32, at offset: Int64) -> UInt32? {
         var status = stat()
         guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return nil }
         var header = [UInt8](repeating: 0, count: fileHeaderBytes)
-        let got = header.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, fileHeaderBytes, 0) }
+        let got = header.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, fileHeaderBytes, off_t(offset)) }
         guard got == fileHeaderBytes else { return nil }
         let magic = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: UInt32.self) }
         let major = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt16.self) }
@@ -77,7 +78,7 @@ final class ClassicPcapRecords {
         return magic
     }
 
-    /// Bytes of the file consumed so far, headers included.
+    /// The file's offset up to which records are consumed, as `ftello` gives it for libpcap's stream.
     var bytesRead: Int64 { fileOffset - Int64(end - start) }
 
     /// The next record, the end of the file, or why the file cannot be read further.

@@ -76,6 +76,14 @@ rc=0
 cat "$capture" | timeout 20 "$bin" replay - --format json >"$dir/pipe.out" 2>"$dir/pipe.err" || rc=$?
 assert_eq "$rc" 0 "replay - from a pipe"
 same pipe whole-json "the capture through a pipe"
+# Standard input open on a file past its start: the capture begins where the descriptor stands, not at the file's
+# own start (here the head of another capture).
+{ head -c 100 "$E2E_CAPTURES/benign-v4.pcap"; cat "$capture"; } >"$dir/offset.bin"
+rc=0
+{ dd bs=1 count=100 of=/dev/null 2>/dev/null; timeout 20 "$bin" replay - --format json; } <"$dir/offset.bin" \
+    >"$dir/offset.out" 2>"$dir/offset.err" || rc=$?
+assert_eq "$rc" 0 "replay - from a file 100 bytes in (stderr: $(head -c 300 "$dir/offset.err"))"
+same offset whole-json "the capture from standard input opened past its start"
 log "rotated set: $records records in $pieces pieces, any order, give the whole capture's $(wc -l <"$dir/whole-json.out") events"
 
 # 2. One unreadable file among good ones: named, the others replayed, failure status.
