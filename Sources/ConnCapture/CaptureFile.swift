@@ -45,12 +45,11 @@ final class CaptureFile {
         guard descriptor >= 0 else {
             throw ConntrackrError(.unreadableCapture, "cannot read capture \(path): \(String(cString: strerror(errno)))")
         }
-        // Where the capture starts: standard input may be open past the start of its file.
-        let startOffset = Int64(lseek(descriptor, 0, SEEK_CUR))
         var decompressHandle: OpaquePointer?
         var readBuffer: UnsafeMutableRawPointer?
         let opened: UnsafeMutablePointer<FILE>?
-        switch Self.peekCompression(descriptor) {
+        let start = Self.peek(descriptor)
+        switch start {
         case .compressed, .unknown:
             // Unknown (a pipe cannot be peeked at): the layer tells gzip, zstd and plain data apart by the same
             // magic bytes, and copies plain data through.
@@ -59,11 +58,11 @@ final class CaptureFile {
                 readBuffer = UnsafeMutableRawPointer.allocate(byteCount: Self.decompressBufferBytes, alignment: 64)
                 setvbuf(opened, readBuffer?.assumingMemoryBound(to: CChar.self), _IOFBF, Self.decompressBufferBytes)
             }
-        case .plain:
+        case .plain(_, let classicHeader):
             opened = fdopen(descriptor, "rb")
             if let opened {
                 // A file ClassicPcapRecords reads goes through stdio only for libpcap to read its header.
-                if readingEveryRecordWithLibpcap || !ClassicPcapRecords.reads(descriptor, at: startOffset) {
+                if readingEveryRecordWithLibpcap || classicHeader == nil {
                     // glibc ignores the size unless it is given the buffer too.
                     readBuffer = UnsafeMutableRawPointer.allocate(byteCount: Self.readBufferBytes, alignment: 64)
                     setvbuf(opened, readBuffer?.assumingMemoryBound(to: CChar.self), _IOFBF, Self.readBufferBytes)
@@ -99,8 +98,13 @@ final class CaptureFile {
         }
         stream = opened
         decompressor = decompressHandle
-        classicRecords = decompressHandle == nil && !readingEveryRecordWithLibpcap
-            ? ClassicPcapRecords(descriptor: fileno(opened), at: startOffset, snapshotLength: pcap_snapshot(raw)) : nil
+        if case .plain(let offset, let header?) = start, !readingEveryRecordWithLibpcap {
+            classicRecords = ClassicPcapRecords(
+                descriptor: fileno(opened), at: offset, header: header, snapshotLength: pcap_snapshot(raw)
+            )
+        } else {
+            classicRecords = nil
+        }
         do {
             linkType = try handle.linkType(describing: path)
         } catch let error as ConntrackrError {
@@ -110,19 +114,31 @@ final class CaptureFile {
         }
     }
 
-    private enum Compression { case plain, compressed, unknown }
+    /// How a file starts, read once, without moving its offset.
+    private enum Start {
+        /// Cannot be peeked at (a pipe).
+        case unknown
+        /// gzip or zstd.
+        case compressed
+        /// Plain data from `offset` (standard input may be open past the start of its file); `classicHeader` when
+        /// ``ClassicPcapRecords`` reads its records.
+        case plain(offset: Int64, classicHeader: ClassicPcapRecords.FileHeader?)
+    }
 
-    /// What the file's first bytes say, read without moving its offset; `unknown` when it cannot be peeked at.
     /// A plain file is read through stdio alone, with no layer copying its bytes.
-    private static func peekCompression(_ descriptor: Int32) -> Compression {
+    private static func peek(_ descriptor: Int32) -> Start {
         let offset = lseek(descriptor, 0, SEEK_CUR)
         guard offset >= 0 else { return .unknown }
-        var magic: (UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0)
-        let got = withUnsafeMutableBytes(of: &magic) { pread(descriptor, $0.baseAddress, 4, offset) }
+        var bytes = [UInt8](repeating: 0, count: ClassicPcapRecords.fileHeaderBytes)
+        let got = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, $0.count, offset) }
         // A read error (a directory, say) is left to libpcap to report, as for any plain file.
-        let gzip = got >= 2 && (magic.0, magic.1) == (0x1F, 0x8B)
-        let zstd = got == 4 && magic == (0x28, 0xB5, 0x2F, 0xFD)
-        return gzip || zstd ? .compressed : .plain
+        let gzip = got >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B
+        let zstd = got >= 4 && bytes[0..<4] == [0x28, 0xB5, 0x2F, 0xFD]
+        if gzip || zstd { return .compressed }
+        var status = stat()
+        let regular = fstat(descriptor, &status) == 0 && (status.st_mode & S_IFMT) == S_IFREG
+        let header = regular ? bytes.prefix(max(got, 0)).withUnsafeBytes { ClassicPcapRecords.FileHeader($0) } : nil
+        return .plain(offset: Int64(offset), classicHeader: header)
     }
 
     /// Bytes of the file consumed so far (compressed bytes for a compressed file).
@@ -172,12 +188,12 @@ final class CaptureFile {
     }
 
     /// The error to report when libpcap failed to read a record.
-    func readFailure() -> ConntrackrError {
+    private func readFailure() -> ConntrackrError {
         ConntrackrError(.truncatedCapture, "\(path): \(decompressError ?? handle.lastError)")
     }
 
     /// The error to report at libpcap's end of file, when the decompressing layer says the end was not clean.
-    func endFailure() -> ConntrackrError? {
+    private func endFailure() -> ConntrackrError? {
         decompressError.map { ConntrackrError(.truncatedCapture, "\(path): \($0)") }
     }
 

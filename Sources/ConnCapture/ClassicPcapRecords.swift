@@ -9,8 +9,8 @@ import Glibc
 /// record (half of a replay's reading thread went there).
 ///
 /// Only the common case takes this path: a classic pcap file (not pcapng) in this machine's byte order, version
-/// 2.4, with microsecond or nanosecond timestamps, read from a regular file; everything else stays with libpcap,
-/// which has also checked the file header by the time this reader starts after it. A record is checked as
+/// 2.4, with microsecond or nanosecond timestamps, read from a regular file (``FileHeader``); everything else stays
+/// with libpcap, which has also checked the file header by the time this reader starts after it. A record is checked as
 /// libpcap 1.10 checks it, with its error texts: a capture length over 262,144 bytes (libpcap's maximum for every
 /// link type a replay takes) is an error, one over the file's snapshot length is cut to it, and a file that ends
 /// inside a record fails. A differential test holds it to libpcap on captures, truncations and odd headers.
@@ -43,40 +43,36 @@ final class ClassicPcapRecords {
     private var atEndOfFile = false
     private var readError: Int32?
 
-    /// A reader for the file open on `descriptor` whose capture starts at `offset` (standard input may be open
-    /// past the start of its file), or `nil` when libpcap should read it (not a regular file, not classic pcap in
-    /// this byte order, another version). `snapshotLength` is libpcap's (`pcap_snapshot`), which it adjusts from
-    /// the header's.
-    init?(descriptor: Int32, at offset: Int64, snapshotLength: Int32) {
-        guard let magic = Self.readableMagic(descriptor, at: offset) else { return nil }
+    /// What the header of a file this reader takes says of its records.
+    struct FileHeader {
+        /// Whether record times count nanoseconds past the second (otherwise microseconds).
+        let nanosecondTimes: Bool
+
+        /// `nil` unless `bytes`, a file's first bytes, start a classic pcap file in this machine's byte order,
+        /// version 2.4: a byte-swapped file shows the swapped magic, and goes to libpcap like every other file.
+        init?(_ bytes: UnsafeRawBufferPointer) {
+            guard bytes.count >= ClassicPcapRecords.fileHeaderBytes else { return nil }
+            let magic = bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self)
+            let major = bytes.loadUnaligned(fromByteOffset: 4, as: UInt16.self)
+            let minor = bytes.loadUnaligned(fromByteOffset: 6, as: UInt16.self)
+            guard magic == 0xA1B2_C3D4 || magic == 0xA1B2_3C4D, major == 2, minor == 4 else { return nil }
+            nanosecondTimes = magic == 0xA1B2_3C4D
+        }
+    }
+
+    /// A reader for the file open on `descriptor` whose capture, starting with `header`, starts at `offset`
+    /// (standard input may be open past the start of its file); `nil` when libpcap should read it after all.
+    /// `snapshotLength` is libpcap's (`pcap_snapshot`), which it adjusts from the header's.
+    init?(descriptor: Int32, at offset: Int64, header: FileHeader, snapshotLength: Int32) {
         guard snapshotLength > 0, Int(snapshotLength) <= Self.maximumCaptureLength else { return nil }
         self.descriptor = descriptor
         self.snapshotLength = Int(snapshotLength)
-        nanosecondFile = magic == 0xA1B2_3C4D
+        nanosecondFile = header.nanosecondTimes
         fileOffset = offset + Int64(Self.fileHeaderBytes)
         buffer = .allocate(byteCount: Self.bufferBytes, alignment: 64)
     }
 
     deinit { buffer.deallocate() }
-
-    /// Whether this reader would read the file open on `descriptor` (a regular file of classic pcap in this
-    /// machine's byte order, version 2.4), judged by the 24 bytes from `offset`.
-    static func reads(_ descriptor: Int32, at offset: Int64) -> Bool { readableMagic(descriptor, at: offset) != nil }
-
-    /// The file's magic number when this reader reads it.
-    private static func readableMagic(_ descriptor: Int32, at offset: Int64) -> UInt32? {
-        var status = stat()
-        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return nil }
-        var header = [UInt8](repeating: 0, count: fileHeaderBytes)
-        let got = header.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, fileHeaderBytes, off_t(offset)) }
-        guard got == fileHeaderBytes else { return nil }
-        let magic = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: UInt32.self) }
-        let major = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt16.self) }
-        let minor = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 6, as: UInt16.self) }
-        // Read in this machine's order: a byte-swapped file shows the swapped magic and goes to libpcap.
-        guard magic == 0xA1B2_C3D4 || magic == 0xA1B2_3C4D, major == 2, minor == 4 else { return nil }
-        return magic
-    }
 
     /// The file's offset up to which records are consumed, as `ftello` gives it for libpcap's stream.
     var bytesRead: Int64 { fileOffset - Int64(end - start) }

@@ -143,10 +143,6 @@ public final class ConnectionPipeline {
         queuedAttempts.deallocate()
     }
 
-    /// The regions of the pipeline's large tables that another thread may commit ahead of their growth (see
-    /// ``PipelineFeed``). Read before the pipeline moves to another thread.
-    var tableCommitments: [TableRegionCommitment] { retransmits.commitments }
-
     /// Parses one frame and processes it if it is a connection attempt.
     @inline(__always)
     public func process(frame: UnsafeRawBufferPointer, linkType: LinkType, time: Timestamp) {

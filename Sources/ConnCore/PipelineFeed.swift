@@ -38,9 +38,6 @@ public final class PipelineFeed {
     }
 
     private let pipeline: ConnectionPipeline
-    /// Committed from the caller's thread at each hand-over, so the pipeline's thread, the slower of the two, does
-    /// not wait for the kernel to zero the pages its tables grow into.
-    private let tableCommitments: [TableRegionCommitment]
     /// The ring, allocated once. A slot belongs to the caller until handed over, then to the pipeline's thread until
     /// released; the mutex orders each change of hands.
     private let slots: UnsafeMutablePointer<Slot>
@@ -61,7 +58,6 @@ public final class PipelineFeed {
     ///   when a thread cannot be started.
     public init(pipeline: ConnectionPipeline, threaded: Bool = true) {
         self.pipeline = pipeline
-        tableCommitments = threaded ? pipeline.tableCommitments : []
         slots = .allocate(capacity: Self.slotCount)
         for index in 0..<Self.slotCount {
             (slots + index).initialize(to: Slot(verdicts: .allocate(capacity: Self.slotCapacity)))
@@ -138,9 +134,6 @@ public final class PipelineFeed {
         pthread_mutex_lock(&mutex)
         ready += 1
         pthread_cond_signal(&handedOver)
-        pthread_mutex_unlock(&mutex)
-        for commitment in tableCommitments { commitment.commit() }
-        pthread_mutex_lock(&mutex)
         while ready == Self.slotCount { pthread_cond_wait(&released, &mutex) }
         pthread_mutex_unlock(&mutex)
         filling = (filling + 1) % Self.slotCount

@@ -46,9 +46,6 @@ public final class RetransmitFilter {
         previous.deallocate()
     }
 
-    /// The regions of both generations' tables, which another thread may commit ahead of their growth.
-    var commitments: [TableRegionCommitment] { [current.commitment, previous.commitment].compactMap { $0 } }
-
     /// The 4-tuples currently remembered (both generations).
     public var count: Int { current.count + previous.count }
 
@@ -69,12 +66,9 @@ public final class RetransmitFilter {
         // Hash first, then load: a loop of bare loads keeps them all in the processor's window at once.
         withUnsafeTemporaryAllocation(of: UInt64.self, capacity: attempts.count) { keys in
             for (index, attempt) in attempts.enumerated() { keys.initializeElement(at: index, to: fingerprint(attempt)) }
-            // A tuple not in the current generation is looked up in the previous one too: warm both lines.
-            if previous.count > 0 {
-                for key in keys { folded &+= current.peek(key) &+ previous.peek(key) }
-            } else {
-                for key in keys { folded &+= current.peek(key) }
-            }
+            // A tuple not in the current generation is looked up in the previous one too: warm both lines (an
+            // empty previous generation is its first 16 KiB, already in cache).
+            for key in keys { folded &+= current.peek(key) &+ previous.peek(key) }
         }
         current.warmSink &+= folded
     }
@@ -144,9 +138,6 @@ struct FingerprintTable {
     static let waitingBit: UInt64 = 1 << 63
 
     private let slots: UnsafeMutablePointer<Slot>
-    /// Lets the reading thread of a replay commit the next size's pages before the table doubles into them; `nil`
-    /// for a region small enough to come from the allocator.
-    let commitment: TableRegionCommitment?
     private var mask: Int
     /// Slots reserved; every slot from `mask + 1` on is zero.
     private let maxSlots: Int
@@ -161,9 +152,8 @@ struct FingerprintTable {
         var size = Self.initialSlots
         while size < capacity * 2 { size *= 2 }
         maxSlots = size
-        let region = TableMemory.allocateZeroed(byteCount: maxSlots * Self.slotBytes)
-        slots = region.bindMemory(to: Slot.self, capacity: maxSlots)
-        commitment = maxSlots * Self.slotBytes >= TableMemory.hugePageThreshold ? TableRegionCommitment(base: region) : nil
+        slots = TableMemory.allocateZeroed(byteCount: maxSlots * Self.slotBytes)
+            .bindMemory(to: Slot.self, capacity: maxSlots)
         mask = Self.initialSlots - 1
     }
 
@@ -204,8 +194,6 @@ struct FingerprintTable {
         while slots[index].fingerprint != 0 { index = (index + 1) & mask }
         slots[index] = (fingerprint, time)
         count += 1
-        // Halfway to the next doubling: its pages can be committed meanwhile.
-        if count * 4 == mask + 1 && mask + 1 < maxSlots { commitment?.want((mask + 1) * 2 * Self.slotBytes) }
         return true
     }
 
@@ -220,11 +208,9 @@ struct FingerprintTable {
         guard count > 0 else { return }
         TableMemory.zero(
             UnsafeMutableRawPointer(slots),
-            from: 0,
             byteCount: (mask + 1) * Self.slotBytes,
             regionByteCount: maxSlots * Self.slotBytes
         )
-        commitment?.forget()
         mask = Self.initialSlots - 1
         count = 0
     }

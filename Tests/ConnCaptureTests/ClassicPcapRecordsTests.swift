@@ -167,9 +167,19 @@ struct ClassicPcapRecordsTests {
         }
     }
 
-    /// These stay with libpcap; reading them through `CaptureFile` must still agree with it.
+    /// Only native classic pcap 2.4 headers are read in place; the rest stay with libpcap, and reading them through
+    /// `CaptureFile` must still agree with it.
     @Test("Swapped, older and nanosecond-swapped files are left to libpcap")
     func filesLeftToLibpcap() {
+        func header(_ bytes: [UInt8]) -> ClassicPcapRecords.FileHeader? { bytes.withUnsafeBytes { .init($0) } }
+        #expect(header(Self.fileHeader())?.nanosecondTimes == false)
+        #expect(header(Self.fileHeader(magic: 0xA1B2_3C4D))?.nanosecondTimes == true)
+        #expect(header(Array(Self.fileHeader().prefix(23))) == nil)
+        #expect(header(Self.fileHeader(minor: 3)) == nil)
+        #expect(header(Self.fileHeader(major: 3)) == nil)
+        #expect(header(Self.fileHeader(swapped: true)) == nil)
+        #expect(header(Self.fileHeader(magic: 0xA1B2_3C4D, swapped: true)) == nil)
+        #expect(header(Self.fileHeader(magic: 0x0A0D_0D0A)) == nil)  // pcapng
         let records = Self.oddRecords[0] + Self.oddRecords[1]
         Self.assertSameReading(Self.fileHeader(minor: 3) + records, "version 2.3")
         Self.assertSameReading(Self.fileHeader(swapped: true) + records, "byte-swapped")

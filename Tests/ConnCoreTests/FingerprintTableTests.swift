@@ -1,10 +1,5 @@
 import ConnTesting
-import Synchronization
 import Testing
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 @testable import ConnCore
 
@@ -93,46 +88,6 @@ struct FingerprintTableTests {
             if fingerprint & 0x3FF < 1_016 { add(fingerprint) }
         }
         #expect(Self.check(table, model, absent: []) == nil)
-    }
-
-    /// A replay's reading thread commits the pages the table is about to double into while the pipeline's thread
-    /// inserts: committing must never change what the table holds, whenever it runs.
-    @Test("Committing the table's region from another thread while it grows changes nothing")
-    func commitsFromAnotherThread() {
-        var random = SplitMix64(seed: 11)
-        var table = FingerprintTable(capacity: 100_000)
-        defer { table.deallocate() }
-        guard let commitment = table.commitment else {
-            Issue.record("a table of 100,000 entries has a mapped region")
-            return
-        }
-        let stop = Atomic<Bool>(false)
-        let commits = Atomic<Int>(0)
-        let finished = Atomic<Bool>(false)
-        _ = DetachedThread.start {
-            while !stop.load(ordering: .relaxed) {
-                commitment.commit()
-                commits.add(1, ordering: .relaxed)
-            }
-            finished.store(true, ordering: .releasing)
-        }
-        var model: [UInt64: Int64] = [:]
-        for round in 0..<2 {
-            while model.count < 100_000 {
-                let fingerprint = Self.fingerprint(&random, homeBits: 0xFFFF)
-                guard model[fingerprint] == nil else { continue }
-                let inserted = table.insert(fingerprint, at: Int64(model.count))
-                #expect(inserted)
-                model[fingerprint] = Int64(model.count)
-            }
-            #expect(Self.check(table, model, absent: []) == nil, "round \(round)")
-            table.removeAll()
-            #expect(model.keys.allSatisfy { table.find($0) == nil }, "round \(round)")
-            model.removeAll()
-        }
-        stop.store(true, ordering: .relaxed)
-        while !finished.load(ordering: .acquiring) { usleep(1_000) }
-        #expect(commits.load(ordering: .relaxed) > 0)
     }
 
     @Test("A full table refuses; emptied, it starts small and fills again")
